@@ -1,0 +1,99 @@
+"""The journal: an append-only JSON-lines timeline of a gameday, one entry per line.
+
+Every entry is flushed and fsynced before ``record`` returns, so a crash at any moment leaves every
+earlier entry readable. Entries are never rewritten; a corrected answer is a new entry.
+
+Entry shape: ``{"seq": int, "ts": ISO-8601 UTC, "kind": str, "phase": str | None, ...fields}``.
+Kinds in use (a closed vocabulary, see ``KINDS``) keep the timeline machine-readable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+KINDS = frozenset(
+    {
+        "run.started",  # run_id, target, profile, params (redacted)
+        "run.finished",  # verdict, reason
+        "params.invalid",  # problems
+        "phase.started",
+        "phase.finished",  # status: ok | failed | skipped, duration_s
+        "check",  # name, ok, detail
+        "command",  # command, returncode, duration_s, stdout_tail, stderr_tail, dry_run
+        "partition.requested",
+        "partition.active",  # t0: the confirmed injection
+        "partition.healed",
+        "stop_condition",
+        "measurement",  # name, value, unit, evidence
+        "observation",  # question, answer
+        "stamp",  # stamp, at
+        "checklist",
+        "action_item",
+        "notification",
+        "note",
+        "error",  # error, message
+    }
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+class Journal:
+    """Append-only JSON-lines journal; safe to share between threads."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._seq = sum(1 for _ in self.read(self.path)) if self.path.exists() else 0
+
+    def record(self, kind: str, phase: str | None = None, **fields: Any) -> dict[str, Any]:
+        """Append one entry, flushed and fsynced; returns the entry written."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown journal kind {kind!r}")
+        with self._lock:
+            self._seq += 1
+            entry: dict[str, Any] = {"seq": self._seq, "ts": utcnow().isoformat(), "kind": kind, "phase": phase}
+            entry.update(fields)
+            line = json.dumps(entry, default=_default, ensure_ascii=False) + "\n"
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+        return entry
+
+    def entries(self) -> list[dict[str, Any]]:
+        return list(self.read(self.path))
+
+    @staticmethod
+    def read(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+        """Yield every complete entry; a torn last line (a crash mid-write) is skipped."""
+        p = Path(path)
+        if not p.exists():
+            return
+        with open(p, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.endswith("\n"):
+                    break
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError:
+                    continue

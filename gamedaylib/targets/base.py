@@ -1,0 +1,87 @@
+"""The one interface the runbook talks to, whether the system is the embedded lab or a cluster.
+
+A target knows how to check the system is fit (``preflight``), cut it off from NATS (``inject``),
+heal it (``heal``, safe to call twice, also after a failure), say whether the cut is active, read
+service logs, and, for the lab only, report the ground truth of what users were told.
+Probes (NATS monitoring, Prometheus, Alertmanager, the events table, service metrics) are reached
+through the URLs in ``Endpoints``, so the same probe code serves both targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True)
+class Check:
+    """One pre-flight check: what was checked, whether it passed, and what was seen."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+    fatal: bool = True  # a failed fatal check stops the gameday before any fault
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the probes look. ``events_dsn`` may carry a password: never archive it."""
+
+    ingest_url: str | None = None  # POST {"type","idempotency_key","payload"} here (gateway /v1/events)
+    stream_url: str | None = None  # the Corp Cockpit SSE stream
+    nats_monitor_url: str | None = None  # nats-server monitoring (/jsz, /healthz)
+    prometheus_url: str | None = None
+    alertmanager_url: str | None = None
+    events_dsn: str | None = None
+    service_metrics: dict[str, str] = field(default_factory=dict)  # service -> its /metrics URL
+    stream_name: str = "EVENTS"
+    consumer_name: str = "reporting"
+    dashboards: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What the lab knows really happened: every answer a simulated user got."""
+
+    accepted_keys: frozenset[str]  # answered 202
+    rejected: int  # answered 503
+    errors: int  # any other non-2xx, or no answer
+    dropped_total: int  # gateway's events_dropped_total
+    stored_keys: dict[str, int]  # idempotency_key -> rows in events
+
+
+@runtime_checkable
+class Target(Protocol):
+    name: str  # "lab" | "kubernetes"
+
+    @property
+    def endpoints(self) -> Endpoints: ...
+
+    def preflight(self) -> list[Check]:
+        """Check the system is fit for a gameday. Changes nothing."""
+        ...
+
+    def inject(self, *, duration_seconds: float) -> datetime:
+        """Apply the partition with a deadline of ``duration_seconds`` after which it heals by itself,
+        wait until it is confirmed active, and return that moment (T+0). Raises InjectionFailed."""
+        ...
+
+    def heal(self) -> datetime | None:
+        """Remove the partition and wait until it is confirmed gone; return when (None if there was
+        nothing to heal). Safe to call twice and after any failure. Raises HealFailed."""
+        ...
+
+    def partition_active(self) -> bool: ...
+
+    def service_logs(self, service: str, *, since: datetime | None = None) -> list[str]:
+        """Log lines of a service (``api-gateway``, ``reporting``), oldest first."""
+        ...
+
+    def ground_truth(self) -> GroundTruth | None:
+        """The lab's record of what happened; None on a real cluster."""
+        ...
+
+    def close(self) -> None:
+        """Release what the target opened (a lab it started is stopped)."""
+        ...
