@@ -63,7 +63,23 @@ class Journal:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._seq = sum(1 for _ in self.read(self.path)) if self.path.exists() else 0
+        self._seq = 0
+        if self.path.exists():
+            self._close_torn_line()
+            self._seq = max((int(e.get("seq", 0)) for e in self.read(self.path)), default=0)
+
+    def _close_torn_line(self) -> None:
+        """A crash mid-write can leave a last line without its newline: end it, so the next entry
+        starts on a line of its own (the torn line stays, unreadable, and ``read`` skips it)."""
+        with open(self.path, "rb+") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+                fh.flush()
+                os.fsync(fh.fileno())
 
     def record(self, kind: str, phase: str | None = None, **fields: Any) -> dict[str, Any]:
         """Append one entry, flushed and fsynced; returns the entry written."""

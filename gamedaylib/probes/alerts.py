@@ -1,0 +1,210 @@
+"""The alert timeline: when did the gameday's alerts fire?
+
+Alertmanager's API v2 (``GET /api/v2/alerts``) is the first source: what on-call would be paged for.
+Prometheus is the fallback (``/api/v1/alerts``: the rules' own state, with the firing moment derived
+from ``activeAt`` plus the rule's ``for`` duration read from ``/api/v1/rules``).
+
+Alertmanager forgets resolved alerts after a while, and a gameday alert may resolve soon after heal, so
+the runbook calls ``poll`` during the partition; the probe remembers every alert it has ever seen and
+``timeline``/``first_fire_after`` answer from that memory plus a fresh look.
+"""
+
+from __future__ import annotations
+
+import threading
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from gamedaylib.exceptions import ProbeError
+from gamedaylib.probes import get_json, parse_time
+
+__all__ = ["GAMEDAY_ALERTS", "AlertEvent", "AlertProbe"]
+
+# The rule names in monitoring/ (the alerts the playbook expects during a partition).
+GAMEDAY_ALERTS: tuple[str, ...] = ("NATSUnreachable", "NATSConsumerLagHigh", "EventBufferGrowing")
+
+_PROBE = "alerts"
+
+
+@dataclass(frozen=True)
+class AlertEvent:
+    """An alert that fired: its name, the moment it started firing, and where that was read."""
+
+    name: str
+    starts_at: datetime
+    source: str  # "alertmanager" | "prometheus"
+    labels: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    ends_at: datetime | None = field(default=None, compare=False, hash=False)  # None while firing
+    state: str = field(default="firing", compare=False, hash=False)
+
+    @property
+    def identity(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        return self.name, tuple(sorted(self.labels.items()))
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+class AlertProbe:
+    """Reads alerts from Alertmanager (preferred) or Prometheus (fallback); either URL may be None."""
+
+    def __init__(self, alertmanager_url: str | None, prometheus_url: str | None, timeout: float = 2.0) -> None:
+        self.alertmanager_url = alertmanager_url.rstrip("/") if alertmanager_url else None
+        self.prometheus_url = prometheus_url.rstrip("/") if prometheus_url else None
+        self.timeout = timeout
+        self._seen: dict[tuple[str, tuple[tuple[str, str], ...], str], AlertEvent] = {}
+        self._rule_for: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self.last_error: ProbeError | None = None
+
+    # -- sources ----------------------------------------------------------------------------------
+    def available(self) -> bool:
+        """True when at least one of Alertmanager and Prometheus answers."""
+        for url, path in ((self.alertmanager_url, "/api/v2/status"), (self.prometheus_url, "/api/v1/status/buildinfo")):
+            if url is None:
+                continue
+            try:
+                get_json(url + path, probe=_PROBE, timeout=self.timeout)
+                return True
+            except ProbeError:
+                continue
+        return False
+
+    def from_alertmanager(self) -> list[AlertEvent]:
+        """Alerts Alertmanager holds now (active, silenced, inhibited and unprocessed alike)."""
+        if self.alertmanager_url is None:
+            raise ProbeError(_PROBE, "no Alertmanager URL configured")
+        data = get_json(f"{self.alertmanager_url}/api/v2/alerts", probe=_PROBE, timeout=self.timeout)
+        if not isinstance(data, list):
+            raise ProbeError(_PROBE, "Alertmanager /api/v2/alerts did not answer a list")
+        events = []
+        for alert in data:
+            labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
+            starts = parse_time(alert.get("startsAt"))
+            if "alertname" not in labels or starts is None:
+                continue
+            ends = parse_time(alert.get("endsAt"))
+            if ends is not None and ends > datetime.now(timezone.utc):
+                ends = None  # still firing: endsAt is only Alertmanager's expiry guess
+            state = str((alert.get("status") or {}).get("state") or "active")
+            events.append(AlertEvent(labels["alertname"], starts, "alertmanager", labels, ends, state))
+        return events
+
+    def _rule_durations(self, refresh: bool = False) -> dict[str, float]:
+        if refresh or not self._rule_for:
+            assert self.prometheus_url is not None
+            data = get_json(f"{self.prometheus_url}/api/v1/rules?type=alert", probe=_PROBE, timeout=self.timeout)
+            durations: dict[str, float] = {}
+            for group in (data.get("data") or {}).get("groups") or []:
+                for rule in group.get("rules") or []:
+                    if rule.get("type") == "alerting" and rule.get("name"):
+                        durations[str(rule["name"])] = float(rule.get("duration") or 0.0)
+            self._rule_for = durations
+        return self._rule_for
+
+    def from_prometheus(self) -> list[AlertEvent]:
+        """Firing alerts as Prometheus's rule evaluation sees them (``ALERTS{alertstate="firing"}``)."""
+        if self.prometheus_url is None:
+            raise ProbeError(_PROBE, "no Prometheus URL configured")
+        data = get_json(f"{self.prometheus_url}/api/v1/alerts", probe=_PROBE, timeout=self.timeout)
+        alerts = (data.get("data") or {}).get("alerts") or []
+        firing = [a for a in alerts if a.get("state") == "firing"]
+        durations = self._rule_durations()
+        if any((a.get("labels") or {}).get("alertname") not in durations for a in firing):
+            durations = self._rule_durations(refresh=True)
+        events = []
+        for alert in firing:
+            labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
+            active = parse_time(alert.get("activeAt"))
+            name = labels.get("alertname")
+            if not name or active is None:
+                continue
+            # activeAt is when the condition became true (pending); it fires `for` later.
+            starts = active + timedelta(seconds=durations.get(name, 0.0))
+            events.append(AlertEvent(name, starts, "prometheus", labels, None, "firing"))
+        return events
+
+    # -- memory -----------------------------------------------------------------------------------
+    def poll(self, since: datetime | None = None) -> list[AlertEvent]:
+        """Look now (Alertmanager, else Prometheus), remember every alert seen, and return the
+        remembered ones starting at or after ``since`` (all when None), oldest first.
+
+        Raises ``ProbeError`` only when no source answers and nothing was ever seen."""
+        fresh: list[AlertEvent] = []
+        errors: list[str] = []
+        sources = [(url, fn) for url, fn in ((self.alertmanager_url, self.from_alertmanager),
+                                              (self.prometheus_url, self.from_prometheus)) if url]
+        for _, source in sources:
+            try:
+                fresh = source()
+                break
+            except ProbeError as exc:
+                errors.append(str(exc))
+        else:
+            reason = "; ".join(errors) or "no Alertmanager or Prometheus URL configured"
+            self.last_error = ProbeError(_PROBE, reason)
+            with self._lock:
+                empty = not self._seen
+            if empty:
+                raise self.last_error
+        with self._lock:
+            for event in fresh:
+                key = (*event.identity, event.source)
+                known = self._seen.get(key)
+                if known is None or event.starts_at < known.starts_at or (
+                    event.starts_at == known.starts_at and event.ends_at != known.ends_at
+                ):
+                    self._seen[key] = event
+            seen = list(self._seen.values())
+        cutoff = _aware(since) if since is not None else None
+        return sorted(
+            (e for e in seen if cutoff is None or e.starts_at >= cutoff), key=lambda e: (e.starts_at, e.name)
+        )
+
+    def timeline(self, since: datetime | None = None) -> list[AlertEvent]:
+        """Every alert (remembered or current) that started firing at or after ``since``."""
+        return self.poll(since)
+
+    def first_fire_after(
+        self, t0: datetime, names: tuple[str, ...] | list[str] = GAMEDAY_ALERTS
+    ) -> AlertEvent | None:
+        """The first gameday alert whose firing started at or after T+0; None when none has (yet)."""
+        wanted = set(names)
+        for event in self.poll(t0):
+            if event.name in wanted:
+                return event
+        return None
+
+    def silence_url(self, event: AlertEvent) -> str | None:
+        """A link to the alert in Alertmanager's UI (for the timeline table), when there is one."""
+        if self.alertmanager_url is None:
+            return None
+        query = urllib.parse.quote(f'{{alertname="{event.name}"}}')
+        return f"{self.alertmanager_url}/#/alerts?filter={query}"
+
+
+def seconds_after(event: AlertEvent | None, t0: datetime) -> float | None:
+    """Seconds from T+0 to the alert firing (the playbook's "alert fire time")."""
+    if event is None:
+        return None
+    return (event.starts_at - _aware(t0)).total_seconds()
+
+
+def describe(events: list[AlertEvent], t0: datetime | None = None) -> list[dict[str, Any]]:
+    """Rows for a timeline table."""
+    rows = []
+    for e in events:
+        rows.append(
+            {
+                "alert": e.name,
+                "starts_at": e.starts_at.isoformat(),
+                "t_offset_s": None if t0 is None else round((e.starts_at - _aware(t0)).total_seconds(), 1),
+                "ends_at": e.ends_at.isoformat() if e.ends_at else None,
+                "source": e.source,
+                "severity": e.labels.get("severity"),
+            }
+        )
+    return rows

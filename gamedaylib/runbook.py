@@ -1,0 +1,1129 @@
+"""The runbook: the ``Gameday`` object the notebook calls, one method per playbook phase.
+
+``gd = Gameday.start(params)`` validates the parameters (before any side effect), opens the journal
+in the archive folder, builds the target and starts the canaries and the sampler. Each phase method
+journals ``phase.started``/``phase.finished``, shows the banner and what it measured, and returns a
+``PhaseResult``. ``rollback()`` heals (safe twice); ``finish()`` stops everything, writes the
+scorecard, samples and incident report, and heals in ``finally``.
+
+Every wait polls, shows progress and has a deadline taken from the parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gamedaylib.clock import Clock, format_offset, parse_time, utcnow
+from gamedaylib.exceptions import (
+    GamedayError,
+    InvalidParameters,
+    PreflightFailed,
+    ProbeError,
+    StopConditionFired,
+)
+from gamedaylib.journal import Journal
+from gamedaylib.parameters import effective_targets, redact, validate
+from gamedaylib.playbook import (
+    CRITICAL_EVENT_TYPES,
+    GAMEDAY_ID,
+    PHASES_BY_ID,
+    PLAYBOOK_METRIC_LABELS,
+    PRE_GAMEDAY_CHECKLIST,
+)
+from gamedaylib.scorecard import Metric, Scorecard, table_markdown
+from gamedaylib.shell import CommandResult, CommandRunner, ShellRunner
+from gamedaylib.targets.base import Check, Target
+
+GATEWAY = "api-gateway"
+REPORTING = "reporting"
+JOURNAL_FILE = "journal.jsonl"
+SCORECARD_FILE = "scorecard.json"
+SAMPLES_FILE = "samples.csv"
+REPORT_FILE = "incident-report.md"
+PARAMS_FILE = "params.yaml"
+TIMELINE_PNG = "timeline.png"
+
+
+def _display(obj: Any) -> None:
+    """Show ``obj`` in a notebook (plain Markdown/HTML, so archives need no widget state)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return
+    if get_ipython() is not None:
+        display(obj)
+
+
+def _markdown(text: str) -> None:
+    from IPython.display import Markdown
+
+    _display(Markdown(text))
+
+
+def _html(text: str) -> None:
+    from IPython.display import HTML
+
+    _display(HTML(text))
+
+
+@dataclass
+class PhaseResult:
+    """What a phase measured and showed: checks, numbers, observations, shell steps."""
+
+    phase: str
+    checks: list[Check] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
+    observations: dict[str, str] = field(default_factory=dict)
+    commands: list[CommandResult] = field(default_factory=list)
+    ok: bool = True
+
+    def as_markdown(self) -> str:
+        lines = []
+        if self.checks:
+            lines += ["| Check | Result | Detail |", "|---|---|---|"]
+            for c in self.checks:
+                mark = "✅" if c.ok else ("❌" if c.fatal else "⚠️")
+                lines.append(f"| {c.name} | {mark} | {str(c.detail).replace('|', '/')} |")
+            lines.append("")
+        if self.values:
+            lines += ["| Measurement | Value |", "|---|---|"]
+            for k, v in self.values.items():
+                lines.append(f"| {k} | {_fmt(v)} |")
+            lines.append("")
+        if self.observations:
+            lines.append("**Observations**")
+            lines.append("")
+            for q, a in self.observations.items():
+                lines.append(f"- *{q}* — {a or '_(no answer recorded)_'}")
+            lines.append("")
+        for cmd in self.commands:
+            lines.append(cmd.as_markdown())
+            lines.append("")
+        return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    if isinstance(v, datetime):
+        return v.isoformat(timespec="seconds")
+    return str(v)
+
+
+@dataclass
+class Reading:
+    """One poll of the system during a wait (also what stop conditions judge)."""
+
+    at: datetime
+    lag: float | None = None
+    buffer_size: float | None = None
+    buffer_capacity: float | None = None
+    gateway_connected: float | None = None
+    reporting_connected: float | None = None
+    requests_total: float | None = None
+    requests_failed: float | None = None
+    gateway_5xx: float | None = None
+    retries: float | None = None
+    breaker: float | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def as_sample(self) -> dict[str, Any]:
+        return {
+            "lag_pending": self.lag,
+            "buffer_size": self.buffer_size,
+            "buffer_capacity": self.buffer_capacity,
+            "requests_total": self.requests_total,
+            "requests_failed": self.requests_failed,
+        }
+
+
+class Gameday:
+    """One run of GAMEDAY-001 (the notebook's single handle on the library)."""
+
+    def __init__(
+        self,
+        params: dict[str, Any],
+        target: Target,
+        *,
+        journal: Journal,
+        archive_dir: Path,
+        runner: CommandRunner | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.params = params
+        self.target = target
+        self.journal = journal
+        self.archive_dir = archive_dir
+        self.clock = clock or Clock()
+        self.runner: CommandRunner = runner or ShellRunner(dry_run=params["dry_run"], journal=journal)
+        self.dry_run: bool = params["dry_run"]
+        self.endpoints = target.endpoints
+        self.scorecard = Scorecard(
+            gameday_id=params["gameday_id"],
+            run_id=params["run_id"],
+            target=params["target"],
+            profile=params["profile"],
+            started_at=self.clock.started_at.isoformat(),
+            required_metrics=list(params["required_metrics"]),
+            targets=effective_targets(params),
+        )
+        self.results: dict[str, PhaseResult] = {}
+        self.current_phase: str | None = None
+        self.healed_at: datetime | None = None
+        self.lag_recovered_at: datetime | None = None
+        self.recovered_at: datetime | None = None
+        self.baseline: Reading | None = None
+        self.readings: list[Reading] = []
+        self.canaries: Any = None
+        self.sampler: Any = None
+        self.lock: Any = None
+        self.finished = False
+        self._closed = False
+        self._alert_at: datetime | None = None
+        self._stopped_by: StopConditionFired | None = None
+        self._probe_cache: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ start
+    @classmethod
+    def start(cls, params: Mapping[str, Any], *, target: Target | None = None) -> Gameday:
+        """Validate (nothing happens when invalid), open the journal, build the target, start canaries
+        and the sampler."""
+        raw = dict(params)
+        try:
+            p = validate(raw)
+        except InvalidParameters as exc:
+            archive = raw.get("archive_dir")
+            if isinstance(archive, str) and archive:
+                Journal(Path(archive) / JOURNAL_FILE).record("params.invalid", problems=exc.problems)
+            raise
+        archive_dir = Path(p["archive_dir"] or os.path.join("outputs", p["gameday_id"], p["run_id"])).resolve()
+        p["archive_dir"] = str(archive_dir)
+        archive_dir.mkdir(parents=True, exist_ok=True)
+        journal = Journal(archive_dir / JOURNAL_FILE)
+        safe = redact(p)
+        (archive_dir / PARAMS_FILE).write_text(yaml.safe_dump(safe, sort_keys=True), encoding="utf-8")
+        journal.record(
+            "run.started", run_id=p["run_id"], target=p["target"], profile=p["profile"], params=safe,
+            pid=os.getpid(),
+        )
+        try:
+            if target is None:
+                target = make_target(p)
+            gd = cls(p, target, journal=journal, archive_dir=archive_dir)
+            gd._take_lock()
+            gd._start_background()
+        except BaseException as exc:
+            journal.record("error", error=type(exc).__name__, message=str(exc))
+            if target is not None:
+                target.close()
+            raise
+        gd._banner("start")
+        return gd
+
+    def _take_lock(self) -> None:
+        if self.params["target"] != "lab" or self.dry_run:
+            return
+        from gamedaylib.safety import GamedayLock
+
+        self.lock = GamedayLock(Path(self.params["lab_dir"]) / "gameday.lock")
+        self.lock.acquire(self.params["run_id"], what=f"{self.params['gameday_id']} {self.archive_dir}")
+
+    def _start_background(self) -> None:
+        if self.dry_run:
+            return
+        ep = self.endpoints
+        if ep.ingest_url:
+            from gamedaylib.canary import CanarySender
+
+            self.canaries = CanarySender(ep.ingest_url, self.params["run_id"], self.params["canary_rate"])
+            self.canaries.start()
+        try:
+            self.sampler = self._make_sampler()
+        except (ImportError, TypeError, GamedayError) as exc:
+            self.journal.record("error", error="sampler", message=f"no sampler: {exc}")
+            self.sampler = None
+        if self.sampler is not None:
+            self.sampler.start()
+
+    def _make_sampler(self) -> Any:
+        from gamedaylib.sampler import Sampler
+
+        return Sampler.from_gameday(self) if hasattr(Sampler, "from_gameday") else Sampler(
+            self.endpoints,
+            self.archive_dir / SAMPLES_FILE,
+            interval_seconds=self.params["sample_interval_seconds"],
+            canaries=self.canaries,
+        )
+
+    # ------------------------------------------------------------------ probes
+    def _probe(self, name: str) -> Any:
+        if name in self._probe_cache:
+            return self._probe_cache[name]
+        ep = self.endpoints
+        probe: Any
+        if name == "nats":
+            if not ep.nats_monitor_url:
+                raise ProbeError("nats", "no nats_monitor_url for this target")
+            from gamedaylib.probes.nats import NatsMonitor
+
+            probe = NatsMonitor(ep.nats_monitor_url)
+        elif name == "metrics":
+            from gamedaylib.probes.metrics import ServiceMetrics
+
+            probe = ServiceMetrics(ep.service_metrics)
+        elif name == "events":
+            if not ep.events_dsn:
+                raise ProbeError("events", f"no events DSN (set ${self.params['events_dsn_env']})")
+            from gamedaylib.probes.events import EventsStore
+
+            probe = EventsStore(ep.events_dsn)
+        elif name == "prometheus":
+            if not ep.prometheus_url:
+                raise ProbeError("prometheus", "no Prometheus for this target")
+            from gamedaylib.probes.metrics import PrometheusProbe
+
+            probe = PrometheusProbe(ep.prometheus_url)
+        elif name == "alerts":
+            if not ep.alertmanager_url and not ep.prometheus_url:
+                raise ProbeError("alerts", "neither Alertmanager nor Prometheus is available")
+            from gamedaylib.probes.alerts import AlertProbe
+
+            probe = AlertProbe(ep.alertmanager_url, ep.prometheus_url)
+        else:
+            raise ValueError(name)
+        self._probe_cache[name] = probe
+        return probe
+
+    def _lag(self) -> float:
+        lag = self._probe("nats").consumer_lag(self.endpoints.stream_name, self.endpoints.consumer_name)
+        return float(lag.num_pending + lag.num_ack_pending)
+
+    def read(self) -> Reading:
+        """Poll lag and the services' metrics once; what cannot be read is listed in ``errors``."""
+        r = Reading(at=utcnow())
+        try:
+            r.lag = self._lag()
+        except ProbeError as exc:
+            r.errors["lag"] = exc.reason
+        try:
+            snaps = self._probe("metrics").sample()
+        except ProbeError as exc:
+            r.errors["metrics"] = exc.reason
+            snaps = {}
+        gw = snaps.get(GATEWAY)
+        rep = snaps.get(REPORTING)
+        if isinstance(gw, ProbeError):
+            r.errors[GATEWAY] = gw.reason
+        elif gw is not None:
+            r.buffer_size = gw.value("event_buffer_size")
+            r.buffer_capacity = gw.value("event_buffer_capacity")
+            r.gateway_connected = gw.value("nats_connected")
+            r.requests_total = gw.sum("http_requests_total")
+            r.gateway_5xx = gw.sum("http_requests_total", code="5xx") or 0.0
+            r.requests_failed = r.gateway_5xx
+            r.breaker = gw.value("circuit_breaker_state")
+            r.retries = (gw.sum("nats_retry_total") or 0.0)
+        if isinstance(rep, ProbeError):
+            r.errors[REPORTING] = rep.reason
+        elif rep is not None:
+            r.reporting_connected = rep.value("nats_connected")
+            r.retries = (r.retries or 0.0) + (rep.sum("nats_retry_total") or 0.0)
+        self.readings.append(r)
+        return r
+
+    # ------------------------------------------------------------------ display
+    def banner(self, phase: str | None = None) -> str:
+        """The status banner (phase, T-offset, key numbers) as HTML; shown and returned."""
+        phase = phase or self.current_phase or "start"
+        last = self.readings[-1] if self.readings else None
+        numbers = {}
+        if last is not None:
+            numbers = {"lag": last.lag, "buffer": last.buffer_size, "breaker": last.breaker}
+        try:
+            from gamedaylib import banner as banner_mod
+
+            html = banner_mod.render(
+                gameday_id=self.params["gameday_id"], run_id=self.params["run_id"], phase=phase,
+                offset=self.clock.offset(), numbers=numbers, target=self.params["target"],
+                profile=self.params["profile"], partition_active=self._partition_state(),
+            )
+        except (ImportError, AttributeError, TypeError):
+            title = PHASES_BY_ID[phase].title if phase in PHASES_BY_ID else phase
+            nums = " · ".join(f"{k} {_fmt(v)}" for k, v in numbers.items() if v is not None)
+            html = (
+                f"<div style='padding:6px;border-left:6px solid #c33;background:#fafafa'>"
+                f"<b>{self.params['gameday_id']}</b> · run {self.params['run_id']} · "
+                f"{self.params['target']}/{self.params['profile']} · <b>{title}</b> · "
+                f"<code>{self.clock.offset()}</code> {('· ' + nums) if nums else ''}</div>"
+            )
+        return html
+
+    def _banner(self, phase: str) -> None:
+        _html(self.banner(phase))
+
+    def _partition_state(self) -> bool | None:
+        try:
+            return self.target.partition_active()
+        except GamedayError:
+            return None
+
+    @contextmanager
+    def _phase(self, phase_id: str) -> Iterator[PhaseResult]:
+        self.current_phase = phase_id
+        result = PhaseResult(phase_id)
+        self.results[phase_id] = result
+        started = time.monotonic()
+        self.journal.record("phase.started", phase=phase_id, offset=self.clock.offset())
+        if self.sampler is not None and hasattr(self.sampler, "mark_phase"):
+            self.sampler.mark_phase(phase_id)
+        self._banner(phase_id)
+        try:
+            yield result
+        except BaseException as exc:
+            result.ok = False
+            self.journal.record(
+                "phase.finished", phase=phase_id, status="failed", duration_s=round(time.monotonic() - started, 3),
+                error=type(exc).__name__, message=str(exc),
+            )
+            _markdown(result.as_markdown() + f"\n\n**Phase failed:** `{type(exc).__name__}: {exc}`")
+            self.rollback(reason=f"{phase_id} failed: {exc}")
+            raise
+        self.journal.record(
+            "phase.finished", phase=phase_id, status="ok" if result.ok else "failed",
+            duration_s=round(time.monotonic() - started, 3), values=result.values,
+        )
+        _markdown(result.as_markdown())
+
+    def _run_commands(self, phase_id: str, result: PhaseResult) -> None:
+        for command in self.params["commands"].get(phase_id, []):
+            result.commands.append(
+                self.runner.run(command, timeout=self.params["cell_timeout_seconds"] / 2, phase=phase_id)
+            )
+
+    def _check(self, result: PhaseResult, name: str, ok: bool, detail: str = "", fatal: bool = False) -> Check:
+        check = Check(name, ok, detail, fatal)
+        result.checks.append(check)
+        self.journal.record("check", phase=result.phase, name=name, ok=ok, detail=detail, fatal=fatal)
+        return check
+
+    def _measure(self, metric: Metric) -> Metric:
+        metric = self.scorecard.set_metric(metric)
+        self.journal.record(
+            "measurement", phase=self.current_phase, name=metric.name, value=metric.value, unit=metric.unit,
+            status=metric.status, evidence=metric.evidence,
+        )
+        return metric
+
+    def observe(self, phase_id: str) -> dict[str, str]:
+        """The team's answers to the phase's questions: from the ``observations`` parameter (headless),
+        journaled and shown as static Markdown. Live sessions add forms (``gamedaylib.forms``)."""
+        phase = PHASES_BY_ID[phase_id]
+        given = self.params["observations"].get(phase_id, {})
+        answers = {q: given.get(q, "") for q in phase.questions}
+        answers.update({q: a for q, a in given.items() if q not in answers})
+        for q, a in answers.items():
+            if a:
+                self.journal.record("observation", phase=phase_id, question=q, answer=a)
+        return answers
+
+    def _wait(
+        self,
+        what: str,
+        until: datetime,
+        *,
+        done: Callable[[Reading], bool] | None = None,
+        stop_conditions: bool = False,
+    ) -> Reading | None:
+        """Poll every sample interval until ``done`` or the deadline; show progress; judge stop
+        conditions while the partition runs. Returns the reading that satisfied ``done`` (or None)."""
+        interval = float(self.params["sample_interval_seconds"])
+        progress = _Progress(what)
+        while True:
+            reading = self.read()
+            progress.update(
+                f"{what}: {self.clock.offset()} · lag {_fmt(reading.lag)} · buffer {_fmt(reading.buffer_size)}"
+                f" · gateway connected {_fmt(reading.gateway_connected)}"
+                f" · {max(0.0, (until - reading.at).total_seconds()):.0f}s left"
+            )
+            if stop_conditions:
+                self._judge_stop_conditions(reading)
+            if done is not None and done(reading):
+                progress.close()
+                return reading
+            remaining = (until - utcnow()).total_seconds()
+            if remaining <= 0:
+                progress.close()
+                return None
+            time.sleep(min(interval, remaining))
+
+    def _judge_stop_conditions(self, reading: Reading) -> None:
+        from gamedaylib.safety import StopConditions
+
+        conditions = StopConditions(
+            error_rate=self.params["stop_error_rate"],
+            lag_limit=self.params["stop_lag_limit"],
+            buffer_fraction=self.params["stop_buffer_fraction"],
+        )
+        sample = reading.as_sample()
+        if self.baseline is not None and reading.requests_total is not None:
+            sample["requests_total"] = reading.requests_total - (self.baseline.requests_total or 0)
+            sample["requests_failed"] = (reading.requests_failed or 0) - (self.baseline.requests_failed or 0)
+        fired = conditions.check(sample)
+        if fired:
+            name, value, limit = fired
+            self.journal.record("stop_condition", phase=self.current_phase, condition=name, value=value, limit=limit)
+            self._stopped_by = StopConditionFired(name, value, limit)
+            raise self._stopped_by
+
+    # ------------------------------------------------------------------ phases
+    def preflight(self) -> PhaseResult:
+        """T-15: every service healthy, lag baseline under the threshold, a Prometheus snapshot where
+        allowed, pre-chaos event counts, dashboards, the pre-gameday checklist."""
+        with self._phase("preflight") as res:
+            for check in self.target.preflight():
+                self._check(res, check.name, check.ok, check.detail, check.fatal)
+            self._run_commands("preflight", res)
+            reading = self.read()
+            self.baseline = reading
+            if reading.lag is None:
+                self._check(res, "consumer lag baseline", False, reading.errors.get("lag", "unreadable"), True)
+            else:
+                ok = reading.lag < self.params["lag_threshold"]
+                self._check(res, "consumer lag baseline", ok,
+                            f"{reading.lag:g} messages (threshold {self.params['lag_threshold']:g})", True)
+            res.values["lag baseline (messages)"] = reading.lag
+            res.values["gateway buffer"] = reading.buffer_size
+            try:
+                snap = self._probe("prometheus").snapshot()
+                self._check(res, "Prometheus TSDB snapshot", True, str(snap), False)
+            except ProbeError as exc:
+                self._check(res, "Prometheus TSDB snapshot", False, exc.reason, False)
+            try:
+                events = self._probe("events")
+                count = events.count_since(self.clock.started_at - timedelta(minutes=20))
+                res.values["events stored in the last 20 min (pre-chaos)"] = count
+                self._check(res, "events table reachable", True, f"{count} events in the last 20 min", True)
+                missing = events.check_indexes()
+                self._check(res, "events table indexes", not missing,
+                            "all present" if not missing else f"missing: {missing}", False)
+            except ProbeError as exc:
+                self._check(res, "events table reachable", False, exc.reason, True)
+            checklist = self.params["checklist"]
+            for item in PRE_GAMEDAY_CHECKLIST:
+                key = item.split(":")[0]
+                done = checklist.get(item, checklist.get(key))
+                if done is not None:
+                    self.journal.record("checklist", phase="preflight", item=item, done=done)
+            dashboards = dict(self.endpoints.dashboards) | dict(self.params["dashboards"])
+            if dashboards:
+                _markdown("**Dashboards:** " + " · ".join(f"[{n}]({u})" for n, u in dashboards.items()))
+            failed = [c.name for c in res.checks if c.fatal and not c.ok]
+            if failed:
+                res.ok = False
+                raise PreflightFailed(f"pre-flight failed: {', '.join(failed)}; nothing was injected", failed)
+        return res
+
+    def inject(self) -> PhaseResult:
+        """T+0: apply the partition with a deadline, confirmed active; T+0 is the confirmation."""
+        with self._phase("injection") as res:
+            duration = self.params["partition_seconds"] + self.params["partition_safety_margin_seconds"]
+            self.journal.record("partition.requested", phase="injection", deadline_seconds=duration,
+                                dry_run=self.dry_run)
+            self._run_commands("injection", res)
+            if self.dry_run:
+                self._check(res, "partition applied", True, "dry run: not applied")
+                return res
+            t0 = self.target.inject(duration_seconds=duration)
+            self.clock.set_t0(t0)
+            active = self.target.partition_active()
+            self.journal.record("partition.active", phase="injection", t0=t0.isoformat(), confirmed=active)
+            self._check(res, "partition confirmed active", active, f"T+0 = {t0.isoformat(timespec='seconds')}", True)
+            res.values["T+0"] = t0
+            res.values["fault deadline (s)"] = duration
+        return res
+
+    def buffering(self) -> PhaseResult:
+        """T+5 (half-way through the partition): buffer, retries, circuit breaker, user-facing errors,
+        the SSE stream. Stop conditions are judged while waiting."""
+        with self._phase("buffering") as res:
+            if self.clock.t0 is not None:
+                until = self.clock.t0 + timedelta(seconds=self.params["partition_seconds"] / 2)
+                self._wait("partition running", until, stop_conditions=True)
+            reading = self.read()
+            base = self.baseline or Reading(at=reading.at)
+            res.values["buffer size"] = reading.buffer_size
+            res.values["buffer capacity"] = reading.buffer_capacity
+            res.values["retries since start"] = _delta(reading.retries, base.retries)
+            res.values["circuit breaker (0 closed, 1 half-open, 2 open)"] = reading.breaker
+            res.values["gateway 5xx since start"] = _delta(reading.gateway_5xx, base.gateway_5xx)
+            res.values["canary errors so far"] = self._canary_errors()
+            first_rise = self._first_lag_rise()
+            res.values["lag started rising (s after T+0)"] = first_rise
+            self._check(res, "services buffer events", bool(reading.buffer_size),
+                        f"gateway buffer holds {_fmt(reading.buffer_size)} events")
+            retries = _delta(reading.retries, base.retries)
+            self._check(res, "retry logic engaged", bool(retries), f"{_fmt(retries)} retries since start")
+            errors = (self._canary_errors() or 0) + int(_delta(reading.gateway_5xx, base.gateway_5xx) or 0)
+            self._check(res, "no user-facing errors", errors == 0, f"{errors} non-2xx answers so far")
+            alive, detail = self._sse_alive()
+            self._check(res, "Corp Cockpit SSE stream responsive", alive, detail)
+            self._run_commands("buffering", res)
+            res.observations = self.observe("buffering")
+        return res
+
+    def heal(self) -> PhaseResult:
+        """T+10: at the end of the partition, remove it and confirm NATS connectivity within
+        ``heal_confirm_seconds``."""
+        with self._phase("heal") as res:
+            if self.clock.t0 is not None:
+                until = self.clock.t0 + timedelta(seconds=self.params["partition_seconds"])
+                self._wait("partition running", until, stop_conditions=True)
+            self._run_commands("heal", res)
+            if self.dry_run:
+                return res
+            healed = self.target.heal()
+            self.healed_at = healed or utcnow()
+            self.journal.record("partition.healed", phase="heal", at=self.healed_at.isoformat(),
+                                offset=self.clock.offset(self.healed_at))
+            deadline = self.healed_at + timedelta(seconds=self.params["heal_confirm_seconds"])
+            reading = self._wait(
+                "NATS connectivity", deadline,
+                done=lambda r: r.gateway_connected == 1 and r.reporting_connected == 1,
+            )
+            nats_ok = False
+            try:
+                nats_ok = self._probe("nats").healthz()
+            except ProbeError:
+                nats_ok = False
+            if reading is not None:
+                took = (reading.at - self.healed_at).total_seconds()
+                self._check(res, "NATS connections back", True,
+                            f"gateway and reporting reconnected {took:.1f}s after heal "
+                            f"(≤ {self.params['heal_confirm_seconds']:g}s)", False)
+                res.values["reconnected after heal (s)"] = took
+            else:
+                self._check(res, "NATS connections back", False,
+                            f"not reconnected within {self.params['heal_confirm_seconds']:g}s", False)
+            self._check(res, "nats-server healthz", nats_ok, "/healthz", False)
+            res.values["healed at"] = self.healed_at
+        return res
+
+    def replay(self) -> PhaseResult:
+        """T+15: lag back under the threshold within the deadline, buffer drained, every accepted canary
+        stored; duplicates found (and whether idempotency stopped them); data integrity."""
+        with self._phase("replay") as res:
+            if self.healed_at is None and not self.dry_run:
+                self.healed_at = self.target.heal() or utcnow()
+            start = self.healed_at or utcnow()
+            deadline = start + timedelta(seconds=self.params["lag_recovery_deadline_seconds"])
+            threshold = self.params["lag_threshold"]
+
+            def lag_ok(r: Reading) -> bool:
+                if r.lag is not None and r.lag < threshold and self.lag_recovered_at is None:
+                    self.lag_recovered_at = r.at
+                return self.lag_recovered_at is not None
+
+            def recovered(r: Reading) -> bool:
+                lag_ok(r)
+                if r.lag is None or r.lag >= threshold or (r.buffer_size or 0) > 0:
+                    return False
+                return self._canaries_unaccounted() == 0
+
+            reading = self._wait("waiting for recovery", deadline, done=recovered) if not self.dry_run else None
+            if reading is not None:
+                self.recovered_at = reading.at
+            if self.canaries is not None:
+                self.canaries.stop()
+                # the last canaries (sent after recovery) get a short grace period to be stored
+                grace = utcnow() + timedelta(seconds=max(5.0, 5 * self.params["sample_interval_seconds"]))
+                self._wait("last canaries", grace, done=lambda r: self._canaries_unaccounted() == 0)
+            res.values["lag under threshold at"] = self.lag_recovered_at
+            res.values["full recovery at"] = self.recovered_at
+            last = self.readings[-1] if self.readings else None
+            self._check(res, f"consumer lag < {threshold:g} within deadline", self.lag_recovered_at is not None,
+                        f"lag {_fmt(last.lag if last else None)}")
+            self._check(res, "gateway buffer drained", bool(last and last.buffer_size == 0),
+                        f"buffer {_fmt(last.buffer_size if last else None)}")
+            dups = self._duplicates()
+            res.values["duplicate rows in the gameday window"] = dups[0] if dups else None
+            logs = self._duplicate_logs()
+            res.values["`duplicate_event` log lines (reporting)"] = logs
+            if dups is not None:
+                self._check(res, "idempotency keys prevent duplicates", dups[0] == 0,
+                            f"{dups[0]} extra rows over {len(dups[1])} keys; {_fmt(logs)} duplicate_event logs "
+                            "(duplicates caught by the consumer)")
+            self._run_commands("replay", res)
+            res.observations = self.observe("replay")
+        return res
+
+    def verify_rto(self) -> PhaseResult:
+        """T+30: RTO = T+0 → full recovery (healed, lag under threshold, buffer empty, every stored
+        canary accounted for); services healthy; SSE delivering."""
+        with self._phase("rto") as res:
+            t0 = self.clock.t0
+            target = self.params["rto_target_seconds"]
+            if t0 is None:
+                self._measure(Metric.not_measured("rto_seconds", target, "no confirmed injection (T+0)", unit="s"))
+            elif self.recovered_at is not None:
+                rto = (self.recovered_at - t0).total_seconds()
+                self._measure(Metric.judged(
+                    "rto_seconds", round(rto, 1), target,
+                    f"T+0 {t0.isoformat(timespec='seconds')} (partition confirmed) → full recovery "
+                    f"{self.recovered_at.isoformat(timespec='seconds')} (healed, lag < "
+                    f"{self.params['lag_threshold']:g}, buffer empty, every accepted canary stored); "
+                    f"polled every {self.params['sample_interval_seconds']:g}s", unit="s"))
+            else:
+                waited = ((self.readings[-1].at if self.readings else utcnow()) - t0).total_seconds()
+                self._measure(Metric(
+                    "rto_seconds", round(waited, 1), target, "<=", "fail",
+                    f"no full recovery within the lag recovery deadline: RTO > {waited:.0f}s", "s"))
+            lag_target = self.params["lag_recovery_deadline_seconds"]
+            if self.healed_at is None:
+                self._measure(Metric.not_measured("lag_recovery_seconds", lag_target, "never healed", unit="s"))
+            elif self.lag_recovered_at is not None:
+                took = max(0.0, (self.lag_recovered_at - self.healed_at).total_seconds())
+                self._measure(Metric.judged("lag_recovery_seconds", round(took, 1), lag_target,
+                                            "heal → first poll with consumer lag under the threshold", unit="s"))
+            else:
+                self._measure(Metric("lag_recovery_seconds", lag_target, lag_target, "<=", "fail",
+                                     f"lag never under {self.params['lag_threshold']:g} within the deadline", "s"))
+            rto = self.scorecard.metric("rto_seconds")
+            res.values["RTO (s)"] = rto.value if rto else None
+            for check in self.target.preflight():
+                if "lag" in check.name.lower():
+                    continue
+                self._check(res, f"healthy after recovery: {check.name}", check.ok, check.detail)
+            alive, detail = self._sse_alive()
+            self._check(res, "SSE stream delivering", alive, detail)
+            self._run_commands("rto", res)
+        return res
+
+    def verify_rpo(self) -> PhaseResult:
+        """T+45: canaries accounted (lost → loss window → RPO), the lab's ground truth, critical event
+        types, the events window."""
+        with self._phase("rpo") as res:
+            report = self._canary_report()
+            rpo_target = self.params["rpo_target_seconds"]
+            truth_loss: int | None = None
+            truth = self.target.ground_truth()
+            if truth is not None:
+                truth_loss = len([k for k in truth.accepted_keys if truth.stored_keys.get(k, 0) == 0])
+                res.values["ground truth: user events accepted (202)"] = len(truth.accepted_keys)
+                res.values["ground truth: accepted but not stored"] = truth_loss
+                res.values["ground truth: gateway events_dropped_total"] = truth.dropped_total
+                res.values["ground truth: user posts answered 503"] = truth.rejected
+            if isinstance(report, ProbeError):
+                for name in ("rpo_seconds", "event_loss_count"):
+                    self._measure(Metric.not_measured(name, self.scorecard.targets[name], report.reason))
+            else:
+                ev = self.scorecard.events
+                ev.update(canaries_sent=int(report.sent), canaries_stored=int(report.stored),
+                          canaries_lost=int(report.lost), canaries_duplicated=int(report.duplicated))
+                rpo = float(report.rpo_seconds or 0.0)
+                self._measure(Metric.judged(
+                    "rpo_seconds", round(rpo, 1), rpo_target,
+                    f"loss window of lost canaries ({report.lost} of {report.sent} lost; 0 when none lost)",
+                    unit="s"))
+                loss = int(report.lost)
+                evidence = f"{report.lost} canaries accepted (2xx) but never stored"
+                if truth_loss is not None:
+                    loss += truth_loss
+                    evidence += (f" + {truth_loss} simulated-user events the gateway accepted (202) that are "
+                                 "not in the events table (lab ground truth)")
+                self._measure(Metric.judged("event_loss_count", loss, 0, evidence, comparison="==",
+                                            unit="events"))
+                res.values["canaries sent / stored / lost / duplicated"] = (
+                    f"{report.sent} / {report.stored} / {report.lost} / {report.duplicated}")
+            self._measure_errors()
+            self._measure_duplicates(report)
+            try:
+                events = self._probe("events")
+                crit = events.critical_types(self.clock.started_at, list(CRITICAL_EVENT_TYPES))
+                res.values["critical events stored since start"] = ", ".join(f"{k}: {v}" for k, v in crit.items())
+                window = events.window_stats(self.clock.started_at - timedelta(hours=1))
+                res.values["events in the last hour (min created, max created, count)"] = (
+                    f"{_fmt(window[0])}, {_fmt(window[1])}, {window[2]}")
+            except ProbeError as exc:
+                self._check(res, "events table", False, exc.reason)
+            for name in ("rpo_seconds", "event_loss_count", "user_facing_errors", "duplicate_count"):
+                m = self.scorecard.metric(name)
+                if m:
+                    res.values[PLAYBOOK_METRIC_LABELS[name]] = f"{_fmt(m.value)} ({m.status})"
+            self._run_commands("rpo", res)
+        return res
+
+    def incident_response(self) -> PhaseResult:
+        """T+60: the alert timeline (first gameday alert after T+0), the stamps, team response."""
+        with self._phase("incident_response") as res:
+            fire_target = self.params["alert_fire_target_seconds"]
+            t0 = self.clock.t0
+            if t0 is None:
+                self._measure(Metric.not_measured("alert_fire_seconds", fire_target, "no T+0", unit="s"))
+            else:
+                try:
+                    probe = self._probe("alerts")
+                    event = probe.first_fire_after(t0, None)
+                    try:
+                        timeline = probe.timeline(self.clock.started_at)
+                        if timeline:
+                            res.values["alert timeline"] = "; ".join(_alert_line(e, self.clock) for e in timeline)
+                    except ProbeError as exc:
+                        res.values["alert timeline"] = f"unavailable: {exc.reason}"
+                    if event is None:
+                        waited = (utcnow() - t0).total_seconds()
+                        self._measure(Metric("alert_fire_seconds", None, fire_target, "<=", "fail",
+                                             f"no gameday alert fired within {waited:.0f}s after T+0", "s"))
+                    else:
+                        at = _alert_time(event)
+                        self._alert_at = at
+                        self._measure(Metric.judged(
+                            "alert_fire_seconds", round((at - t0).total_seconds(), 1), fire_target,
+                            f"first alert {_alert_name(event)} fired at {at.isoformat(timespec='seconds')} "
+                            "(Alertmanager/Prometheus) − T+0", unit="s"))
+                except ProbeError as exc:
+                    self._measure(Metric.not_measured("alert_fire_seconds", fire_target, exc.reason, unit="s"))
+            self._measure_team_response(res)
+            for stamp, at in self.params["stamps"].items():
+                self.journal.record("stamp", phase="incident_response", stamp=stamp, at=str(at))
+            self._run_commands("incident_response", res)
+            res.observations = self.observe("incident_response")
+        return res
+
+    def postmortem(self) -> PhaseResult:
+        """T+90: debrief answers, open questions (unanswered ones), action items."""
+        with self._phase("postmortem") as res:
+            res.observations = self.observe("postmortem")
+            for item in self.params["action_items"]:
+                self.journal.record("action_item", phase="postmortem", **item)
+            if self.params["action_items"]:
+                _markdown("**Action items**\n\n" + "\n".join(
+                    f"- {a['title']} — owner {a['owner'] or '?'}, due {a['due'] or '?'}, {a['ticket']}"
+                    for a in self.params["action_items"]))
+            res.values["open questions"] = len(self.open_questions())
+        return res
+
+    def success_metrics(self) -> str:
+        """The playbook's success-metrics table, filled and judged (shown and returned as Markdown)."""
+        self.scorecard.fill_missing()
+        table = table_markdown(self.scorecard.metrics)
+        text = (f"**Verdict so far:** `{self.scorecard.verdict if self.finished else _provisional(self)}` · "
+                f"profile `{self.params['profile']}` · required: {', '.join(self.params['required_metrics'])}\n\n"
+                + table)
+        _markdown(text)
+        self.chart()
+        return text
+
+    def chart(self) -> Path | None:
+        """The timeline figure (phases shaded) as a static PNG in the archive, shown inline."""
+        try:
+            from gamedaylib import charts
+        except ImportError:
+            return None
+        path = self.archive_dir / TIMELINE_PNG
+        try:
+            rows = self.sampler.rows() if self.sampler is not None else []
+            fig = charts.timeline(rows, self.journal.entries(), t0=self.clock.t0)
+            fig.savefig(path, dpi=90, bbox_inches="tight")
+        except (GamedayError, ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+            # the chart is an optional observer: it may fail without failing the run, but says so
+            self.journal.record("error", phase=self.current_phase, error="chart", message=str(exc))
+            return None
+        from IPython.display import Image
+
+        _display(Image(filename=str(path)))
+        return path
+
+    # ------------------------------------------------------------------ rollback and finish
+    def rollback(self, reason: str = "requested") -> datetime | None:
+        """The playbook's rollback procedure: remove the partition (confirmed), journal it. Safe twice."""
+        self.journal.record("note", phase="rollback", note=f"rollback: {reason}")
+        healed: datetime | None = None
+        if not self.dry_run:
+            healed = self.target.heal()
+            if healed is not None:
+                self.healed_at = self.healed_at or healed
+                self.journal.record("partition.healed", phase="rollback", at=healed.isoformat(), by="rollback")
+        for command in self.params["commands"].get("rollback", []):
+            self.runner.run(command, timeout=self.params["cell_timeout_seconds"] / 2, phase="rollback")
+        _markdown(f"**Rollback** ({reason}): partition "
+                  + ("removed and confirmed" if healed else "was not active (nothing to heal)"))
+        return healed
+
+    def finish(self) -> dict[str, Any]:
+        """Stop canaries and sampler, write the scorecard, samples and incident report; heal in finally."""
+        try:
+            self.current_phase = None
+            if self.canaries is not None:
+                self.canaries.stop()
+            if self.sampler is not None:
+                self.sampler.stop()
+            self.finished = True
+            self.scorecard.completed = True
+            self.scorecard.finished_at = utcnow().isoformat()
+            self.scorecard.fill_missing()
+            self.scorecard.write(self.archive_dir / SCORECARD_FILE)
+            self.write_incident_report()
+            verdict = self.scorecard.verdict
+            self.journal.record("run.finished", verdict=verdict, reason="ran to the end")
+            _markdown(f"## Verdict: `{verdict}`\n\nArchive: `{self.archive_dir}`")
+            return self.scorecard.as_dict()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Heal (again), release the lock and the target; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if not self.dry_run:
+                self.target.heal()
+        finally:
+            for probe in self._probe_cache.values():
+                closer = getattr(probe, "close", None)
+                if callable(closer):
+                    closer()
+            if self.lock is not None:
+                self.lock.release()
+            self.target.close()
+
+    def open_questions(self) -> list[tuple[str, str]]:
+        out = []
+        for phase_id, phase in PHASES_BY_ID.items():
+            given = self.params["observations"].get(phase_id, {})
+            out += [(phase_id, q) for q in phase.questions if not given.get(q)]
+        return out
+
+    def write_incident_report(self) -> Path:
+        from gamedaylib.archive import render_incident_report
+
+        path = self.archive_dir / REPORT_FILE
+        path.write_text(
+            render_incident_report(self.archive_dir, scorecard=self.scorecard.as_dict(),
+                                   params=self.params, journal=self.journal.entries()),
+            encoding="utf-8",
+        )
+        return path
+
+    # ------------------------------------------------------------------ measurements
+    def _canary_results(self) -> list[Any]:
+        return list(self.canaries.results()) if self.canaries is not None else []
+
+    def _canary_errors(self) -> int | None:
+        if self.canaries is None:
+            return None
+        return sum(1 for r in self._canary_results() if not _is_2xx(r))
+
+    def _canary_report(self) -> Any:
+        if self.canaries is None:
+            return ProbeError("canary", "no ingest URL: no canaries were sent")
+        try:
+            from gamedaylib.canary import account
+
+            return account(self._canary_results(), self._probe("events").lookup_keys)
+        except ProbeError as exc:
+            return exc
+
+    def _canaries_unaccounted(self) -> int:
+        """Accepted canaries not yet stored (0 when there are no canaries)."""
+        report = self._canary_report()
+        if isinstance(report, ProbeError):
+            return 0
+        return int(report.lost)
+
+    def _first_lag_rise(self) -> float | None:
+        if self.clock.t0 is None or self.baseline is None or self.baseline.lag is None:
+            return None
+        for r in self.readings:
+            if r.at >= self.clock.t0 and r.lag is not None and r.lag > self.baseline.lag:
+                return round((r.at - self.clock.t0).total_seconds(), 1)
+        return None
+
+    def _sse_alive(self) -> tuple[bool, str]:
+        url = self.endpoints.stream_url
+        if not url:
+            return False, "no stream URL"
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - URL from the target
+                line = resp.readline()
+                while line and not line.strip():
+                    line = resp.readline()
+                return bool(line), f"HTTP {resp.status}, first line {line[:80]!r}"
+        except OSError as exc:
+            return False, f"{url}: {exc}"
+
+    def _duplicates(self) -> tuple[int, list[tuple[str, int]]] | None:
+        try:
+            rows = self._probe("events").duplicates(self.clock.started_at, utcnow())
+        except ProbeError:
+            return None
+        rows = [(str(k), int(c)) for k, c in rows]
+        return sum(c - 1 for _, c in rows), rows
+
+    def _duplicate_logs(self) -> int | None:
+        try:
+            lines = self.target.service_logs(REPORTING, since=self.clock.started_at)
+        except GamedayError:
+            return None
+        return sum(1 for line in lines if "duplicate_event" in line)
+
+    def _measure_errors(self) -> None:
+        base = self.baseline
+        last = self.read()
+        canary_errors = self._canary_errors()
+        canary_5xx = sum(1 for r in self._canary_results() if (_status(r) or 0) >= 500)
+        gw = _delta(last.gateway_5xx, base.gateway_5xx if base else None)
+        if canary_errors is None and gw is None:
+            self._measure(Metric.not_measured("user_facing_errors", 0, "no canaries and no gateway metrics",
+                                              comparison="==", unit="errors"))
+            return
+        others = max(0, int(gw or 0) - canary_5xx) if gw is not None else 0
+        value = int(canary_errors or 0) + others
+        evidence = (f"{canary_errors or 0} canary answers other than 2xx (incl. no answer)"
+                    + (f" + {others} other 5xx answers of the gateway since start (http_requests_total)"
+                       if gw is not None else "; gateway 5xx not measured"))
+        self._measure(Metric.judged("user_facing_errors", value, 0, evidence, comparison="==", unit="errors"))
+
+    def _measure_duplicates(self, report: Any) -> None:
+        dups = self._duplicates()
+        if dups is None:
+            self._measure(Metric.not_measured("duplicate_count", 0, "events table unreadable",
+                                              comparison="==", unit="rows"))
+            return
+        canary_dup = 0 if isinstance(report, ProbeError) else int(report.duplicated)
+        self._measure(Metric.judged(
+            "duplicate_count", dups[0], 0,
+            f"{dups[0]} extra rows over {len(dups[1])} idempotency keys stored more than once since the run "
+            f"started ({canary_dup} of them canaries)", comparison="==", unit="rows"))
+
+    def _measure_team_response(self, res: PhaseResult) -> None:
+        target = self.params["team_response_target_seconds"]
+        stamps = self.params["stamps"]
+        ack = stamps.get("acknowledged")
+        if ack is None:
+            self._measure(Metric.not_measured("team_response_seconds", target, "no 'acknowledged' stamp recorded",
+                                              unit="s"))
+            return
+        if self._alert_at is None:
+            self._measure(Metric.not_measured("team_response_seconds", target,
+                                              "no alert fire time to measure the response from", unit="s"))
+            return
+        ack_at = self._stamp_time(ack)
+        if ack_at is None:
+            self._measure(Metric.not_measured("team_response_seconds", target, "no T+0 for a relative stamp",
+                                              unit="s"))
+            return
+        value = (ack_at - self._alert_at).total_seconds()
+        res.values["acknowledged at"] = ack_at
+        self._measure(Metric.judged("team_response_seconds", round(value, 1), target,
+                                    "'acknowledged' stamp − first alert fire time", unit="s"))
+
+    def _stamp_time(self, value: Any) -> datetime | None:
+        if isinstance(value, (int, float)):
+            return None if self.clock.t0 is None else self.clock.t0 + timedelta(seconds=float(value))
+        return parse_time(value)
+
+
+class _Progress:
+    """One line of progress that updates in place in a notebook."""
+
+    def __init__(self, what: str) -> None:
+        self.handle: Any = None
+        self.last = ""
+        try:
+            from IPython import get_ipython
+            from IPython.display import Markdown, display
+
+            if get_ipython() is not None:
+                self.handle = display(Markdown(f"*{what}…*"), display_id=True)
+                self._md = Markdown
+        except ImportError:  # pragma: no cover
+            self.handle = None
+
+    def update(self, text: str) -> None:
+        self.last = text
+        if self.handle is not None:
+            self.handle.update(self._md(f"⏳ {text}"))
+
+    def close(self) -> None:
+        if self.handle is not None and self.last:
+            self.handle.update(self._md(f"✔ {self.last}"))
+
+
+def _delta(now: float | None, before: float | None) -> float | None:
+    if now is None:
+        return None
+    return now - (before or 0.0)
+
+
+def _status(result: Any) -> int | None:
+    for name in ("status", "status_code", "http_status"):
+        if hasattr(result, name):
+            value = getattr(result, name)
+            return None if value is None else int(value)
+    if isinstance(result, Mapping):
+        value = result.get("status")
+        return None if value is None else int(value)
+    return None
+
+
+def _is_2xx(result: Any) -> bool:
+    status = _status(result)
+    return status is not None and 200 <= status < 300
+
+
+def _alert_time(event: Any) -> datetime:
+    for name in ("fired_at", "starts_at", "at", "active_at"):
+        value = getattr(event, name, None)
+        if value is not None:
+            return parse_time(value)
+    raise ProbeError("alerts", f"alert event without a time: {event!r}")
+
+
+def _alert_name(event: Any) -> str:
+    return str(getattr(event, "name", None) or getattr(event, "alertname", "?"))
+
+
+def _alert_line(event: Any, clock: Clock) -> str:
+    try:
+        at = _alert_time(event)
+    except ProbeError:
+        return _alert_name(event)
+    return f"{_alert_name(event)} at {clock.offset(at)}"
+
+
+def _provisional(gd: Gameday) -> str:
+    from gamedaylib.scorecard import verdict
+
+    return verdict(gd.scorecard.metrics, completed=True, required=gd.scorecard.required_metrics)
+
+
+def make_target(params: Mapping[str, Any]) -> Target:
+    """The target named by ``params['target']`` (the Kubernetes one imported lazily)."""
+    if params["target"] == "lab":
+        from gamedaylib.targets.lab import LabTarget
+
+        return LabTarget.from_params(params)
+    from gamedaylib.targets.kubernetes import KubernetesTarget
+
+    return KubernetesTarget.from_params(params)
+
+
+def load_journal(archive_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    return list(Journal.read(Path(archive_dir) / JOURNAL_FILE))
+
+
+__all__ = ["Gameday", "PhaseResult", "Reading", "make_target", "format_offset", "GAMEDAY_ID", "json"]
