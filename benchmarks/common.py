@@ -393,13 +393,13 @@ def create_events_table(dsn: str, rows: int, *, log: Callable[[str], None] = lam
             )
             conn.execute(
                 "INSERT INTO events (idempotency_key, type, payload, occurred_at, created_at) "
-                "SELECT 'evt-' || (CASE WHEN g % 1000 = 0 THEN g - 1 ELSE g END), "
-                f"({types})[1 + g % {len(EVENT_TYPES)}], "
-                "jsonb_build_object('seq', g, 'user', 'u' || (g % 5000)), "
-                "t0 + g * interval '%s ms' - interval '40 ms', t0 + g * interval '%s ms' "
+                "SELECT 'evt-' || (CASE WHEN g %% 1000 = 0 THEN g - 1 ELSE g END), "
+                f"({types})[1 + g %% {len(EVENT_TYPES)}], "
+                "jsonb_build_object('seq', g, 'user', 'u' || (g %% 5000)), "
+                "t0 + (g * %s - 40) * interval '1 millisecond', t0 + g * %s * interval '1 millisecond' "
                 "FROM generate_series(1, %s) AS g, "
-                "(SELECT date_trunc('second', now()) - %s * interval '%s ms' AS t0) AS base",
-                (ROW_INTERVAL_MS, ROW_INTERVAL_MS, rows, rows, ROW_INTERVAL_MS),
+                "(SELECT date_trunc('second', now()) - %s * interval '1 millisecond' AS t0) AS base",
+                (ROW_INTERVAL_MS, ROW_INTERVAL_MS, rows, rows * ROW_INTERVAL_MS),
             )
         timings["insert_s"] = time.perf_counter() - t
         log(f"  inserted {rows:,} rows in {timings['insert_s']:.1f}s")

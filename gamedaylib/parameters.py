@@ -264,20 +264,20 @@ class Spec:
 SPECS: dict[str, Spec] = {
     # general
     "gameday_id": Spec(GAMEDAY_ID, _str, "which playbook"),
-    "run_id": Spec("", _run_id, '"" = generated YYYYmmddTHHMMSSZ-<4 hex>'),
+    "run_id": Spec("", _run_id, "empty means generated: YYYYmmddTHHMMSSZ-<4 hex>"),
     "target": Spec("lab", _choice(*TARGETS), "lab | kubernetes"),
     "profile": Spec("rehearsal", _choice(*PROFILES), "rehearsal | full"),
-    "archive_dir": Spec("", _str, '"" = outputs/<gameday_id>/<run_id>'),
+    "archive_dir": Spec("", _str, "empty means outputs/<gameday_id>/<run_id>"),
     "dry_run": Spec(False, _bool, "show commands and the fault, change nothing"),
     "confirm_production": Spec(False, _bool),
     "production_namespace_patterns": Spec(["*-prod", "prod*"], _str_list),
     "required_metrics": Spec(None, _metric_list, "metrics that must be measured for a pass", True),
     # timing and targets
     "partition_seconds": Spec(None, _positive, "how long the network stays cut", True),
-    "partition_safety_margin_seconds": Spec(None, _positive, "fault deadline = partition + margin", True),
+    "partition_safety_margin_seconds": Spec(None, _positive, "fault deadline: partition plus margin", True),
     "heal_confirm_seconds": Spec(30.0, _positive, "NATS connectivity back within"),
     "lag_threshold": Spec(10.0, _positive, "consumer lag counted as recovered (messages)"),
-    "lag_recovery_deadline_seconds": Spec(None, _positive, "heal -> lag under threshold within", True),
+    "lag_recovery_deadline_seconds": Spec(None, _positive, "heal to lag under threshold within", True),
     "rto_target_seconds": Spec(None, _positive, profile=True),
     "rpo_target_seconds": Spec(None, _non_negative, profile=True),
     "alert_fire_target_seconds": Spec(None, _positive, profile=True),
@@ -454,4 +454,22 @@ def effective_targets(params: Mapping[str, Any]) -> dict[str, float]:
         "team_response_seconds": params["team_response_target_seconds"],
         "duplicate_count": 0,
         "lag_recovery_seconds": params["lag_recovery_deadline_seconds"],
+    }
+
+
+_NOT_PARAMETERS = frozenset({"In", "Out", "exit", "quit", "get_ipython", "open"})
+
+
+def from_namespace(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters a notebook's namespace holds: every public, non-callable, non-module name
+    (so an unknown name Papermill injected is kept, and then rejected by ``validate``)."""
+    import types
+
+    return {
+        name: value
+        for name, value in namespace.items()
+        if not name.startswith("_")
+        and name not in _NOT_PARAMETERS
+        and not isinstance(value, types.ModuleType)
+        and not callable(value)
     }

@@ -193,6 +193,7 @@ class Gameday:
         self._alert_at: datetime | None = None
         self._stopped_by: StopConditionFired | None = None
         self._probe_cache: dict[str, Any] = {}
+        self._alerts_unavailable = False
 
     # ------------------------------------------------------------------ start
     @classmethod
@@ -334,6 +335,7 @@ class Gameday:
             r.requests_failed = r.gateway_5xx
             r.breaker = gw.value("circuit_breaker_state")
             r.retries = (gw.sum("nats_retry_total") or 0.0)
+        self._poll_alerts(r)
         if isinstance(rep, ProbeError):
             r.errors[REPORTING] = rep.reason
         elif rep is not None:
@@ -341,6 +343,16 @@ class Gameday:
             r.retries = (r.retries or 0.0) + (rep.sum("nats_retry_total") or 0.0)
         self.readings.append(r)
         return r
+
+    def _poll_alerts(self, r: Reading) -> None:
+        """Alerts are watched while they fire (they may resolve before the incident-response phase)."""
+        if self.clock.t0 is None or self._alerts_unavailable:
+            return
+        try:
+            self._probe("alerts").poll(self.clock.t0)
+        except ProbeError as exc:
+            r.errors["alerts"] = exc.reason
+            self._alerts_unavailable = True
 
     # ------------------------------------------------------------------ display
     def banner(self, phase: str | None = None) -> str:
@@ -638,7 +650,7 @@ class Gameday:
                 lag_ok(r)
                 if r.lag is None or r.lag >= threshold or (r.buffer_size or 0) > 0:
                     return False
-                return self._canaries_unaccounted() == 0
+                return self._canaries_flowing(self.healed_at)
 
             reading = self._wait("waiting for recovery", deadline, done=recovered) if not self.dry_run else None
             if reading is not None:
@@ -681,7 +693,8 @@ class Gameday:
                     "rto_seconds", round(rto, 1), target,
                     f"T+0 {t0.isoformat(timespec='seconds')} (partition confirmed) → full recovery "
                     f"{self.recovered_at.isoformat(timespec='seconds')} (healed, lag < "
-                    f"{self.params['lag_threshold']:g}, buffer empty, every accepted canary stored); "
+                    f"{self.params['lag_threshold']:g}, buffer empty, every canary accepted since the heal "
+                    "stored: events flow end to end); "
                     f"polled every {self.params['sample_interval_seconds']:g}s", unit="s"))
             else:
                 waited = ((self.readings[-1].at if self.readings else utcnow()) - t0).total_seconds()
@@ -733,7 +746,8 @@ class Gameday:
                 rpo = float(report.rpo_seconds or 0.0)
                 self._measure(Metric.judged(
                     "rpo_seconds", round(rpo, 1), rpo_target,
-                    f"loss window of lost canaries ({report.lost} of {report.sent} lost; 0 when none lost)",
+                    f"loss window of lost canaries ({report.lost} of {report.sent} lost; 0 when none lost): "
+                    f"{report.evidence}",
                     unit="s"))
                 loss = int(report.lost)
                 evidence = f"{report.lost} canaries accepted (2xx) but never stored"
@@ -773,7 +787,13 @@ class Gameday:
             else:
                 try:
                     probe = self._probe("alerts")
-                    event = probe.first_fire_after(t0, None)
+                    event = probe.first_fire_after(t0)
+                    deadline = t0 + timedelta(seconds=fire_target)
+                    if event is None and utcnow() < deadline:
+                        # not fired yet: watch until the target has passed (a late alert still counts)
+                        self._wait("waiting for the first alert", deadline,
+                                   done=lambda r: probe.first_fire_after(t0) is not None)
+                        event = probe.first_fire_after(t0)
                     try:
                         timeline = probe.timeline(self.clock.started_at)
                         if timeline:
@@ -941,6 +961,25 @@ class Gameday:
         if isinstance(report, ProbeError):
             return 0
         return int(report.lost)
+
+    def _canaries_flowing(self, since: datetime | None) -> bool:
+        """Every canary accepted after ``since`` (and older than the in-flight margin) is stored, and
+        there is at least one: events flow end to end again. Canaries lost during the partition do not
+        hold recovery back (they are the RPO's business)."""
+        if self.canaries is None:
+            return True
+        margin = timedelta(seconds=max(2.0, 2 * self.params["sample_interval_seconds"]))
+        cutoff = utcnow() - margin
+        recent = [r for r in self._canary_results()
+                  if _is_2xx(r) and (since is None or r.sent_at >= since) and r.sent_at <= cutoff]
+        if not recent:
+            return False
+        try:
+            from gamedaylib.canary import account
+
+            return int(account(recent, self._probe("events").lookup_keys).lost) == 0
+        except ProbeError:
+            return False
 
     def _first_lag_rise(self) -> float | None:
         if self.clock.t0 is None or self.baseline is None or self.baseline.lag is None:
@@ -1126,4 +1165,4 @@ def load_journal(archive_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return list(Journal.read(Path(archive_dir) / JOURNAL_FILE))
 
 
-__all__ = ["Gameday", "PhaseResult", "Reading", "make_target", "format_offset", "GAMEDAY_ID", "json"]
+__all__ = ["Gameday", "PhaseResult", "Reading", "make_target", "load_journal"]

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.timeout(60)
 
 def gameday(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gamedaylib.cli", *args], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-m", "gamedaylib.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

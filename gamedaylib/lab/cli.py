@@ -62,7 +62,7 @@ def _describe(status: dict[str, Any]) -> None:
     if not status.get("pids"):
         return
     if status.get("started_at"):
-        _out(f"  started       {status['started_at']} (ready in {status.get('startup_seconds', '?')}s)")
+        _out(f"  {'started':<16}{status['started_at']} (ready in {status.get('startup_seconds', '?')}s)")
     for label, key in HUMAN_FIELDS:
         value = status.get(key)
         _out(f"  {label:<16}{value if value is not None else '- (not installed)'}")
@@ -72,7 +72,9 @@ def _describe(status: dict[str, Any]) -> None:
     if status.get("partition_active") is None:
         _out(f"  partition       unknown ({status.get('partition_error', 'proxy did not answer')})")
     elif status.get("partition_active"):
-        _out(f"  partition       ACTIVE ({part.get('mode')}) since {part.get('since')}, heals at {part.get('deadline')}")
+        _out(
+            f"  partition       ACTIVE ({part.get('mode')}) since {part.get('since')}, heals at {part.get('deadline')}"
+        )
     else:
         _out("  partition       none")
     _out("  processes")
@@ -96,8 +98,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
         differ = {k: (running.get(k), v) for k, v in wanted.items() if k in knobs and running.get(k) != v}
         if differ:
             raise InvalidParameters(
-                {k: f"the running lab has {old!r}, not {new!r} (stop it with `gameday lab down` first)"
-                 for k, (old, new) in differ.items()}
+                {
+                    k: f"the running lab has {old!r}, not {new!r} (stop it with `gameday lab down` first)"
+                    for k, (old, new) in differ.items()
+                }
             ) from exc
         _out(f"{exc}; not starting another")
         _describe(status)

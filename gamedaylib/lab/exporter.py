@@ -72,7 +72,9 @@ def jsz_metrics(jsz: dict[str, Any] | None, server_name: str = "") -> list[Metri
     up = GaugeMetricFamily("gameday_exporter_nats_up", "1 when nats-server answered /jsz on this scrape")
     up.add_metric([], 0.0 if jsz is None else 1.0)
     consumer = {
-        name: GaugeMetricFamily(f"jetstream_consumer_{name}", f"JetStream consumer {name}", labels=CONSUMER_LABELS)
+        name: GaugeMetricFamily(
+            f"jetstream_consumer_{name}", f"JetStream consumer {name}", labels=CONSUMER_LABELS
+        )
         for name in CONSUMER_GAUGES
     }
     stream = {

@@ -98,7 +98,8 @@ def session_members(sid: int) -> list[int]:
     return members
 
 
-def _signal(pid: int, sig: int) -> None:
+def send_signal(pid: int, sig: int) -> None:
+    """Signal ``pid``; a process already gone is fine, one we may not signal is a LabError."""
     try:
         os.kill(pid, sig)
     except ProcessLookupError:
@@ -126,13 +127,13 @@ def terminate(refs: Iterable[ProcessRef], *, sig: int = signal.SIGTERM, grace: f
             continue
         stat = proc_stat(ref.pid)
         targets[ref.pid] = ref.name
-        _signal(ref.pid, sig)
+        send_signal(ref.pid, sig)
         if stat is not None and stat.pgid == ref.pid:
             for member in group_members(ref.pid):
                 targets.setdefault(member, f"{ref.name}[{member}]")
     left = wait_gone(list(targets), grace)
     for pid in left:
-        _signal(pid, signal.SIGKILL)
+        send_signal(pid, signal.SIGKILL)
     wait_gone(left, 5.0)
     return [targets[p] for p in left]
 
@@ -153,10 +154,10 @@ def kill_session(sid: int, *, exclude: Iterable[int] = (), grace: float = 2.0) -
     skip = set(exclude)
     pids = [p for p in session_members(sid) if p not in skip]
     for pid in pids:
-        _signal(pid, signal.SIGTERM)
+        send_signal(pid, signal.SIGTERM)
     left = wait_gone(pids, grace)
     for pid in left:
-        _signal(pid, signal.SIGKILL)
+        send_signal(pid, signal.SIGKILL)
     wait_gone(left, 5.0)
     return pids
 
@@ -197,7 +198,7 @@ def find_postgres_bin_dir() -> Path | None:
         reverse=True,
     )
     try:
-        import pgserver  # noqa: PLC0415  (optional: only when no PostgreSQL is installed)
+        import pgserver  # optional: only when no PostgreSQL is installed
 
         candidates.append(str(Path(pgserver.__file__).parent / "pginstall" / "bin"))
     except ImportError:
@@ -274,7 +275,7 @@ def read_json(path: Path) -> Any | None:
 def http_get(url: str, *, timeout: float = 2.0) -> tuple[int, bytes]:
     """GET ``url``: (status, body). Raises LabError when nothing answers."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # loopback only
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -289,7 +290,7 @@ def http_json(url: str, *, payload: Any | None = None, timeout: float = 5.0) -> 
     if data is not None:
         req.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # loopback only
             body = resp.read()
     except urllib.error.HTTPError as exc:
         raise LabError(f"{req.method} {url} answered {exc.code}: {exc.read()[:500]!r}") from exc

@@ -32,6 +32,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -252,11 +253,11 @@ class Lab:
         behind: after the supervisor's own shutdown, whatever is still alive is killed by PID."""
         sup = self._supervisor_ref()
         if sup is not None and proc.is_alive(sup):
-            os.kill(sup.pid, signal.SIGTERM)
+            proc.send_signal(sup.pid, signal.SIGTERM)
             left = proc.wait_gone([sup.pid], timeout)
             if left:
                 log.warning("lab supervisor %d ignored SIGTERM for %ss: killing it", sup.pid, timeout)
-                os.kill(sup.pid, signal.SIGKILL)
+                proc.send_signal(sup.pid, signal.SIGKILL)
                 proc.wait_gone(left, 5.0)
         self._cleanup_leftovers()
 
@@ -524,35 +525,11 @@ class Supervisor:
         if not (data / "PG_VERSION").exists():
             shutil.rmtree(data, ignore_errors=True)
             log.info("initializing PostgreSQL (initdb, first start of this lab folder only)")
-            with self._log_file("initdb") as out:
-                kwargs: dict[str, Any] = {}
-                if user is not None:
-                    kwargs.update(user=user[0], group=user[1], extra_groups=[])
-                result = subprocess.run(
-                    [
-                        str(bin_dir / "initdb"),
-                        "-D",
-                        str(data),
-                        "-U",
-                        "gameday",
-                        "--auth=trust",
-                        "-E",
-                        "UTF8",
-                        "--locale=C",
-                        "--no-sync",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=pg_dir,
-                    check=False,
-                    **kwargs,
-                )
-            if result.returncode != 0:
-                raise LabError(
-                    f"initdb exited with status {result.returncode}:\n"
-                    f"{proc.tail(self.lab_dir / 'logs' / 'initdb.log')}"
-                )
+            self._initdb(bin_dir, data, user)
+        if user is not None:
+            # again, just before PostgreSQL resolves its data directory: something may have taken
+            # the bit away meanwhile (pytest resets /tmp/pytest-of-<user> to 0700 at every start)
+            proc.make_traversable(self.lab_dir)
         stale = data / "postmaster.pid"
         if stale.exists():
             try:
@@ -575,6 +552,48 @@ class Supervisor:
         ):
             argv += ["-c", setting]
         return self.spawn("postgres", argv, stop_signal=signal.SIGINT, user=user, cwd=pg_dir)
+
+    def _initdb(self, bin_dir: Path, data: Path, user: tuple[int, int] | None) -> None:
+        """initdb into a private staging folder under the system temp dir (always reachable by the
+        unprivileged user, whatever the lab folder's parents allow), then move it into the lab."""
+        staging = Path(tempfile.mkdtemp(prefix="gameday-initdb-"))
+        try:
+            if user is not None:
+                os.chown(staging, *user)
+            kwargs: dict[str, Any] = {}
+            if user is not None:
+                kwargs.update(user=user[0], group=user[1], extra_groups=[])
+            with self._log_file("initdb") as out:
+                result = subprocess.run(
+                    [
+                        str(bin_dir / "initdb"),
+                        "-D",
+                        str(staging / "data"),
+                        "-U",
+                        "gameday",
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--locale=C",
+                        "--no-sync",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=staging,
+                    check=False,
+                    **kwargs,
+                )
+            if result.returncode != 0:
+                raise LabError(
+                    f"initdb exited with status {result.returncode}:\n"
+                    f"{proc.tail(self.lab_dir / 'logs' / 'initdb.log')}"
+                )
+            shutil.move(str(staging / "data"), str(data))  # a copy when /tmp is another filesystem
+            if user is not None:
+                proc.chown_tree(data, *user)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def prepare_database(self, child: Child) -> None:
         import psycopg
@@ -627,7 +646,9 @@ class Supervisor:
         config_path = str(self.lab_dir / "config.json")
 
         def service(name: str) -> Child:
-            return self.spawn(name, [sys.executable, "-m", f"gamedaylib.lab.{name}", "--lab-config", config_path])
+            return self.spawn(
+                name, [sys.executable, "-m", f"gamedaylib.lab.{name}", "--lab-config", config_path]
+            )
 
         # 1. everything that needs nothing else, in parallel
         nats = self.spawn(
@@ -721,7 +742,9 @@ class Supervisor:
             for child in self.children:
                 if not child.reported_dead and child.popen.poll() is not None:
                     child.reported_dead = True
-                    log.warning("%s exited with status %s (not restarted)", child.name, child.popen.returncode)
+                    log.warning(
+                        "%s exited with status %s (not restarted)", child.name, child.popen.returncode
+                    )
 
     def stop(self) -> None:
         """Stop the children in reverse order of start, then anything else left in the session."""
@@ -796,7 +819,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--knobs", default="{}", help="lab knobs as JSON (validated again here)")
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s.%(msecs)03d %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+        level=logging.INFO,
+        format="%(asctime)s.%(msecs)03d %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
     )
     lab_dir = Path(args.lab_dir).resolve()
     lab_dir.mkdir(parents=True, exist_ok=True)

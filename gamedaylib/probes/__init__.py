@@ -12,8 +12,8 @@ reason; the scorecard turns that reason into ``not_measured``. The HTTP helpers 
 
 from __future__ import annotations
 
+import http.client
 import json
-import socket
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ from typing import Any
 
 from gamedaylib.exceptions import ProbeError
 
-__all__ = ["HttpAnswer", "http_request", "get_json", "get_text", "parse_time"]
+__all__ = ["HttpAnswer", "get_json", "get_text", "http_request", "parse_time"]
 
 _USER_AGENT = "gameday-probe/0.1"
 
@@ -53,7 +53,7 @@ def http_request(
     for name, value in (headers or {}).items():
         request.add_header(name, value)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (URLs from config)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return HttpAnswer(response.status, response.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -63,10 +63,10 @@ def http_request(
         return HttpAnswer(exc.code, payload)
     except urllib.error.URLError as exc:
         raise ProbeError(probe, f"{url} unreachable: {exc.reason}") from exc
-    except (TimeoutError, socket.timeout) as exc:
+    except TimeoutError as exc:
         raise ProbeError(probe, f"{url} did not answer within {timeout:g} s") from exc
-    except (ConnectionError, OSError) as exc:
-        raise ProbeError(probe, f"{url} connection failed: {exc}") from exc
+    except (OSError, http.client.HTTPException) as exc:  # reset, refused, broken answer
+        raise ProbeError(probe, f"{url} connection failed: {exc!r}") from exc
     except ValueError as exc:  # malformed URL
         raise ProbeError(probe, f"bad URL {url!r}: {exc}") from exc
 
@@ -97,7 +97,7 @@ def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     text = value.strip()
-    if text.endswith("Z") or text.endswith("z"):
+    if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"
     if "." in text:
         head, rest = text.split(".", 1)

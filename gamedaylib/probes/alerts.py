@@ -55,7 +55,8 @@ class AlertProbe:
         self.alertmanager_url = alertmanager_url.rstrip("/") if alertmanager_url else None
         self.prometheus_url = prometheus_url.rstrip("/") if prometheus_url else None
         self.timeout = timeout
-        self._seen: dict[tuple[str, tuple[tuple[str, str], ...], str], AlertEvent] = {}
+        self._seen: dict[tuple[str, tuple[tuple[str, str], ...], str, str], AlertEvent] = {}
+        self._alertmanager_answered = False
         self._rule_for: dict[str, float] = {}
         self._lock = threading.Lock()
         self.last_error: ProbeError | None = None
@@ -128,41 +129,49 @@ class AlertProbe:
         return events
 
     # -- memory -----------------------------------------------------------------------------------
+    def _remember(self, fresh: list[AlertEvent]) -> None:
+        with self._lock:
+            for event in fresh:
+                key = (*event.identity, event.source, event.starts_at.isoformat())
+                known = self._seen.get(key)
+                if known is None or known.ends_at != event.ends_at:
+                    self._seen[key] = event
+
+    def _remembered(self, source: str | None, since: datetime | None) -> list[AlertEvent]:
+        cutoff = _aware(since) if since is not None else None
+        with self._lock:
+            seen = list(self._seen.values())
+        return sorted(
+            (e for e in seen if (source is None or e.source == source) and (cutoff is None or e.starts_at >= cutoff)),
+            key=lambda e: (e.starts_at, e.name),
+        )
+
     def poll(self, since: datetime | None = None) -> list[AlertEvent]:
-        """Look now (Alertmanager, else Prometheus), remember every alert seen, and return the
-        remembered ones starting at or after ``since`` (all when None), oldest first.
+        """Look at every configured source now, remember every alert seen, and return the remembered
+        ones that started at or after ``since`` (all when None), oldest first, from Alertmanager when it
+        has ever answered (what on-call is paged from), else from Prometheus.
 
         Raises ``ProbeError`` only when no source answers and nothing was ever seen."""
-        fresh: list[AlertEvent] = []
         errors: list[str] = []
-        sources = [(url, fn) for url, fn in ((self.alertmanager_url, self.from_alertmanager),
-                                              (self.prometheus_url, self.from_prometheus)) if url]
-        for _, source in sources:
+        answered = 0
+        for url, source in ((self.alertmanager_url, self.from_alertmanager), (self.prometheus_url, self.from_prometheus)):
+            if not url:
+                continue
             try:
-                fresh = source()
-                break
+                self._remember(source())
+                answered += 1
+                if source == self.from_alertmanager:
+                    self._alertmanager_answered = True
             except ProbeError as exc:
-                errors.append(str(exc))
-        else:
-            reason = "; ".join(errors) or "no Alertmanager or Prometheus URL configured"
-            self.last_error = ProbeError(_PROBE, reason)
+                errors.append(exc.reason)
+        if not answered:
+            self.last_error = ProbeError(_PROBE, "; ".join(errors) or "no Alertmanager or Prometheus URL configured")
             with self._lock:
                 empty = not self._seen
             if empty:
                 raise self.last_error
-        with self._lock:
-            for event in fresh:
-                key = (*event.identity, event.source)
-                known = self._seen.get(key)
-                if known is None or event.starts_at < known.starts_at or (
-                    event.starts_at == known.starts_at and event.ends_at != known.ends_at
-                ):
-                    self._seen[key] = event
-            seen = list(self._seen.values())
-        cutoff = _aware(since) if since is not None else None
-        return sorted(
-            (e for e in seen if cutoff is None or e.starts_at >= cutoff), key=lambda e: (e.starts_at, e.name)
-        )
+        preferred = "alertmanager" if self._alertmanager_answered else "prometheus"
+        return self._remembered(preferred, since)
 
     def timeline(self, since: datetime | None = None) -> list[AlertEvent]:
         """Every alert (remembered or current) that started firing at or after ``since``."""
@@ -171,11 +180,14 @@ class AlertProbe:
     def first_fire_after(
         self, t0: datetime, names: tuple[str, ...] | list[str] = GAMEDAY_ALERTS
     ) -> AlertEvent | None:
-        """The first gameday alert whose firing started at or after T+0; None when none has (yet)."""
+        """The first gameday alert whose firing started at or after T+0, as Alertmanager saw it; as
+        Prometheus saw it when Alertmanager has none (down, or never sent to); None when none has fired."""
+        self.poll(t0)
         wanted = set(names)
-        for event in self.poll(t0):
-            if event.name in wanted:
-                return event
+        for source in ("alertmanager", "prometheus"):
+            for event in self._remembered(source, t0):
+                if event.name in wanted:
+                    return event
         return None
 
     def silence_url(self, event: AlertEvent) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any
 from gamedaylib.exceptions import ProbeError
 from gamedaylib.probes import get_text, http_request
 
-__all__ = ["MetricsSnapshot", "Sample", "scrape", "parse", "ServiceMetrics", "PrometheusProbe", "ADMIN_API_NOTE"]
+__all__ = ["ADMIN_API_NOTE", "MetricsSnapshot", "PrometheusProbe", "Sample", "ServiceMetrics", "parse", "scrape"]
 
 ADMIN_API_NOTE = "admin API disabled (start Prometheus with --web.enable-admin-api)"
 

@@ -5,7 +5,9 @@
   custom resource: the least-privilege Role grants no cluster-wide CRD read); no other gameday
   NetworkChaos active in the namespace; the NATS and service pods Running and Ready; the fault
   accepted by the API server (server-side ``dryRun=All``: schema and admission webhook, nothing
-  persisted); ``up{namespace=...}`` in Prometheus and a TSDB snapshot when the admin API allows it.
+  persisted); ``up{namespace=...}`` in Prometheus when ``prometheus_url`` is set (the runbook's own
+  pre-flight takes the TSDB snapshot through the Prometheus probe, with a note when the admin API is
+  disabled).
 - inject: create the object (name ``nats-partition-<run_id>``, ``duration`` = the deadline), poll until
   ``AllInjected=True`` and ``status.experiment.desiredPhase == "Run"``: that moment is T+0. A timeout
   deletes what was created and raises ``InjectionFailed``.
@@ -165,7 +167,6 @@ class KubernetesTarget:
         self.template = chaos.load_template(settings.chaos_manifest)
         self.chaos_name = chaos.chaos_name(settings.run_id)
         self.last_manifest: dict[str, Any] | None = None
-        self._snapshot_done = False
         self._created = False
         if not settings.dry_run:
             self._guard()
@@ -341,8 +342,6 @@ class KubernetesTarget:
             checks.append(self._check_server_dry_run())
         if self._endpoints.prometheus_url:
             checks.append(self._check_prometheus_up())
-            if not self._snapshot_done and not self.settings.dry_run:
-                checks.append(self._take_tsdb_snapshot())
         return checks
 
     def _check_rbac(self) -> list[Check]:
@@ -484,21 +483,6 @@ class KubernetesTarget:
         if down:
             return Check(f"prometheus {query}", False, f"targets down: {', '.join(sorted(down))}")
         return Check(f"prometheus {query}", True, f"{len(result)} targets up")
-
-    def _take_tsdb_snapshot(self) -> Check:
-        """The playbook's pre-flight step 3; a note, never fatal, when the admin API is disabled."""
-        from gamedaylib.probes.metrics import PrometheusProbe
-
-        self._snapshot_done = True
-        probe = PrometheusProbe(self._endpoints.prometheus_url or "")
-        try:
-            name = probe.snapshot()
-        except ProbeError as exc:
-            return Check("prometheus TSDB snapshot", False, f"no snapshot: {exc.reason}", fatal=False)
-        finally:
-            probe.close()
-        return Check("prometheus TSDB snapshot", True, f"snapshot {name} (under <prometheus data>/snapshots/)",
-                     fatal=False)
 
     def inject(self, *, duration_seconds: float) -> datetime:
         """Create the NetworkChaos with ``duration`` = ``duration_seconds`` (rounded up to whole

@@ -225,3 +225,121 @@ def test_service_logs_come_from_the_pods(fake: FakeApiServer, k8s_params: dict[s
     finally:
         target.close()
     assert Path(data_plane["lab_dir"], "logs", "reporting.log").exists()
+
+
+# --- the files a team applies to its cluster ----------------------------------------------------
+
+
+def _yaml_docs(path: Path) -> list[dict[str, Any]]:
+    import yaml
+
+    return [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_rbac_grants_exactly_what_the_target_asks_for() -> None:
+    from gamedaylib.targets.kubernetes import PERMISSIONS
+
+    docs = {d["kind"]: d for d in _yaml_docs(REPO / "deploy" / "rbac.yaml")}
+    assert set(docs) == {"ServiceAccount", "Role", "RoleBinding"}, "namespaced only, no ClusterRole"
+    granted = {
+        (verb, group, resource)
+        for rule in docs["Role"]["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+    needed = {(p.verb, p.group, p.resource + (f"/{p.subresource}" if p.subresource else "")) for p in PERMISSIONS}
+    assert granted == needed
+    binding = docs["RoleBinding"]
+    assert binding["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == docs["ServiceAccount"]["metadata"]["name"]
+    assert {d["metadata"]["namespace"] for d in docs.values()} == {"teei-prod"}
+
+
+def test_prometheusrule_embeds_the_rule_file(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    import yaml
+
+    (rule,) = _yaml_docs(REPO / "monitoring" / "prometheusrule.yaml")
+    plain = yaml.safe_load((REPO / "monitoring" / "rules" / "gameday-001.rules.yml").read_text(encoding="utf-8"))
+    assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
+    assert rule["spec"]["groups"] == plain["groups"], "regenerate monitoring/prometheusrule.yaml from the rule file"
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not on PATH (Debian package prometheus; .ci/run installs it)")
+    extracted = tmp_path / "from-prometheusrule.yml"
+    extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}), encoding="utf-8")
+    done = subprocess.run([promtool, "check", "rules", str(extracted)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_example_params_dry_run_against_a_playbook_shaped_cluster(
+    fake: FakeApiServer, kubeconfig: Path, data_plane: dict[str, Any]
+) -> None:
+    """params/teei-prod.yaml as shipped is refused (production guard); as a dry run it reads the
+    cluster and has the API server check the fault, creating nothing."""
+    from fake_apiserver import pods_for_lab
+
+    from gamedaylib.parameters import load_params_file, validate
+
+    fake.pods = pods_for_lab(data_plane["lab_dir"], "teei-prod")
+    shipped = load_params_file(str(REPO / "params" / "teei-prod.yaml"))
+    local = {"kubeconfig": str(kubeconfig), "prometheus_url": "", "alertmanager_url": ""}
+    with pytest.raises(ProductionGuard, match="teei-prod"):
+        KubernetesTarget.from_params(validate({**shipped, **local}))
+    target = KubernetesTarget.from_params(validate({**shipped, **local, "dry_run": True}))
+    try:
+        checks = target.preflight()
+        assert failed(checks) == [], failed(checks)
+        target.inject(duration_seconds=900)
+    finally:
+        target.close()
+    assert target.last_manifest is not None and target.last_manifest["spec"]["duration"] == "15m"
+    assert target.last_manifest["metadata"]["namespace"] == "teei-prod"
+    assert fake.chaos_objects() == [] and fake.proxy_calls == []
+
+
+def test_credentials_and_dsn_come_from_where_the_parameters_say(
+    k8s_params: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gamedaylib.exceptions import InvalidParameters
+
+    with pytest.raises(InvalidParameters, match="kubeconfig"):
+        target_for(k8s_params, kubeconfig=str(tmp_path / "missing"))
+    monkeypatch.setenv("GAMEDAY_EVENTS_DSN", "postgresql://teei:s3cret@db:5432/teei")
+    target = target_for(k8s_params)
+    try:
+        assert target.endpoints.events_dsn == "postgresql://teei:s3cret@db:5432/teei"
+        assert "s3cret" not in repr(target.settings)
+    finally:
+        target.close()
+    monkeypatch.delenv("GAMEDAY_EVENTS_DSN")
+    target = target_for(k8s_params)
+    try:
+        assert target.endpoints.events_dsn is None
+    finally:
+        target.close()
+
+
+def test_unreachable_api_server_fails_preflight_not_the_runbook(k8s_params: dict[str, Any], tmp_path: Path) -> None:
+    from conftest import free_port
+
+    stopped = FakeApiServer()  # a kubeconfig for a server that is not running
+    stopped.start()
+    path = stopped.write_kubeconfig(tmp_path / "dead", namespace=NAMESPACE)
+    text = path.read_text(encoding="utf-8").replace(stopped.url, f"http://127.0.0.1:{free_port()}")
+    stopped.stop()
+    path.write_text(text, encoding="utf-8")
+    target = target_for(k8s_params, kubeconfig=str(path))
+    try:
+        bad = failed(target.preflight())
+        assert bad and all("unreachable" in c.detail or "cannot" in c.detail for c in bad)
+        with pytest.raises(InjectionFailed, match="unreachable"):
+            target.inject(duration_seconds=30)
+    finally:
+        target.close()

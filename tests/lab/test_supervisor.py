@@ -4,11 +4,14 @@ partition and after `kill -9` of the supervisor or of the process that ran `lab 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -82,14 +85,27 @@ def assert_all_gone(pids: list[int], lab: Lab, supervisor_pid: int) -> None:
     assert not lab.pids_path.exists()
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = Lab(tmp_path_factory.mktemp("lab") / "lab")
+@contextlib.contextmanager
+def scratch_lab() -> Iterator[Lab]:
+    """A lab in a fresh folder under the system temp dir, stopped and removed afterwards. Not under
+    pytest's tmp_path: every pytest session started meanwhile (other suites on this machine) resets
+    /tmp/pytest-of-<user> to 0700, which locks the unprivileged PostgreSQL out of its folder."""
+    folder = Path(tempfile.mkdtemp(prefix="gameday-test-lab-"))
+    lab = Lab(folder / "lab")
     try:
-        lab.up()
         yield lab
     finally:
-        lab.down()
+        try:
+            lab.down()
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with scratch_lab() as lab:
+        lab.up()
+        yield lab
 
 
 def test_status_json_has_every_field_and_every_process_alive(lab: Lab) -> None:
@@ -227,11 +243,21 @@ def test_down_after_a_partition_leaves_no_process(lab: Lab) -> None:
     assert gameday("lab", "status", "--lab-dir", str(lab.lab_dir)).returncode == 1
 
 
-def test_down_after_kill_9_of_the_supervisor(tmp_path: Path) -> None:
-    lab = Lab(tmp_path / "lab")
-    try:
+def test_dead_service_is_reported_and_down_works_after_kill_9_of_the_supervisor() -> None:
+    with scratch_lab() as lab:
         status = lab.up()
         pids = lab_processes(lab)
+        # a dead service is reported, not restarted
+        os.kill(status["pids"]["users"], signal.SIGKILL)
+        assert proc.wait_gone([status["pids"]["users"]], 5) == []
+        time.sleep(1.0)
+        after = lab.status()
+        assert after["up"] is True
+        assert after["processes"]["users"] == {"pid": status["pids"]["users"], "alive": False}
+        assert after["processes"]["gateway"]["alive"] is True
+        described = gameday("lab", "status", "--lab-dir", str(lab.lab_dir))
+        assert described.returncode == 1 and "DEAD" in described.stdout
+        assert json.loads(lab.pids_path.read_text())["children"]["users"]["pid"] == status["pids"]["users"]
         os.kill(status["supervisor_pid"], signal.SIGKILL)
         assert proc.wait_gone([status["supervisor_pid"]], 5) == []
         assert lab.status()["up"] is False
@@ -239,12 +265,14 @@ def test_down_after_kill_9_of_the_supervisor(tmp_path: Path) -> None:
         assert orphans, "killing the supervisor alone should leave its children running"
         lab.down()
         assert_all_gone(pids, lab, status["supervisor_pid"])
-    finally:
-        lab.down()
 
 
-def test_down_after_kill_9_of_lab_up_mid_start(tmp_path: Path) -> None:
-    lab = Lab(tmp_path / "lab")
+def test_down_after_kill_9_of_lab_up_mid_start() -> None:
+    with scratch_lab() as lab:
+        _kill_lab_up_mid_start_then_down(lab)
+
+
+def _kill_lab_up_mid_start_then_down(lab: Lab) -> None:
     up = subprocess.Popen(
         [sys.executable, "-m", "gamedaylib.cli", "lab", "up", "--lab-dir", str(lab.lab_dir)],
         stdout=subprocess.DEVNULL,
@@ -269,4 +297,3 @@ def test_down_after_kill_9_of_lab_up_mid_start(tmp_path: Path) -> None:
         if up.poll() is None:
             up.kill()
             up.wait()
-        lab.down()

@@ -14,7 +14,14 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from gamedaylib.exceptions import ProbeError
-from gamedaylib.probes.metrics import ADMIN_API_NOTE, MetricsSnapshot, PrometheusProbe, ServiceMetrics, parse, scrape
+from gamedaylib.probes.metrics import (
+    ADMIN_API_NOTE,
+    MetricsSnapshot,
+    PrometheusProbe,
+    ServiceMetrics,
+    parse,
+    scrape,
+)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,0 +1,186 @@
+"""Benchmark: drain rate of a JetStream backlog into PostgreSQL by the lab's reporting service, beside
+the raw ``COPY`` rate of the same rows into a scratch table of the same shape, in one run.
+
+1. ``Lab.up()`` in a temporary folder (users post at 1 event/s), then stop its ``reporting`` process;
+2. publish N events straight to JetStream (stream ``EVENTS``), the backlog;
+3. start ``python -m gamedaylib.lab.reporting`` again and time until all N rows are stored
+   ("drain, steady" = from the first to the last stored row; "drain, wall" includes its start-up);
+4. ``COPY`` the same N rows into ``events_copy_bench`` (``LIKE events INCLUDING ALL``: same indexes);
+5. print both rates and their ratio (aim: at least 30 %); ``--json FILE`` also writes them.
+
+    .venv/bin/python benchmarks/drain.py [--events 50000] [--json benchmarks/results/drain.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as `python benchmarks/drain.py` from a fresh clone
+    sys.path.insert(0, str(REPO))
+
+import nats  # noqa: E402
+import psycopg  # noqa: E402
+
+from gamedaylib.lab import processes as proc  # noqa: E402
+from gamedaylib.lab.supervisor import Lab  # noqa: E402
+
+TYPES = ("buddy.match", "kintell.session", "report.generated", "user.login", "page.view")
+
+
+async def publish_backlog(nats_url: str, count: int) -> float:
+    """Publish ``count`` events (keys ``bench-<i>``) with Nats-Msg-Id, pipelined; return seconds."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    started = time.perf_counter()
+    futures = []
+    for i in range(count):
+        event_type = TYPES[i % len(TYPES)]
+        key = f"bench-{i}"
+        body = {
+            "idempotency_key": key,
+            "type": event_type,
+            "payload": {"user": f"u{i % 500}", "seq": i, "note": "backlog"},
+            "occurred_at": datetime.now(timezone.utc).isoformat(),
+        }
+        futures.append(await js.publish_async(f"events.{event_type}", json.dumps(body).encode(),
+                                              headers={"Nats-Msg-Id": key}))
+        if len(futures) >= 2000:
+            await asyncio.gather(*futures)
+            futures.clear()
+    await asyncio.gather(*futures)
+    elapsed = time.perf_counter() - started
+    await nc.close()
+    return elapsed
+
+
+def bench_count(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM events WHERE idempotency_key LIKE 'bench-%'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def copy_rate(dsn: str) -> tuple[int, float]:
+    """COPY the bench rows into a scratch table with the same indexes; return (rows, seconds)."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT idempotency_key, type, payload::text, occurred_at FROM events "
+            "WHERE idempotency_key LIKE 'bench-%' ORDER BY id"
+        ).fetchall()
+        conn.execute("DROP TABLE IF EXISTS events_copy_bench")
+        conn.execute("CREATE TABLE events_copy_bench (LIKE events INCLUDING ALL)")
+        conn.commit()
+        started = time.perf_counter()
+        with conn.cursor() as cur:
+            with cur.copy(
+                "COPY events_copy_bench (idempotency_key, type, payload, occurred_at) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        conn.execute("DROP TABLE events_copy_bench")
+        conn.commit()
+    return len(rows), elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=50000)
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    count: int = args.events
+
+    lab_dir = Path(tempfile.mkdtemp(prefix="gameday-drain-"))
+    proc.make_traversable(lab_dir)
+    lab = Lab(lab_dir)
+    reporting: subprocess.Popen[bytes] | None = None
+    figures: dict[str, Any] = {"events": count}
+    try:
+        state = lab.up({"lab_event_rate": 1})
+        dsn = state["events_dsn"]
+        os.kill(state["pids"]["reporting"], signal.SIGTERM)
+        proc.wait_gone([state["pids"]["reporting"]], 10)
+
+        figures["publish_seconds"] = asyncio.run(publish_backlog(state["nats_url"], count))
+        with open(lab_dir / "logs" / "reporting-bench.log", "wb") as log:
+            started = time.perf_counter()
+            reporting = subprocess.Popen(
+                [sys.executable, "-m", "gamedaylib.lab.reporting", "--lab-config", str(lab_dir / "config.json")],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+            first_at = None
+            while True:
+                stored = bench_count(dsn)
+                now = time.perf_counter()
+                if stored and first_at is None:
+                    first_at = now
+                if stored >= count:
+                    break
+                if now - started > 600:
+                    raise SystemExit(f"drain did not finish in 600 s ({stored}/{count} stored)")
+                time.sleep(0.05)
+            wall = time.perf_counter() - started
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute(
+                "SELECT extract(epoch FROM max(created_at) - min(created_at)), count(DISTINCT created_at) "
+                "FROM events WHERE idempotency_key LIKE 'bench-%'"
+            ).fetchone()
+        assert row is not None
+        span, batches = float(row[0]), int(row[1])
+        # created_at is the transaction's start: the span misses the last batch; add its mean share
+        steady = span * batches / max(batches - 1, 1)
+        copied, copy_seconds = copy_rate(dsn)
+        figures.update(
+            drain_wall_seconds=wall,
+            drain_wall_rate=count / wall,
+            drain_steady_seconds=steady,
+            drain_steady_rate=count / steady if steady > 0 else None,
+            transactions=batches,
+            copy_rows=copied,
+            copy_seconds=copy_seconds,
+            copy_rate=copied / copy_seconds,
+        )
+        figures["ratio_wall"] = figures["drain_wall_rate"] / figures["copy_rate"]
+        if figures["drain_steady_rate"]:
+            figures["ratio_steady"] = figures["drain_steady_rate"] / figures["copy_rate"]
+    finally:
+        if reporting is not None:
+            reporting.terminate()
+            try:
+                reporting.wait(10)
+            except subprocess.TimeoutExpired:
+                reporting.kill()
+                reporting.wait()
+        lab.down()
+
+    print(f"backlog of {count} events published to JetStream in {figures['publish_seconds']:.2f} s")
+    print(f"drain into PostgreSQL (wall, incl. start-up): {figures['drain_wall_rate']:>10.0f} events/s "
+          f"({figures['drain_wall_seconds']:.2f} s)")
+    if figures.get("drain_steady_rate"):
+        print(f"drain into PostgreSQL (steady):              {figures['drain_steady_rate']:>10.0f} events/s "
+              f"({figures['transactions']} transactions)")
+    print(f"raw COPY of the same rows:                   {figures['copy_rate']:>10.0f} rows/s "
+          f"({figures['copy_seconds']:.2f} s)")
+    print(f"drain / COPY: wall {figures['ratio_wall']:.0%}"
+          + (f", steady {figures['ratio_steady']:.0%}" if "ratio_steady" in figures else "")
+          + " (aim >= 30%)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,313 @@
+"""The archive of a run: Papermill execution, ``report.html``, the incident report, the history.
+
+One folder per run (``outputs/<gameday_id>/<run_id>/``) holding ``runbook.ipynb``, ``report.html``,
+``journal.jsonl``, ``scorecard.json``, ``samples.csv``, ``incident-report.md`` and ``params.yaml``.
+Whatever happens (a failed cell, a dead kernel, a timeout, a signal), ``finalize`` leaves every file
+in place and marks a run that did not reach its end ``aborted``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gamedaylib.journal import Journal, utcnow
+from gamedaylib.parameters import effective_targets, redact
+from gamedaylib.playbook import GAMEDAY_ID, METRIC_NAMES, PHASES_BY_ID
+from gamedaylib.scorecard import Metric, Scorecard
+
+NOTEBOOK_NAME = "nats_partition_gameday.ipynb"
+RUNBOOK_FILE = "runbook.ipynb"
+HTML_FILE = "report.html"
+JOURNAL_FILE = "journal.jsonl"
+SCORECARD_FILE = "scorecard.json"
+SAMPLES_FILE = "samples.csv"
+REPORT_FILE = "incident-report.md"
+PARAMS_FILE = "params.yaml"
+ARCHIVE_FILES = (RUNBOOK_FILE, HTML_FILE, JOURNAL_FILE, SCORECARD_FILE, SAMPLES_FILE, REPORT_FILE, PARAMS_FILE)
+HISTORY_METRICS = METRIC_NAMES[:6]
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def notebook_path() -> Path:
+    return project_root() / "notebooks" / NOTEBOOK_NAME
+
+
+@dataclass
+class Execution:
+    """How the Papermill run ended."""
+
+    completed: bool
+    reason: str = ""
+    seconds: float = 0.0
+
+
+def execute(
+    params: Mapping[str, Any],
+    archive_dir: Path,
+    *,
+    notebook: Path | None = None,
+    kernel_name: str = "python3",
+    cwd: Path | None = None,
+) -> Execution:
+    """Run the notebook headless into ``archive_dir/runbook.ipynb``. ``completed`` only when the
+    notebook ran to its end (the journal has ``run.finished``): Papermill's own errors, a dead
+    kernel and a cell timeout all count as not completed, with the reason."""
+    import time
+
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    start = time.monotonic()
+    reason = ""
+    source = headless_notebook(notebook or notebook_path())
+    try:
+        papermill.execute_notebook(
+            source,
+            str(archive_dir / RUNBOOK_FILE),
+            parameters=dict(params),
+            kernel_name=kernel_name,
+            execution_timeout=int(params["cell_timeout_seconds"]),
+            progress_bar=False,
+            cwd=str(cwd or project_root()),
+        )
+    except PapermillExecutionError as exc:
+        reason = f"cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
+    except KeyboardInterrupt:
+        reason = "interrupted (SIGINT/SIGTERM)"
+    except Exception as exc:  # noqa: BLE001 - nbclient: DeadKernelError, CellTimeoutError, ...; recorded
+        reason = f"{type(exc).__name__}: {exc}"
+    entries = list(Journal.read(archive_dir / JOURNAL_FILE))
+    finished = any(e.get("kind") == "run.finished" for e in entries)
+    if not reason and not finished:
+        reason = "the notebook did not reach finish()"
+    return Execution(completed=finished and not reason, reason=reason, seconds=time.monotonic() - start)
+
+
+def headless_notebook(path: Path) -> Any:
+    """The notebook without the cells tagged ``live-only`` (headless runs skip them)."""
+    import nbformat
+
+    from gamedaylib.playbook import LIVE_ONLY_TAG
+
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells = [c for c in nb.cells if LIVE_ONLY_TAG not in c.get("metadata", {}).get("tags", [])]
+    return nb
+
+
+def finalize(archive_dir: Path, params: Mapping[str, Any], execution: Execution) -> dict[str, Any]:
+    """Make the archive complete whatever happened; returns the final scorecard dict."""
+    archive_dir.mkdir(parents=True, exist_ok=True)
+    journal = Journal(archive_dir / JOURNAL_FILE)
+    (archive_dir / PARAMS_FILE).write_text(yaml.safe_dump(redact(dict(params)), sort_keys=True), encoding="utf-8")
+    card_path = archive_dir / SCORECARD_FILE
+    if execution.completed and card_path.exists():
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+    else:
+        data = _aborted_scorecard(card_path, params, execution.reason, journal)
+        if not any(e.get("kind") == "run.finished" for e in journal.entries()):
+            journal.record("run.finished", verdict="aborted", reason=execution.reason)
+    samples = archive_dir / SAMPLES_FILE
+    if not samples.exists():
+        samples.write_text("ts,t_offset_s,phase\n", encoding="utf-8")
+    report = archive_dir / REPORT_FILE
+    report.write_text(render_incident_report(archive_dir, scorecard=data, params=params,
+                                             journal=journal.entries()), encoding="utf-8")
+    return data
+
+
+def _aborted_scorecard(path: Path, params: Mapping[str, Any], reason: str, journal: Journal) -> dict[str, Any]:
+    previous: dict[str, Any] = {}
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            previous = {}
+    started = next((e["ts"] for e in journal.entries() if e.get("kind") == "run.started"), None)
+    card = Scorecard(
+        gameday_id=str(params.get("gameday_id") or GAMEDAY_ID),
+        run_id=str(params.get("run_id") or ""),
+        target=str(params.get("target") or "lab"),
+        profile=str(params.get("profile") or "rehearsal"),
+        started_at=str(previous.get("started_at") or started or utcnow().isoformat()),
+        finished_at=utcnow().isoformat(),
+        completed=False,
+        required_metrics=list(params.get("required_metrics") or []),
+        targets=effective_targets(params) if "rto_target_seconds" in params else {},
+        reason=reason or "aborted",
+    )
+    measured = {e["name"]: e for e in journal.entries() if e.get("kind") == "measurement"}
+    for m in previous.get("metrics") or []:
+        measured.setdefault(m["name"], m)
+    for name, m in measured.items():
+        if name in METRIC_NAMES:
+            card.set_metric(Metric(name, m.get("value"), m.get("target", card.targets.get(name, 0)) or 0,
+                                   m.get("comparison", "<="), m.get("status", "not_measured"),
+                                   m.get("evidence") or "", m.get("unit", "")))
+    card.fill_missing(f"the run was aborted before this was measured ({reason})")
+    if previous.get("events"):
+        card.events.update(previous["events"])
+    card.write(path)
+    return card.as_dict()
+
+
+def render_incident_report(
+    archive_dir: Path,
+    *,
+    scorecard: Mapping[str, Any],
+    params: Mapping[str, Any],
+    journal: Sequence[Mapping[str, Any]],
+) -> str:
+    """``incident-report.md`` from ``docs/incidents/template.md``: timeline, scorecard, observations,
+    open questions (unanswered playbook questions), action items."""
+    from gamedaylib.incident import draft_incident_report, load_template
+
+    template = project_root() / "docs" / "incidents" / "template.md"
+    observations: dict[str, dict[str, str]] = {
+        k: dict(v) for k, v in (params.get("observations") or {}).items()
+    }
+    for e in journal:
+        if e.get("kind") == "observation" and e.get("phase"):
+            observations.setdefault(e["phase"], {})[str(e.get("question"))] = str(e.get("answer") or "")
+    open_questions = [
+        (pid, q) for pid, phase in PHASES_BY_ID.items() for q in phase.questions
+        if not observations.get(pid, {}).get(q)
+    ]
+    return draft_incident_report(
+        load_template(template if template.exists() else None),
+        scorecard=scorecard,
+        journal_entries=journal,
+        params=params,
+        observations=observations,
+        open_questions=open_questions,
+        action_items=list(params.get("action_items") or []),
+    )
+
+
+_REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>\s*</script>", re.I)
+_REMOTE_LINK = re.compile(r"<link[^>]*\bhref=[\"']?(?:https?:)?//[^>]*>", re.I)
+_INLINE_REMOTE_SCRIPT = re.compile(
+    r"<script\b[^>]*>(?:(?!</script>).)*?[\"'](?:https?:)?//(?:(?!</script>).)*?</script>", re.S | re.I
+)
+_MATHJAX_BLOCK = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.S | re.I)
+
+
+def render_html(notebook: Path, html_path: Path) -> Path:
+    """``report.html``: code cells hidden, images embedded, nothing loaded from the network."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    nb.metadata.pop("widgets", None)  # widget state would pull the widget manager from a CDN
+    exporter = HTMLExporter(template_name="lab")
+    exporter.exclude_input = True
+    exporter.exclude_input_prompt = True
+    exporter.exclude_output_prompt = True
+    body, _ = exporter.from_notebook_node(nb)
+    html_path.write_text(strip_remote(body), encoding="utf-8")
+    return html_path
+
+
+def strip_remote(html: str) -> str:
+    """Remove every ``<script src>`` and ``<link href>`` that points off the machine."""
+    html = _MATHJAX_BLOCK.sub("", html)
+    html = _REMOTE_SCRIPT.sub("", html)
+    html = _INLINE_REMOTE_SCRIPT.sub("", html)
+    return _REMOTE_LINK.sub("", html)
+
+
+def remote_loads(html: str) -> list[str]:
+    """What in ``html`` would be fetched from the network when opened (empty = none)."""
+    pattern = re.compile(
+        r"<(?:script|img|iframe|link|source|video|audio)\b[^>]*\b(?:src|href)=[\"']?((?:https?:)?//[^\"' >]+)", re.I
+    )
+    found = pattern.findall(html)
+    for script in re.findall(r"<script\b[^>]*>(.*?)</script>", html, re.S | re.I):
+        found += re.findall(r"[\"']((?:https?:)?//[^\"']+)[\"']", script)
+    found += re.findall(r"@import\s+url\([\"']?((?:https?:)?//[^)\"']+)", html, re.I)
+    return found
+
+
+# ------------------------------------------------------------------ history
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    path: Path
+    started_at: str
+    verdict: str
+    profile: str
+    target: str
+    values: dict[str, float | None] = field(default_factory=dict)
+    statuses: dict[str, str] = field(default_factory=dict)
+
+
+def list_runs(output_dir: Path, gameday_id: str | None = None) -> list[RunSummary]:
+    """Every archived run under ``output_dir`` (one row per ``scorecard.json``), oldest first."""
+    runs = []
+    for card in sorted(output_dir.glob("*/*/" + SCORECARD_FILE)):
+        try:
+            data = json.loads(card.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if gameday_id and data.get("gameday_id") != gameday_id:
+            continue
+        metrics = {m["name"]: m for m in data.get("metrics") or []}
+        runs.append(RunSummary(
+            run_id=str(data.get("run_id")), path=card.parent, started_at=str(data.get("started_at") or ""),
+            verdict=str(data.get("verdict")), profile=str(data.get("profile")), target=str(data.get("target")),
+            values={n: metrics.get(n, {}).get("value") for n in HISTORY_METRICS},
+            statuses={n: metrics.get(n, {}).get("status", "not_measured") for n in HISTORY_METRICS},
+        ))
+    runs.sort(key=lambda r: (r.started_at, r.run_id))
+    return runs
+
+
+def history_table(runs: Sequence[RunSummary]) -> str:
+    heads = ["run_id", "started_at", "target", "profile", "verdict", *HISTORY_METRICS]
+    rows = [heads]
+    for r in runs:
+        cells = [r.run_id, r.started_at[:19], r.target, r.profile, r.verdict]
+        for n in HISTORY_METRICS:
+            v = r.values.get(n)
+            cells.append("-" if v is None else f"{v:g}" + ("" if r.statuses.get(n) == "pass" else "!"))
+        rows.append(cells)
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(heads))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def history_chart(runs: Sequence[RunSummary], path: Path) -> Path | None:
+    """RTO, RPO and loss across runs (PNG); None with fewer than two runs."""
+    if len(runs) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    labels = [r.run_id for r in runs]
+    for ax, (name, title) in zip(axes, [("rto_seconds", "RTO (s)"), ("rpo_seconds", "RPO (s)"),
+                                        ("event_loss_count", "events lost")]):
+        values = [r.values.get(name) for r in runs]
+        xs = [i for i, v in enumerate(values) if v is not None]
+        ax.plot(xs, [values[i] for i in xs], marker="o")
+        ax.set_ylabel(title)
+        ax.grid(True, alpha=0.3)
+    axes[-1].set_xticks(range(len(labels)))
+    axes[-1].set_xticklabels(labels, rotation=30, ha="right", fontsize=7)
+    fig.suptitle("GAMEDAY history")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -1,0 +1,637 @@
+"""What the team types and clicks during a gameday: observation forms, incident-response stamps, the
+pre-gameday checklist and the action items.
+
+Every form works two ways:
+
+- **live** (a facilitator in JupyterLab): ipywidgets; pressing a button journals what was entered,
+  with its timestamp. A changed answer recorded again is a new journal entry (the journal keeps both).
+- **headless** (Papermill): the answers come from parameters; they are journaled once, the widgets
+  render disabled with those values, and a *static* rendering (HTML, Markdown and plain text) is
+  displayed too, so an archived notebook or ``report.html`` shows every answer without widget state
+  (widget state is lost by Papermill and JupyterLab: papermill issue 400, ipywidgets issue 3888).
+
+In live sessions the static rendering is displayed as well and updated in place on every Record, so
+a notebook saved after a live session also reads without a kernel.
+
+Reading the journal back: ``answered(entries)`` (latest answer wins), ``open_questions(entries)``,
+``team_response_seconds(entries, alert_fire_at)`` and ``write_action_items_csv(...)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import ipywidgets as widgets
+from IPython.display import display, update_display
+
+from gamedaylib.clock import Clock, parse_time
+from gamedaylib.exceptions import InvalidParameters
+from gamedaylib.journal import Journal
+from gamedaylib.playbook import INCIDENT_STAMPS, PHASES_BY_ID, PRE_GAMEDAY_CHECKLIST
+
+OPEN = "open"
+STAMP_LABELS: dict[str, str] = {
+    "alert_seen": "alert seen",
+    "paged": "paged",
+    "acknowledged": "acknowledged",
+    "status_page_updated": "status page updated",
+}
+ACTION_ITEM_FIELDS: tuple[str, ...] = ("title", "owner", "due", "ticket")
+ACTION_ITEMS_CSV_COLUMNS: tuple[str, ...] = (*ACTION_ITEM_FIELDS, "recorded_at")
+
+
+# --------------------------------------------------------------------------------------------------
+# static rendering (what survives without a kernel)
+
+
+@dataclass(frozen=True)
+class StaticTable:
+    """A table displayed as HTML, Markdown and plain text at once (nbconvert, nbformat readers and
+    JupyterLab each pick the richest they understand)."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    note: str = ""
+
+    def html(self) -> str:
+        head = "".join(f"<th style='text-align:left;padding:4px 8px'>{_h(c)}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td style='vertical-align:top;padding:4px 8px'>{_cell_html(v)}</td>" for v in row)
+            + "</tr>"
+            for row in self.rows
+        )
+        note = f"<p style='margin:2px 0'>{_h(self.note)}</p>" if self.note else ""
+        return (
+            f"<div class='gameday-static'><h4 style='margin:6px 0'>{_h(self.title)}</h4>{note}"
+            f"<table style='border-collapse:collapse;font-size:14px'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table></div>"
+        )
+
+    def markdown(self) -> str:
+        lines = [f"**{self.title}**", ""]
+        if self.note:
+            lines += [self.note, ""]
+        lines.append("| " + " | ".join(self.columns) + " |")
+        lines.append("|" + "---|" * len(self.columns))
+        for row in self.rows:
+            lines.append("| " + " | ".join(_cell_md(v) for v in row) + " |")
+        return "\n".join(lines)
+
+    def text(self) -> str:
+        lines = [self.title]
+        if self.note:
+            lines.append(self.note)
+        for row in self.rows:
+            lines.append("- " + " | ".join(f"{c}: {v}" for c, v in zip(self.columns, row)))
+        return "\n".join(lines)
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        return {"text/html": self.html(), "text/markdown": self.markdown(), "text/plain": self.text()}
+
+
+def _h(value: object) -> str:
+    return html.escape(str(value), quote=False)
+
+
+def _cell_html(value: str) -> str:
+    return _h(value).replace("\n", "<br>")
+
+
+def _cell_md(value: str) -> str:
+    return str(value).replace("|", "\\|").replace("\n", "<br>")
+
+
+class _Shown:
+    """A static table displayed once and then updated in place (``display_id``)."""
+
+    def __init__(self, table: StaticTable) -> None:
+        self.display_id = f"gameday-{uuid.uuid4().hex}"
+        self.table = table
+        display(table, display_id=self.display_id)
+
+    def update(self, table: StaticTable) -> None:
+        self.table = table
+        update_display(table, display_id=self.display_id)
+
+
+# --------------------------------------------------------------------------------------------------
+# reading the journal
+
+
+def _entries(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> list[Mapping[str, Any]]:
+    if isinstance(journal_entries, Journal):
+        return list(journal_entries.entries())
+    return sorted(journal_entries, key=lambda e: int(e.get("seq", 0)))
+
+
+def answered(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> dict[str, dict[str, str]]:
+    """``{phase: {question: answer}}`` from the journal's observations; the latest answer wins. An
+    answer recorded empty (cleared) makes the question open again."""
+    out: dict[str, dict[str, str]] = {}
+    for e in _entries(journal_entries):
+        if e.get("kind") != "observation" or not e.get("phase") or "question" not in e:
+            continue
+        phase, question, answer = str(e["phase"]), str(e["question"]), str(e.get("answer") or "")
+        if answer.strip():
+            out.setdefault(phase, {})[question] = answer
+        else:
+            out.get(phase, {}).pop(question, None)
+    return {p: a for p, a in out.items() if a}
+
+
+def answered_at(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> dict[tuple[str, str], str]:
+    """``{(phase, question): ts}`` of the latest recorded answer of each question."""
+    out: dict[tuple[str, str], str] = {}
+    for e in _entries(journal_entries):
+        if e.get("kind") == "observation" and e.get("phase") and "question" in e:
+            out[(str(e["phase"]), str(e["question"]))] = str(e.get("ts", ""))
+    return out
+
+
+def open_questions(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> list[tuple[str, str]]:
+    """Every playbook question without a (non-empty) answer, in playbook order."""
+    done = answered(journal_entries)
+    return [
+        (phase.id, q) for phase in PHASES_BY_ID.values() for q in phase.questions if q not in done.get(phase.id, {})
+    ]
+
+
+def _canonical_question(phase_id: str, question: str) -> str:
+    """The playbook's wording of ``question`` (matched ignoring case and surrounding blanks), or the
+    question itself when the playbook does not ask it."""
+    wanted = " ".join(question.split()).casefold()
+    for q in PHASES_BY_ID[phase_id].questions:
+        if " ".join(q.split()).casefold() == wanted:
+            return q
+    return question
+
+
+# --------------------------------------------------------------------------------------------------
+# observation form
+
+
+@dataclass
+class ObservationForm:
+    """The form of one phase. ``widget`` is what is displayed; ``record()`` is what the button does."""
+
+    journal: Journal
+    phase_id: str
+    live: bool
+    textareas: dict[str, widgets.Textarea]
+    record_button: widgets.Button
+    status: widgets.HTML
+    widget: widgets.VBox
+    extra_questions: tuple[str, ...] = ()
+    _shown: _Shown | None = field(default=None, repr=False)
+
+    @property
+    def questions(self) -> tuple[str, ...]:
+        return tuple(self.textareas)
+
+    def record(self, source: str = "form") -> list[dict[str, Any]]:
+        """Journal every answer that differs from the latest one journaled for its question; returns
+        the entries written. Unchanged answers are not journaled again."""
+        latest = answered(self.journal).get(self.phase_id, {})
+        written = []
+        for question, area in self.textareas.items():
+            answer = area.value
+            if answer.strip() == "" and question not in latest:
+                continue
+            if latest.get(question) == answer:
+                continue
+            written.append(
+                self.journal.record("observation", self.phase_id, question=question, answer=answer, source=source)
+            )
+        self.status.value = _h(f"recorded {len(written)} answer(s)" if written else "nothing new to record")
+        self.refresh()
+        return written
+
+    def static_table(self) -> StaticTable:
+        entries = self.journal.entries()
+        latest = answered(entries).get(self.phase_id, {})
+        when = answered_at(entries)
+        rows = []
+        for q in self.questions:
+            if q in latest:
+                suffix = "" if q in PHASES_BY_ID[self.phase_id].questions else " (not a playbook question)"
+                rows.append((q + suffix, latest[q], when.get((self.phase_id, q), "")))
+            else:
+                rows.append((q, OPEN, ""))
+        title = f"Observations: {PHASES_BY_ID[self.phase_id].title}"
+        return StaticTable(title, ("question", "answer", "recorded at"), tuple(rows))
+
+    def refresh(self) -> None:
+        if self._shown is not None:
+            self._shown.update(self.static_table())
+
+
+def observation_form(
+    journal: Journal,
+    phase_id: str,
+    *,
+    answers: Mapping[str, str] | None,
+    live: bool,
+    show: bool = True,
+) -> ObservationForm:
+    """The playbook's questions of ``phase_id`` as a form (one Textarea per question).
+
+    Live: ``answers`` only pre-fill the boxes; "Record" journals them. Headless: ``answers`` are
+    journaled once (not again when the cell runs twice), the widgets are disabled, and the static
+    table (question, answer, recorded at; ``open`` when unanswered) is displayed."""
+    if phase_id not in PHASES_BY_ID:
+        raise InvalidParameters(f"unknown phase id {phase_id!r}", "phase_id")
+    given = {_canonical_question(phase_id, q): a for q, a in (answers or {}).items()}
+    questions = list(PHASES_BY_ID[phase_id].questions)
+    extra = tuple(q for q in given if q not in questions)
+    areas: dict[str, widgets.Textarea] = {}
+    rows: list[widgets.Widget] = []
+    for q in (*questions, *extra):
+        area = widgets.Textarea(
+            value=str(given.get(q, "") or ""),
+            placeholder="type what the team saw",
+            disabled=not live,
+            layout=widgets.Layout(width="98%", height="60px"),
+        )
+        areas[q] = area
+        rows.append(widgets.HTML(f"<b style='font-size:16px'>{_h(q)}</b>"))
+        rows.append(area)
+    button = widgets.Button(
+        description="Record",
+        button_style="primary",
+        icon="check",
+        disabled=not live,
+        tooltip="journal every changed answer with its time",
+    )
+    status = widgets.HTML("")
+    rows.append(widgets.HBox([button, status]))
+    box = widgets.VBox(rows)
+    form = ObservationForm(journal, phase_id, live, areas, button, status, box, extra)
+    if live:
+        button.on_click(lambda _b: form.record())
+    else:
+        form.record(source="parameter")
+        status.value = "headless run: answers from the <code>observations</code> parameter"
+    if show:
+        display(box)
+        form._shown = _Shown(form.static_table())
+    return form
+
+
+# --------------------------------------------------------------------------------------------------
+# incident-response stamps
+
+
+class TeamResponse(NamedTuple):
+    """Team response time: ``seconds`` (None when it cannot be measured) and why / how measured."""
+
+    seconds: float | None
+    evidence: str
+
+
+def stamp_times(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> dict[str, list[datetime]]:
+    """Every recorded time of each stamp, oldest first (stamps whose time was unknown are skipped)."""
+    out: dict[str, list[datetime]] = {}
+    for e in _entries(journal_entries):
+        if e.get("kind") == "stamp" and e.get("at"):
+            out.setdefault(str(e.get("stamp")), []).append(parse_time(str(e["at"])))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def team_response_seconds(
+    journal_entries: Iterable[Mapping[str, Any]] | Journal, alert_fire_at: datetime | str | None
+) -> TeamResponse:
+    """First "acknowledged" stamp − the alert's fire time.
+
+    The fire time comes from monitoring (``alert_fire_at``) where it exists, else from the first
+    "alert seen" stamp. Returns ``TeamResponse(None, reason)`` when it cannot be measured."""
+    stamps = stamp_times(journal_entries)
+    acks = stamps.get("acknowledged", [])
+    if not acks:
+        return TeamResponse(None, "no 'acknowledged' stamp was recorded")
+    if alert_fire_at is not None:
+        fired, source = parse_time(alert_fire_at), "alert fire time from monitoring"
+    elif stamps.get("alert_seen"):
+        fired, source = stamps["alert_seen"][0], "no alert fire time from monitoring; used the 'alert seen' stamp"
+    else:
+        return TeamResponse(None, "no alert fire time: monitoring saw no alert and no 'alert seen' stamp was recorded")
+    seconds = (acks[0] - fired).total_seconds()
+    if seconds < 0:
+        return TeamResponse(
+            None, f"first acknowledgement ({acks[0].isoformat()}) is before the alert fired ({fired.isoformat()})"
+        )
+    return TeamResponse(
+        seconds, f"first acknowledged {acks[0].isoformat()} − alert {fired.isoformat()} ({source})"
+    )
+
+
+def _resolve_stamp(value: Any, clock: Clock) -> tuple[datetime | None, str]:
+    """A stamp parameter (ISO time or seconds after T+0) as a time, or None with the reason."""
+    if isinstance(value, bool):
+        return None, f"not a time: {value!r}"
+    if isinstance(value, (int, float)):
+        if clock.t0 is None:
+            return None, f"{value:g} s after T+0, but T+0 is not known (no confirmed injection)"
+        return clock.t0 + timedelta(seconds=float(value)), f"{value:g} s after T+0"
+    try:
+        return parse_time(value), "ISO time"
+    except (TypeError, ValueError) as exc:
+        return None, f"not an ISO-8601 time: {value!r} ({exc})"
+
+
+@dataclass
+class StampButtons:
+    journal: Journal
+    clock: Clock
+    phase_id: str
+    live: bool
+    buttons: dict[str, widgets.Button]
+    widget: widgets.Widget
+    _shown: _Shown | None = field(default=None, repr=False)
+
+    def stamp(self, name: str, at: datetime | None = None, *, source: str = "button") -> dict[str, Any]:
+        """Journal ``name`` at ``at`` (default: now)."""
+        if name not in INCIDENT_STAMPS:
+            raise InvalidParameters(f"unknown stamp {name!r}; known: {list(INCIDENT_STAMPS)}", "stamps")
+        at = at or self.clock.now()
+        entry = self.journal.record(
+            "stamp", self.phase_id, stamp=name, at=at.isoformat(), t_offset=self.clock.offset(at), source=source
+        )
+        button = self.buttons[name]
+        button.description = f"{STAMP_LABELS[name]} ✓ {at.strftime('%H:%M:%S')}"
+        button.button_style = "success"
+        self.refresh()
+        return entry
+
+    def static_table(self) -> StaticTable:
+        rows = []
+        recorded: dict[str, Mapping[str, Any]] = {}
+        for e in self.journal.entries():
+            if e.get("kind") == "stamp":
+                recorded.setdefault(str(e.get("stamp")), e)  # the first one counts
+        for name in INCIDENT_STAMPS:
+            e = recorded.get(name)
+            if e is None:
+                rows.append((STAMP_LABELS[name], "not stamped", ""))
+            elif not e.get("at"):
+                rows.append((STAMP_LABELS[name], "unknown", str(e.get("reason", ""))))
+            else:
+                rows.append((STAMP_LABELS[name], str(e["at"]), str(e.get("t_offset", ""))))
+        return StaticTable("Incident-response stamps", ("moment", "time (UTC)", "T-offset / note"), tuple(rows))
+
+    def refresh(self) -> None:
+        if self._shown is not None:
+            self._shown.update(self.static_table())
+
+
+def stamp_buttons(
+    journal: Journal,
+    clock: Clock,
+    *,
+    stamps: Mapping[str, Any] | None,
+    live: bool,
+    phase_id: str = "incident_response",
+    show: bool = True,
+) -> StampButtons:
+    """Buttons "alert seen", "paged", "acknowledged", "status page updated"; each press journals
+    ``kind="stamp"`` with its time. Headless: ``stamps`` (ISO time or seconds after T+0) are
+    journaled once; a stamp whose time cannot be resolved is journaled with ``at=None`` and the
+    reason. Stamps not given stay unstamped (team response is then ``not_measured``)."""
+    buttons = {
+        name: widgets.Button(
+            description=STAMP_LABELS[name],
+            disabled=not live,
+            layout=widgets.Layout(width="230px", height="48px"),
+            tooltip=f"record the time of '{STAMP_LABELS[name]}'",
+        )
+        for name in INCIDENT_STAMPS
+    }
+    box = widgets.HBox(list(buttons.values()))
+    sb = StampButtons(journal, clock, phase_id, live, buttons, box)
+    if live:
+        for name, button in buttons.items():
+            button.on_click(lambda _b, name=name: sb.stamp(name))
+    else:
+        already = {str(e.get("stamp")) for e in journal.entries() if e.get("kind") == "stamp"}
+        for name, value in (stamps or {}).items():
+            if name not in INCIDENT_STAMPS:
+                raise InvalidParameters(f"unknown stamp {name!r}; known: {list(INCIDENT_STAMPS)}", "stamps")
+            if name in already:
+                continue
+            at, how = _resolve_stamp(value, clock)
+            if at is None:
+                journal.record("stamp", phase_id, stamp=name, at=None, reason=how, source="parameter")
+            else:
+                sb.stamp(name, at, source="parameter")
+    if show:
+        display(box)
+        sb._shown = _Shown(sb.static_table())
+    return sb
+
+
+# --------------------------------------------------------------------------------------------------
+# pre-gameday checklist
+
+
+def _checklist_label(item: str) -> str:
+    return item.split(":", 1)[0].strip()
+
+
+def _match_checklist(given: Mapping[str, bool]) -> tuple[dict[str, bool], dict[str, bool]]:
+    """Map given keys (the full item text or its bold label, e.g. "Backup") onto the playbook's
+    items; returns (known, unknown)."""
+    by_key = {}
+    for item in PRE_GAMEDAY_CHECKLIST:
+        by_key[item.casefold()] = item
+        by_key[_checklist_label(item).casefold()] = item
+    known: dict[str, bool] = {}
+    unknown: dict[str, bool] = {}
+    for key, value in given.items():
+        item = by_key.get(str(key).strip().casefold())
+        if item is None:
+            unknown[str(key)] = bool(value)
+        else:
+            known[item] = bool(value)
+    return known, unknown
+
+
+@dataclass
+class ChecklistForm:
+    journal: Journal
+    live: bool
+    checkboxes: dict[str, widgets.Checkbox]
+    record_button: widgets.Button
+    widget: widgets.Widget
+    unknown: dict[str, bool] = field(default_factory=dict)
+    _shown: _Shown | None = field(default=None, repr=False)
+
+    def state(self) -> dict[str, bool]:
+        return {item: bool(box.value) for item, box in self.checkboxes.items()}
+
+    def record(self, phase_id: str = "preflight", source: str = "form") -> dict[str, Any]:
+        """Journal the checklist's state (``kind="checklist"``): every item, what is missing."""
+        state = self.state()
+        missing = [item for item, done in state.items() if not done]
+        entry = self.journal.record(
+            "checklist", phase_id, items=state, complete=not missing, missing=missing,
+            unknown_items=dict(self.unknown), source=source,
+        )
+        self.refresh()
+        return entry
+
+    def static_table(self) -> StaticTable:
+        rows = [(item, "☑ done" if done else "☐ not done") for item, done in self.state().items()]
+        rows += [(f"{k} (not a playbook item)", "☑ done" if v else "☐ not done") for k, v in self.unknown.items()]
+        done = sum(self.state().values())
+        return StaticTable(
+            "Pre-gameday checklist", ("item", "state"), tuple(rows), note=f"{done} of {len(self.checkboxes)} done"
+        )
+
+    def refresh(self) -> None:
+        if self._shown is not None:
+            self._shown.update(self.static_table())
+
+
+def checklist_form(
+    journal: Journal, *, checklist: Mapping[str, bool] | None, live: bool, show: bool = True
+) -> ChecklistForm:
+    """The playbook's pre-gameday checklist as checkboxes. Live: ticking is free; "Record checklist"
+    (and the runbook's pre-flight, via ``record()``) journals the state. Headless: the ``checklist``
+    parameter (keys: the item text or its label, e.g. ``"Backup"``) is journaled once, now."""
+    known, unknown = _match_checklist(checklist or {})
+    boxes = {
+        item: widgets.Checkbox(
+            value=known.get(item, False), description=item, disabled=not live, indent=False,
+            layout=widgets.Layout(width="98%"),
+        )
+        for item in PRE_GAMEDAY_CHECKLIST
+    }
+    button = widgets.Button(description="Record checklist", button_style="primary", disabled=not live)
+    box = widgets.VBox([*boxes.values(), button])
+    form = ChecklistForm(journal, live, boxes, button, box, unknown)
+    if live:
+        button.on_click(lambda _b: form.record())
+    elif not any(e.get("kind") == "checklist" for e in journal.entries()):
+        form.record(source="parameter")
+    if show:
+        display(box)
+        form._shown = _Shown(form.static_table())
+    return form
+
+
+# --------------------------------------------------------------------------------------------------
+# action items
+
+
+def _item(value: Mapping[str, Any]) -> dict[str, str]:
+    return {k: "" if value.get(k) is None else str(value.get(k)) for k in ACTION_ITEM_FIELDS}
+
+
+def action_items_of(entries_or_items: Iterable[Mapping[str, Any]] | Journal) -> list[dict[str, str]]:
+    """Action items from journal entries (``kind="action_item"``) or plain item dicts, with
+    ``recorded_at`` (the journal time; empty for plain items)."""
+    out = []
+    for e in (entries_or_items.entries() if isinstance(entries_or_items, Journal) else entries_or_items):
+        if "kind" in e and e.get("kind") != "action_item":
+            continue
+        if not str(e.get("title") or "").strip():
+            continue
+        out.append({**_item(e), "recorded_at": str(e.get("ts", e.get("recorded_at", "")) or "")})
+    return out
+
+
+def write_action_items_csv(
+    entries_or_items: Iterable[Mapping[str, Any]] | Journal, path: str | os.PathLike[str]
+) -> Path:
+    """Write ``action-items.csv`` (title, owner, due, ticket, recorded_at) and return its path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with open(p, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(ACTION_ITEMS_CSV_COLUMNS))
+        writer.writeheader()
+        for item in action_items_of(entries_or_items):
+            writer.writerow(item)
+    return p
+
+
+@dataclass
+class ActionItemsForm:
+    journal: Journal
+    live: bool
+    fields: dict[str, widgets.Text]
+    add_button: widgets.Button
+    widget: widgets.Widget
+    _shown: _Shown | None = field(default=None, repr=False)
+
+    def add(self, item: Mapping[str, Any] | None = None, *, source: str = "form") -> dict[str, Any] | None:
+        """Journal one action item (default: what the fields hold) and clear the fields."""
+        value = _item(item if item is not None else {k: w.value for k, w in self.fields.items()})
+        if not value["title"].strip():
+            return None
+        entry = self.journal.record("action_item", "postmortem", **value, source=source)
+        if item is None:
+            for w in self.fields.values():
+                w.value = ""
+        self.refresh()
+        return entry
+
+    def items(self) -> list[dict[str, str]]:
+        return action_items_of(self.journal)
+
+    def static_table(self) -> StaticTable:
+        rows = tuple(tuple(i[c] for c in ACTION_ITEMS_CSV_COLUMNS) for i in self.items())
+        note = "" if rows else "no action items recorded"
+        return StaticTable("Action items", ACTION_ITEMS_CSV_COLUMNS, rows, note=note)
+
+    def refresh(self) -> None:
+        if self._shown is not None:
+            self._shown.update(self.static_table())
+
+
+def action_items_form(
+    journal: Journal, *, items: Sequence[Mapping[str, Any]] | None, live: bool, show: bool = True
+) -> ActionItemsForm:
+    """Action items (title, owner, due, ticket). Live: fields + "Add"; each Add journals one item.
+    Headless: ``items`` (the ``action_items`` parameter) are journaled once."""
+    fields = {
+        k: widgets.Text(placeholder=k, description=k, disabled=not live, layout=widgets.Layout(width="24%"))
+        for k in ACTION_ITEM_FIELDS
+    }
+    fields["title"].layout = widgets.Layout(width="40%")
+    button = widgets.Button(description="Add action item", button_style="primary", disabled=not live)
+    box = widgets.VBox([widgets.HBox(list(fields.values())), button])
+    form = ActionItemsForm(journal, live, fields, button, box)
+    if live:
+        button.on_click(lambda _b: form.add())
+    else:
+        already = {(i["title"], i["owner"], i["due"], i["ticket"]) for i in form.items()}
+        for item in items or []:
+            value = _item(item)
+            if tuple(value[k] for k in ACTION_ITEM_FIELDS) not in already:
+                form.add(value, source="parameter")
+    if show:
+        display(box)
+        form._shown = _Shown(form.static_table())
+    return form
+
+
+def answered_table(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> StaticTable:
+    """All phases' answers and open questions in one static table (for summaries)."""
+    entries = _entries(journal_entries)
+    got = answered(entries)
+    when = answered_at(entries)
+    rows = []
+    for phase in PHASES_BY_ID.values():
+        for q in phase.questions:
+            a = got.get(phase.id, {}).get(q)
+            rows.append((phase.title, q, a if a is not None else OPEN, when.get((phase.id, q), "") if a else ""))
+    return StaticTable("Observations", ("phase", "question", "answer", "recorded at"), tuple(rows))
+

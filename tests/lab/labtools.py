@@ -1,0 +1,114 @@
+"""Helpers for the lab services' tests, imported as ``labtools`` (pytest puts tests/lab on sys.path):
+a real lab (``Lab(lab_dir).up(knobs)``) and what a user checks on it: the ground truth, the rows in
+PostgreSQL, the services' metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.truth import read_answers
+
+
+def http_json(url: str, payload: Any | None = None, timeout: float = 5.0) -> Any:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+def metric(url: str, name: str) -> float:
+    """Sum of the samples of ``name`` at a Prometheus text endpoint."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+(\S+)$", re.MULTILINE)
+    values = [float(m.group(1)) for m in pattern.finditer(text)]
+    if not values:
+        raise AssertionError(f"metric {name} not found at {url}")
+    return sum(values)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class RunningLab:
+    """A lab up for one test module, seen the way a user sees it."""
+
+    def __init__(self, lab: Lab, state: dict[str, Any]) -> None:
+        self.lab = lab
+        self.state = state
+        self.dir = Path(state["lab_dir"])
+
+    def url(self, name: str) -> str:
+        return str(self.state[name])
+
+    def gateway(self, name: str) -> float:
+        return metric(self.url("gateway_metrics_url"), name)
+
+    def reporting(self, name: str) -> float:
+        return metric(self.url("reporting_metrics_url"), name)
+
+    def partition(self, active: bool, seconds: float | None = None, mode: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {"active": active}
+        if seconds is not None:
+            body["duration_seconds"] = seconds
+        if mode is not None:
+            body["mode"] = mode
+        return http_json(self.url("proxy_control_url") + "/partition", body)  # type: ignore[no-any-return]
+
+    def partition_status(self) -> dict[str, Any]:
+        return http_json(self.url("proxy_control_url") + "/partition")  # type: ignore[no-any-return]
+
+    def stored(self) -> Counter[str]:
+        """How many rows each idempotency key has in ``events``."""
+        with psycopg.connect(self.state["events_dsn"], connect_timeout=5) as conn:
+            rows = conn.execute("SELECT idempotency_key, count(*) FROM events GROUP BY 1").fetchall()
+        return Counter({key: count for key, count in rows})
+
+    def answers(self, older_than: float = 0.0) -> list[dict[str, Any]]:
+        """Ground truth: the users' answers, leaving out the last ``older_than`` seconds."""
+        cutoff = datetime.now(timezone.utc) - timedelta(seconds=older_than)
+        return [a for a in read_answers(self.dir) if datetime.fromisoformat(a["ts"]) <= cutoff]
+
+    def log(self, name: str) -> str:
+        return (self.dir / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def wait_partition_over(self, timeout: float) -> None:
+        wait_for(lambda: not self.partition_status()["active"], timeout, "the partition to heal")
+
+    def wait_drained(self, timeout: float = 60.0) -> None:
+        """Buffer empty and every event accepted until now stored."""
+        wait_for(lambda: self.gateway("nats_connected") == 1, timeout, "the gateway to reconnect")
+        wait_for(lambda: self.gateway("event_buffer_size") == 0, timeout, "the gateway buffer to empty")
+        accepted = {a["idempotency_key"] for a in self.answers() if a["status"] == 202}
+        wait_for(lambda: not (accepted - set(self.stored())), timeout, "the backlog to reach PostgreSQL")
+
+
+@contextlib.contextmanager
+def running_lab(tmp_path_factory: pytest.TempPathFactory, knobs: dict[str, Any]) -> Iterator[RunningLab]:
+    lab = Lab(tmp_path_factory.mktemp("lab"))
+    try:
+        state = lab.up(knobs)
+        yield RunningLab(lab, state)
+    finally:
+        lab.down()

@@ -1,0 +1,243 @@
+"""A facilitator's session in a real browser: JupyterLab on 127.0.0.1 driven through Debian's Chromium
+with Playwright (no browser download). Type an observation, press Record, find it in the journal;
+save a screenshot of the status banner to ``tests/artifacts/status-banner.png``.
+
+Until the runbook notebook exists this drives a small notebook of our own that uses the real
+``gamedaylib.banner`` and ``gamedaylib.forms``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import nbformat
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic",
+]
+ARTIFACTS = Path(__file__).parent / "artifacts"
+QUESTION = "Did circuit breakers engage?"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def own_notebook(folder: Path, journal: Path) -> Path:
+    """Banner + live observation form, using the real library."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# GAMEDAY-001 facilitator screen (browser test)"),
+        nbformat.v4.new_code_cell(
+            "from gamedaylib.journal import Journal\n"
+            "from gamedaylib import banner, forms\n"
+            f"journal = Journal({str(journal)!r})"
+        ),
+        nbformat.v4.new_code_cell(
+            "b = banner.show_banner(phase_title='Event Buffering', t_offset='T+05:12', partition_active=True,\n"
+            "                       lag=1234, buffer=56, canaries_lost=0)"
+        ),
+        nbformat.v4.new_code_cell("form = forms.observation_form(journal, 'buffering', answers=None, live=True)"),
+    ]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = folder / "facilitator.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture()
+def jupyter(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """JupyterLab on 127.0.0.1 with a random token, isolated config; killed in finally."""
+    root = tmp_path / "root"
+    root.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    port, token = free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "PYTHONWARNINGS": "ignore",
+    }
+    # no "news" prompt, no update check: nothing leaves the machine
+    overrides = home / "settings" / "@jupyterlab" / "apputils-extension"
+    overrides.mkdir(parents=True)
+    (overrides / "notification.jupyterlab-settings").write_text(
+        json.dumps({"checkForUpdates": False, "fetchNews": "false"})
+    )
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "jupyter.log", "wb")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
+            f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+            "--ServerApp.port_retries=0", "--allow-root", "--ServerApp.terminals_enabled=False",
+            "--LabApp.extension_manager=readonly", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        stdout=log, stderr=log, env=env, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("JupyterLab did not start:\n" + (ARTIFACTS / "jupyter.log").read_text()[-3000:])
+            time.sleep(0.5)
+        yield base, token, root
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(20)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        log.close()
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def start_session(base: str, token: str, path: str) -> None:
+    """Start the notebook's kernel through the REST API, so the page attaches to it instead of
+    racing to start its own (JupyterLab then asks "Select Kernel")."""
+    body = json.dumps({"path": path, "name": path, "type": "notebook", "kernel": {"name": "python3"}}).encode()
+    request = urllib.request.Request(
+        f"{base}/api/sessions", data=body, method="POST",
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        assert r.status in (200, 201)
+
+
+def wait_until_idle(page, timeout: float = 90) -> None:  # noqa: ANN001
+    page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=timeout * 1000)
+    deadline = time.monotonic() + timeout
+    while True:
+        dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+        if dialog.count():
+            dialog.locator("button", has_text="Select").click()
+        if page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count():
+            return
+        assert time.monotonic() < deadline, "the kernel never became idle"
+        time.sleep(0.3)
+
+
+def run_cells(page, indices: list[int], timeout: float = 120) -> None:  # noqa: ANN001
+    """Run the code cells at ``indices`` one at a time (select, Ctrl+Enter), each to completion, and
+    fail on a traceback."""
+    for i in indices:
+        cell = page.locator(".jp-Notebook .jp-Cell").nth(i)
+        prompt = cell.locator(".jp-InputPrompt")
+        prompt.click()
+        page.keyboard.press("Escape")
+        page.keyboard.press("Control+Enter")
+        deadline = time.monotonic() + timeout
+        while not re.search(r"\[\d+\]", prompt.inner_text() or ""):
+            assert time.monotonic() < deadline, f"cell {i} did not finish within {timeout:g} s"
+            time.sleep(0.2)
+        assert "Traceback" not in cell.inner_text(), cell.inner_text()
+
+
+def test_facilitator_records_an_observation_in_the_browser(jupyter: tuple[str, str, Path], tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    base, token, root = jupyter
+    journal = tmp_path / "journal.jsonl"
+    notebook = own_notebook(root, journal)
+    ARTIFACTS.mkdir(exist_ok=True)
+    answer = f"yes, opened after ~3 s (browser {secrets.token_hex(3)})"
+    outside: list[str] = []
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1600, "height": 1000})
+
+            def local_only(route) -> None:  # noqa: ANN001
+                host = urlsplit(route.request.url).hostname
+                if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
+                    route.continue_()
+                else:
+                    outside.append(route.request.url)
+                    route.abort()
+
+            context.route("**/*", local_only)
+            page = context.new_page()
+            start_session(base, token, notebook.name)
+            page.goto(f"{base}/lab/tree/{notebook.name}?token={token}", wait_until="domcontentloaded")
+            wait_until_idle(page)
+            try:
+                run_cells(page, [1, 2, 3])
+                banner = page.locator(".gameday-banner").first
+                banner.wait_for(timeout=30_000)
+            except BaseException:
+                page.screenshot(path=str(ARTIFACTS / "failure.png"))
+                raise
+            banner.screenshot(path=str(ARTIFACTS / "status-banner.png"))
+
+            row = page.locator(".jupyter-widgets.widget-textarea textarea")
+            wait_for(lambda: row.count() == 4, 30, "the four question boxes")
+            page.locator(".widget-html", has_text=QUESTION).first.wait_for(timeout=10_000)
+            # the third question of the buffering phase
+            row.nth(2).click()
+            row.nth(2).fill(answer)
+            page.locator("button", has_text="Record").first.click()
+
+            def recorded() -> list[dict]:
+                if not journal.exists():
+                    return []
+                entries = [json.loads(line) for line in journal.read_text().splitlines()]
+                return [e for e in entries if e["kind"] == "observation" and e["answer"] == answer]
+
+            (entry,) = wait_for(recorded, 30, "the answer in the journal")
+            assert entry["question"] == QUESTION and entry["phase"] == "buffering"
+            # the static table (what survives without a kernel) shows it too, updated in place
+            page.locator(".gameday-static", has_text=answer).first.wait_for(timeout=15_000)
+            page.screenshot(path=str(ARTIFACTS / "facilitator-page.png"), full_page=False)
+        finally:
+            browser.close()
+    assert not outside, f"the page tried to reach outside this machine: {outside[:5]}"
+    assert (ARTIFACTS / "status-banner.png").stat().st_size > 5_000
