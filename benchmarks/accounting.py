@@ -51,7 +51,7 @@ def measure(dsn: str, rows: int, nkeys: int, report: common.Report, *, repeat: i
         report.add(f"account_keys {nkeys:,} keys vs {rows:,} rows", set_based, "s", TARGET_S,
                    note=f"lost {acc.lost} dup {acc.duplicated} "  # type: ignore[attr-defined]
                         f"({'correct' if ok else f'WRONG: want {want_lost}/{want_dup}'}); "
-                        + ("SEQ SCAN on events; " if seq else "") + how)
+                        + ("FULL SCAN of events; " if seq else "") + how)
         report.extra["account"] = {
             "seconds": set_based, "keys": acc.keys, "stored": acc.stored, "lost": acc.lost,  # type: ignore[attr-defined]
             "duplicated": acc.duplicated, "correct": ok, "reads_events_by": how,  # type: ignore[attr-defined]

@@ -198,9 +198,12 @@ def _ensure_system_user(name: str) -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
-                       check=True, capture_output=True)
-        return pwd.getpwnam(name)
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                              check=False, capture_output=True, text=True)
+        try:
+            return pwd.getpwnam(name)  # also when a concurrent useradd won the race
+        except KeyError:
+            raise RuntimeError(f"cannot create system user {name!r}: {made.stderr.strip()}") from None
 
 
 class PostgresServer:
@@ -434,15 +437,36 @@ def plan_nodes(plan: object) -> list[dict[str, object]]:
     return out
 
 
-def seq_scans_on(plan: object, relation: str = "events") -> int:
-    return sum(1 for n in plan_nodes(plan) if n.get("Node Type") == "Seq Scan" and n.get("Relation Name") == relation)
+def full_scans_on(plan: object, relation: str = "events") -> int:
+    """Nodes that read all of ``relation``: a Seq Scan, or a scan of one of the runbook's indexes whose
+    condition does not bound the index's leading column (a whole-index scan, e.g. (type, created_at)
+    read for a condition on created_at only)."""
+    from gamedaylib.probes.events import required_indexes  # noqa: PLC0415
+
+    leading = {spec.name: spec.columns[0] for spec in required_indexes()}
+    count = 0
+    for n in plan_nodes(plan):
+        kind = n.get("Node Type")
+        if kind == "Seq Scan" and n.get("Relation Name") == relation:
+            count += 1
+        elif kind in ("Index Scan", "Index Only Scan", "Bitmap Index Scan") and n.get("Index Name") in leading:
+            cond = str(n.get("Index Cond") or "")
+            if leading[str(n["Index Name"])] not in cond:
+                count += 1
+    return count
+
+
+seq_scans_on = full_scans_on  # the name the reports use
 
 
 def plan_summary(plan: object, relation: str = "events") -> str:
     """Short description of how ``relation`` is read: 'Index Only Scan events_created_at_idx', ..."""
+    from gamedaylib.probes.events import required_indexes  # noqa: PLC0415
+
+    ours = {spec.name for spec in required_indexes()}
     parts = []
     for n in plan_nodes(plan):
-        if n.get("Relation Name") == relation:
+        if n.get("Relation Name") == relation or n.get("Index Name") in ours:
             idx = n.get("Index Name")
             parts.append(f"{n['Node Type']}" + (f" {idx}" if idx else ""))
     return "; ".join(dict.fromkeys(parts)) or "-"

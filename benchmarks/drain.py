@@ -30,11 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as `python benchmarks/drain.py` from a fresh clone
     sys.path.insert(0, str(REPO))
 
-import nats  # noqa: E402
-import psycopg  # noqa: E402
+import nats
+import psycopg
 
-from gamedaylib.lab import processes as proc  # noqa: E402
-from gamedaylib.lab.supervisor import Lab  # noqa: E402
+from gamedaylib.lab import processes as proc
+from gamedaylib.lab.supervisor import Lab
 
 TYPES = ("buddy.match", "kintell.session", "report.generated", "user.login", "page.view")
 
@@ -65,9 +65,9 @@ async def publish_backlog(nats_url: str, count: int) -> float:
     return elapsed
 
 
-def bench_count(dsn: str) -> int:
-    with psycopg.connect(dsn) as conn:
-        row = conn.execute("SELECT count(*) FROM events WHERE idempotency_key LIKE 'bench-%'").fetchone()
+def bench_count(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT count(*) FROM events WHERE idempotency_key LIKE 'bench-%'").fetchone()
+    conn.commit()
     return int(row[0]) if row else 0
 
 
@@ -82,12 +82,11 @@ def copy_rate(dsn: str) -> tuple[int, float]:
         conn.execute("CREATE TABLE events_copy_bench (LIKE events INCLUDING ALL)")
         conn.commit()
         started = time.perf_counter()
-        with conn.cursor() as cur:
-            with cur.copy(
-                "COPY events_copy_bench (idempotency_key, type, payload, occurred_at) FROM STDIN"
-            ) as copy:
-                for row in rows:
-                    copy.write_row(row)
+        with conn.cursor() as cur, cur.copy(
+            "COPY events_copy_bench (idempotency_key, type, payload, occurred_at) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
         conn.commit()
         elapsed = time.perf_counter() - started
         conn.execute("DROP TABLE events_copy_bench")
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         proc.wait_gone([state["pids"]["reporting"]], 10)
 
         figures["publish_seconds"] = asyncio.run(publish_backlog(state["nats_url"], count))
-        with open(lab_dir / "logs" / "reporting-bench.log", "wb") as log:
+        with open(lab_dir / "logs" / "reporting-bench.log", "wb") as log, psycopg.connect(dsn) as poll:
             started = time.perf_counter()
             reporting = subprocess.Popen(
                 [sys.executable, "-m", "gamedaylib.lab.reporting", "--lab-config", str(lab_dir / "config.json")],
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             first_at = None
             while True:
-                stored = bench_count(dsn)
+                stored = bench_count(poll)
                 now = time.perf_counter()
                 if stored and first_at is None:
                     first_at = now
@@ -130,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                     break
                 if now - started > 600:
                     raise SystemExit(f"drain did not finish in 600 s ({stored}/{count} stored)")
-                time.sleep(0.05)
+                time.sleep(0.1)
             wall = time.perf_counter() - started
         with psycopg.connect(dsn) as conn:
             row = conn.execute(

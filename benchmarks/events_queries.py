@@ -58,7 +58,7 @@ def measure(dsn: str, rows: int, report: common.Report, *, repeat: int = 5) -> N
             how = "; ".join(dict.fromkeys(common.plan_summary(p) for p in flat)) or "catalog only"
             plans[name] = {"seq_scans_on_events": seq, "reads_events_by": how, "ms": ms, "plans": flat}
             report.add(f"{name} ({rows:,} rows)", ms, "ms", TARGET_MS,
-                       note=("SEQ SCAN on events! " if seq else "") + how)
+                       note=("FULL SCAN of events! " if seq else "") + how)
         window = results["window_stats"]
         report.extra.update({
             "rows": rows,

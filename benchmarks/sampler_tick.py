@@ -77,10 +77,21 @@ class OwnEndpoints:
         urls = {}
         for name in ("api-gateway", "reporting"):
             registry = CollectorRegistry()
-            for gauge in ("event_buffer_size", "event_buffer_capacity", "nats_connected", "circuit_breaker_state"):
+            for gauge in (
+                "event_buffer_size",
+                "event_buffer_capacity",
+                "nats_connected",
+                "circuit_breaker_state",
+            ):
                 Gauge(gauge, "", registry=registry).set(1)
-            for counter in ("nats_retry", "nats_publish_errors", "events_published", "events_stored",
-                            "events_accepted", "events_dropped"):
+            for counter in (
+                "nats_retry",
+                "nats_publish_errors",
+                "events_published",
+                "events_stored",
+                "events_accepted",
+                "events_dropped",
+            ):
                 Counter(counter, "", registry=registry).inc(5)
             codes = Counter("http_requests", "", ["code"], registry=registry)
             for code in ("202", "400", "503"):
@@ -103,6 +114,8 @@ class OwnEndpoints:
 def _lab_endpoints(lab_dir: str) -> Endpoints:
     state = json.loads((Path(lab_dir) / "state.json").read_text())
     metrics = {"api-gateway": state["gateway_metrics_url"], "reporting": state["reporting_metrics_url"]}
+    if state.get("exporter_metrics_url"):
+        metrics["nats-exporter"] = state["exporter_metrics_url"]
     return Endpoints(nats_monitor_url=state.get("nats_monitor_url"), service_metrics=metrics)
 
 
@@ -111,9 +124,15 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def measure(endpoints: Endpoints, ticks: int) -> dict[str, Any]:
+class _Counts:
+    def counts(self) -> dict[str, int]:
+        return {"sent": 0, "accepted": 0, "failed": 0}
+
+
+def measure(endpoints: Endpoints, ticks: int, target: Any = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        sampler = Sampler(lab_sample_fn(endpoints), 1.0, Path(tmp) / "samples.csv")
+        fn = lab_sample_fn(endpoints, canary_sender=_Counts(), target=target)
+        sampler = Sampler(fn, 1.0, Path(tmp) / "samples.csv")
         sampler.open()  # no background thread: ticks are driven and timed here
         durations = []
         for _ in range(5):
@@ -156,16 +175,23 @@ def main() -> None:
     parser.add_argument("--lab-dir", default=None)
     args = parser.parse_args()
     if args.lab_dir:
-        figures = measure(_lab_endpoints(args.lab_dir), args.ticks)
+        from gamedaylib.targets.lab import LabTarget
+
+        target = LabTarget(args.lab_dir, None, start=False)  # the running lab's proxy: partition_active
+        figures = measure(_lab_endpoints(args.lab_dir), args.ticks, target)
         figures["endpoints"] = f"lab {args.lab_dir}"
     else:
         with OwnEndpoints() as endpoints:
             figures = measure(endpoints, args.ticks)
         figures["endpoints"] = "own: nats-server -js + 2 prometheus_client /metrics"
-    print(f"sampler tick: p50 {figures['tick_ms_p50']} ms, p95 {figures['tick_ms_p95']} ms, "
-          f"max {figures['tick_ms_max']} ms over {figures['ticks']} ticks ({figures['endpoints']})")
-    print(f"memory per row: {figures['bytes_per_row_tracemalloc']} B (tracemalloc), "
-          f"{figures['bytes_per_row_arrays']} B (arrays); 2 h at 1 Hz: {figures['rows_2h_at_1hz_mb']} MB")
+    print(
+        f"sampler tick: p50 {figures['tick_ms_p50']} ms, p95 {figures['tick_ms_p95']} ms, "
+        f"max {figures['tick_ms_max']} ms over {figures['ticks']} ticks ({figures['endpoints']})"
+    )
+    print(
+        f"memory per row: {figures['bytes_per_row_tracemalloc']} B (tracemalloc), "
+        f"{figures['bytes_per_row_arrays']} B (arrays); 2 h at 1 Hz: {figures['rows_2h_at_1hz_mb']} MB"
+    )
     print(json.dumps(figures))
 
 

@@ -3,19 +3,19 @@
     python benchmarks/sampling_memory.py                       # 7,200 samples
     python benchmarks/sampling_memory.py --samples 300 --json out.json
 
-Runs ``gamedaylib.sampler.Sampler(sample_fn, interval_seconds, csv_path)`` with a tiny interval and a
-sample function returning the numbers a real sample holds, and measures this process's memory growth
-(RSS and tracemalloc) across the run. Then draws the timeline of those samples
-(``gamedaylib.charts``), embeds it in a notebook the way the runbook does, renders the HTML report
+Runs ``gamedaylib.sampler.Sampler(sample_fn, interval_seconds, csv_path)`` at a 1 ms interval with a
+sample function returning the lab's columns (``LAB_COLUMNS``), marks the nine phases along the way,
+and measures this process's memory growth (RSS and tracemalloc). Then draws the timeline of those
+samples (``gamedaylib.charts.timeline_figure``), embeds it in a notebook the way the runbook does
+(nine chart outputs, more than the runbook shows), renders the HTML report
 (``gamedaylib.archive.render_html``) and prints the sizes of ``samples.csv``, the notebook and the
-report. When a module is missing, the figure says which and what was measured instead.
+report.
 """
 
 from __future__ import annotations
 
 import base64
 import gc
-import inspect
 import io
 import shutil
 import sys
@@ -23,7 +23,6 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +33,13 @@ SIZE_TARGET_MB = 5.0
 
 
 class FakeSystem:
-    """Plausible numbers for one sample: lag rises during the partition, drains after."""
+    """Plausible numbers for one sample (the lab's columns): lag rises during the partition, drains after."""
 
-    def __init__(self, samples: int) -> None:
+    def __init__(self, samples: int, columns: tuple[str, ...]) -> None:
         self.samples = samples
+        self.columns = columns
         self.n = 0
-        self.t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        self.cut_start, self.cut_end = samples // 6, samples // 6 + max(1, samples // 12)
         self.done = threading.Event()
 
     def __call__(self) -> dict[str, Any]:
@@ -47,23 +47,22 @@ class FakeSystem:
         self.n += 1
         if self.n >= self.samples:
             self.done.set()
-        cut = self.samples // 6 <= i < self.samples // 6 + 600
-        lag = (i - self.samples // 6) * 5 if cut else max(0, 3000 - (i - self.samples // 6 - 600) * 10)
-        return {
-            "time": (self.t0 + timedelta(seconds=i)).isoformat(),
-            "t_offset_seconds": float(i - self.samples // 6),
-            "consumer_lag": lag if i >= self.samples // 6 else 0,
-            "ack_pending": i % 7,
-            "buffer_size": lag // 2,
-            "buffer_capacity": 10000,
-            "nats_connected": 0 if cut else 1,
-            "circuit_breaker_state": 2 if cut else 0,
-            "events_accepted_total": 5 * i,
-            "events_stored_total": 5 * i - lag,
-            "http_errors_total": 0,
-            "canaries_sent": 2 * i,
-            "canaries_stored": 2 * i - lag // 5,
+        cut = self.cut_start <= i < self.cut_end
+        if i < self.cut_start:
+            lag = 0
+        elif cut:
+            lag = (i - self.cut_start) * 5
+        else:
+            lag = max(0, (self.cut_end - self.cut_start) * 5 - (i - self.cut_end) * 10)
+        base = {
+            "lag_pending": lag, "lag_ack_pending": i % 7, "buffer_size": lag // 2, "buffer_capacity": 10000,
+            "retry_total": i // 3 if cut else 0, "publish_errors_total": 0, "http_5xx_total": 0,
+            "events_published_total": 5 * i, "events_stored_total": 5 * i - lag,
+            "circuit_breaker_state": 2 if cut else 0, "gateway_nats_connected": 0 if cut else 1,
+            "reporting_nats_connected": 0 if cut else 1, "canaries_sent": 2 * i, "canaries_failed": 0,
+            "partition_active": cut,
         }
+        return {c: base.get(c, i) for c in self.columns}
 
 
 def _rss_settled() -> float:
@@ -71,97 +70,64 @@ def _rss_settled() -> float:
     return common.rss_mb()
 
 
-def run_sampler(samples: int, csv_path: Path, report: common.Report) -> list[dict[str, Any]]:
-    """Run the project's Sampler for ``samples`` samples; fall back to a reference loop if it is absent."""
-    system = FakeSystem(samples)
-    try:
-        from gamedaylib.sampler import Sampler  # noqa: PLC0415
-    except ImportError as exc:
-        Sampler = None  # noqa: N806
-        missing = str(exc)
+def run_sampler(samples: int, csv_path: Path, report: common.Report) -> tuple[list[dict[str, Any]], Any]:
+    """Run the project's Sampler for ``samples`` ticks (1 ms apart) while marking the playbook's phases."""
+    from gamedaylib.playbook import PHASE_IDS  # noqa: PLC0415
+    from gamedaylib.sampler import LAB_COLUMNS, Sampler  # noqa: PLC0415
+
+    system = FakeSystem(samples, LAB_COLUMNS)
     tracemalloc.start()
     rss0 = _rss_settled()
     t = time.perf_counter()
-    rows: list[dict[str, Any]]
-    if Sampler is not None:
-        params = list(inspect.signature(Sampler).parameters)
-        sampler = (Sampler(system, 0.001, csv_path) if params[:1] != ["endpoints"]
-                   else None)
-        if sampler is None:
-            raise RuntimeError(f"Sampler signature {params} is not Sampler(sample_fn, interval_seconds, csv_path)")
-        sampler.start()
-        try:
-            if not system.done.wait(timeout=max(60.0, samples * 0.05)):
+    sampler = Sampler(system, 0.001, csv_path, columns=LAB_COLUMNS)
+    bounds = [int(samples * k / len(PHASE_IDS)) for k in range(len(PHASE_IDS))]
+    sampler.mark_phase(PHASE_IDS[0])
+    sampler.start()
+    try:
+        deadline = time.monotonic() + max(120.0, samples * 0.05)
+        phase = 0
+        while not system.done.wait(0.005):
+            while phase + 1 < len(bounds) and system.n >= bounds[phase + 1]:
+                phase += 1
+                sampler.mark_phase(PHASE_IDS[phase])
+            if time.monotonic() > deadline:
                 raise RuntimeError(f"the sampler took only {system.n} of {samples} samples in time")
-        finally:
-            sampler.stop()
-        rows = list(sampler.rows()) if hasattr(sampler, "rows") else []
-        label = "Sampler"
-    else:
-        import csv  # noqa: PLC0415
-
-        rows = []
-        with csv_path.open("w", newline="") as fh:
-            writer: Any = None
-            while not system.done.is_set():
-                row = system()
-                rows.append(row)
-                if writer is None:
-                    writer = csv.DictWriter(fh, fieldnames=list(row))
-                    writer.writeheader()
-                writer.writerow(row)
-                fh.flush()
-        label = f"reference loop (gamedaylib.sampler absent: {missing})"
+    finally:
+        sampler.stop()
     elapsed = time.perf_counter() - t
+    rss_after_sampling = _rss_settled()
     current, peak = tracemalloc.get_traced_memory()
+    rows = sampler.rows()
+    rss_with_rows = _rss_settled()
     tracemalloc.stop()
-    rss1 = _rss_settled()
-    report.add(f"sampling {samples:,} samples: RSS growth", rss1 - rss0, "MB", MEMORY_TARGET_MB,
-               note=f"{label}; {elapsed:.1f} s for {system.n:,} samples")
-    report.add("sampling: Python heap held after (tracemalloc)", current / 1e6, "MB", MEMORY_TARGET_MB,
-               note=f"peak {peak / 1e6:.1f} MB")
+    report.add(f"sampling {sampler.ticks:,} samples: RSS growth", rss_after_sampling - rss0, "MB",
+               MEMORY_TARGET_MB, note=f"gamedaylib.sampler.Sampler, {len(LAB_COLUMNS)} columns; "
+                                      f"{elapsed:.1f} s at 1 ms interval")
+    report.add("sampling: Python heap held (tracemalloc)", current / 1e6, "MB", MEMORY_TARGET_MB,
+               note=f"peak {peak / 1e6:.1f} MB; Sampler.memory_bytes {sampler.memory_bytes() / 1e6:.2f} MB")
+    report.add("RSS growth incl. sampler.rows() as dicts", rss_with_rows - rss0, "MB", MEMORY_TARGET_MB,
+               note="what a chart call holds while drawing")
     size = csv_path.stat().st_size if csv_path.exists() else None
     report.add("samples.csv size", None if size is None else size / 1e6, "MB", None)
-    report.extra.update({"sampler": label, "samples_taken": system.n, "rss_growth_mb": rss1 - rss0,
+    report.extra.update({"samples_taken": sampler.ticks, "rss_growth_mb": rss_after_sampling - rss0,
+                         "rss_growth_with_rows_mb": rss_with_rows - rss0,
                          "tracemalloc_current_mb": current / 1e6, "tracemalloc_peak_mb": peak / 1e6,
-                         "samples_csv_bytes": size, "rows_returned": len(rows)})
-    return rows
+                         "sampler_memory_bytes": sampler.memory_bytes(), "samples_csv_bytes": size,
+                         "rows_returned": len(rows), "sample_errors": sampler.errors})
+    return rows, sampler
 
 
-def timeline_png(rows: list[dict[str, Any]], samples: int) -> tuple[bytes, str]:
-    """The timeline figure as PNG, from gamedaylib.charts when present, else a plain matplotlib twin."""
+def timeline_png(rows: list[dict[str, Any]], sampler: Any) -> tuple[bytes, str]:
+    """The runbook's timeline figure (gamedaylib.charts.timeline_figure) of those rows, as PNG at dpi 90."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    from gamedaylib import charts  # noqa: PLC0415
 
-    if not rows:
-        system = FakeSystem(samples)
-        rows = [system() for _ in range(samples)]
-    try:
-        from gamedaylib import charts  # noqa: PLC0415
-    except ImportError:
-        charts = None  # type: ignore[assignment]
-    phases = [("injection", 0.0, 600.0), ("replay", 600.0, 1500.0)]
-    fig = None
-    how = ""
-    if charts is not None and hasattr(charts, "timeline_figure"):
-        fig = charts.timeline_figure(rows, phases)
-        how = "gamedaylib.charts.timeline_figure"
-    if fig is None:
-        x = [r["t_offset_seconds"] for r in rows]
-        fig, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
-        axes[0].plot(x, [r["consumer_lag"] for r in rows], lw=0.8)
-        axes[0].set_ylabel("consumer lag")
-        axes[1].plot(x, [r["buffer_size"] for r in rows], lw=0.8)
-        axes[1].set_ylabel("buffer")
-        for ax in axes:
-            ax.axvspan(0, 600, alpha=0.15)
-        how = "matplotlib fallback (gamedaylib.charts.timeline_figure absent)"
+    fig = charts.timeline_figure(rows, sampler.phases())
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue(), how
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")  # as runbook.Gameday.chart does
+    return buf.getvalue(), "gamedaylib.charts.timeline_figure, dpi 90"
 
 
 def notebook_and_report(png: bytes, workdir: Path, report: common.Report, chart_how: str) -> None:
@@ -201,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     report = common.Report("sampling_memory")
     workdir = Path(tempfile.mkdtemp(prefix="gameday-bench-sampling-"))
     try:
-        rows = run_sampler(args.samples, workdir / "samples.csv", report)
-        png, how = timeline_png(rows, args.samples)
+        rows, sampler = run_sampler(args.samples, workdir / "samples.csv", report)
+        png, how = timeline_png(rows, sampler)
         notebook_and_report(png, workdir, report, how)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

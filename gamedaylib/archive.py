@@ -120,8 +120,15 @@ def finalize(archive_dir: Path, params: Mapping[str, Any], execution: Execution)
     if not samples.exists():
         samples.write_text("ts,t_offset_s,phase\n", encoding="utf-8")
     report = archive_dir / REPORT_FILE
-    report.write_text(render_incident_report(archive_dir, scorecard=data, params=params,
-                                             journal=journal.entries()), encoding="utf-8")
+    try:
+        text = render_incident_report(archive_dir, scorecard=data, params=params, journal=journal.entries())
+    except (ValueError, KeyError, TypeError) as exc:
+        # the draft is an optional observer: the archive must exist anyway, and says what went wrong
+        journal.record("error", error="incident-report", message=str(exc))
+        text = (f"# Incident report: {data.get('gameday_id')} run {data.get('run_id')}\n\n"
+                f"**Verdict:** {data.get('verdict')}\n\nThe draft could not be written: `{exc}`; "
+                "see scorecard.json and journal.jsonl.\n")
+    report.write_text(text, encoding="utf-8")
     return data
 
 

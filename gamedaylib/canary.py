@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import math
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -65,6 +67,16 @@ class CanaryResult:
         return self.status is not None and 200 <= self.status < 300
 
 
+log = logging.getLogger(__name__)
+
+
+def _log_failure(future: Future[None]) -> None:
+    """A post that raised something unexpected (a bug, not a network failure) is logged, not lost."""
+    exc = future.exception()
+    if exc is not None:
+        log.error("canary post failed unexpectedly: %r", exc)
+
+
 class CanarySender:
     """Posts canaries to ``ingest_url`` at ``rate_per_second`` until ``stop``."""
 
@@ -73,6 +85,8 @@ class CanarySender:
     ) -> None:
         if rate_per_second <= 0:
             raise InvalidParameters(f"must be positive, not {rate_per_second}", parameter="canary_rate")
+        if urllib.parse.urlsplit(ingest_url or "").scheme not in ("http", "https"):
+            raise InvalidParameters(f"not an http(s) URL: {ingest_url!r}", parameter="ingest_url")
         self.ingest_url = ingest_url
         self.run_id = run_id
         self.rate_per_second = float(rate_per_second)
@@ -82,7 +96,6 @@ class CanarySender:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._inflight: set[Future[None]] = set()
         self._next_seq = 1
         self._sent = 0
         self._failed = 0
@@ -138,7 +151,7 @@ class CanarySender:
                 seq = self._next_seq
                 self._next_seq += 1
             planned += 1
-            self._pool.submit(self._post, seq)
+            self._pool.submit(self._post, seq).add_done_callback(_log_failure)
 
     # -- one post ---------------------------------------------------------------------------------
     def send_one(self) -> CanaryResult:
@@ -328,8 +341,10 @@ def account(
         if run:
             windows.append((run[0].sent_at, run[-1].sent_at))
             start_index = i - len(run)
-            before = accepted[start_index - 1].sent_at if start_index > 0 else run[0].sent_at - timedelta(
-                seconds=interval
+            before = (
+                accepted[start_index - 1].sent_at
+                if start_index > 0
+                else run[0].sent_at - timedelta(seconds=interval)
             )
             after = o.sent_at if o is not None else run[-1].sent_at + timedelta(seconds=interval)
             upper_bounds.append((after - before).total_seconds())

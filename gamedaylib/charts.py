@@ -19,7 +19,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-__all__ = ["MAX_POINTS", "canary_figure", "history_figure", "phases_from_journal", "timeline", "timeline_figure"]
+__all__ = [
+    "MAX_POINTS",
+    "canary_figure",
+    "history_figure",
+    "phases_from_journal",
+    "timeline",
+    "timeline_figure",
+]
 
 MAX_POINTS = 1500  # points per line after downsampling
 
@@ -28,7 +35,13 @@ _PARTITION_COLOUR = "#d62728"
 _OUTCOME_COLOURS = {"stored": "#2ca02c", "duplicated": "#ff7f0e", "lost": "#d62728", "rejected": "#9467bd"}
 
 _GAUGES = ("lag_pending", "lag_ack_pending", "buffer_size", "buffer_capacity", "partition_active")
-_COUNTERS = ("retry_total", "events_stored_total", "events_published_total", "canaries_sent", "canaries_failed")
+_COUNTERS = (
+    "retry_total",
+    "events_stored_total",
+    "events_published_total",
+    "canaries_sent",
+    "canaries_failed",
+)
 
 
 def _ts(value: Any) -> float | None:
@@ -120,24 +133,58 @@ def _shade(
     x_end: float,
 ) -> None:
     axes = list(axes)
-    for i, (name, start, end) in enumerate(phases):
+    spans = []
+    for name, start, end in phases:
         a = (_ts(start) or origin) - origin
         end_ts = _ts(end)
-        b = end_ts - origin if end_ts is not None else x_end
+        spans.append((str(name), a, end_ts - origin if end_ts is not None else x_end))
+    lows = [a for _, a, _ in spans] + [0.0]
+    width = max(x_end - min(lows), 1.0)
+    top = axes[0]
+    for i, (name, a, b) in enumerate(spans):
         for ax in axes:
             ax.axvspan(a, b, color=_PHASE_COLOURS[i % 2], zorder=0, lw=0)
-        top = axes[0]
-        # Inside the top panel, staggered on two rows so that short neighbouring phases stay legible.
-        label = top.text(
-            (a + b) / 2, 0.97 if i % 2 == 0 else 0.84, str(name), transform=top.get_xaxis_transform(),
-            ha="center", va="top", fontsize=7, clip_on=True,
-            bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "lw": 0},
-        )
+        box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "lw": 0}
+        if b - a >= 0.06 * width:
+            # Wide enough: centred inside the top panel, staggered on two rows.
+            label = top.text(
+                (a + b) / 2,
+                0.97 if i % 2 == 0 else 0.84,
+                name,
+                transform=top.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=7,
+                clip_on=True,
+                bbox=box,
+            )
+        else:
+            # Too narrow for horizontal text (the short closing phases): written upwards at its start.
+            label = top.text(
+                a,
+                0.97,
+                name,
+                transform=top.get_xaxis_transform(),
+                ha="left",
+                va="top",
+                rotation=90,
+                fontsize=6,
+                clip_on=True,
+                bbox=box,
+            )
         label.set_in_layout(False)
     for a, b in partitions:
         for ax in axes:
-            ax.axvspan(a, b, facecolor=_PARTITION_COLOUR, alpha=0.12, hatch="//", edgecolor=_PARTITION_COLOUR, lw=0,
-                       zorder=0.5)
+            ax.axvspan(
+                a,
+                b,
+                facecolor=_PARTITION_COLOUR,
+                alpha=0.12,
+                hatch="//",
+                edgecolor=_PARTITION_COLOUR,
+                lw=0,
+                zorder=0.5,
+            )
             ax.axvline(a, color=_PARTITION_COLOUR, lw=0.8, ls="--")
             ax.axvline(b, color=_PARTITION_COLOUR, lw=0.8, ls="--")
 
@@ -210,12 +257,14 @@ def timeline_figure(
     for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.set_ylim(bottom=0)
-        if ax.lines:
-            ax.legend(loc="upper right", fontsize=7)
+        if ax.lines:  # outside, to the right: never over the data or the phase labels
+            ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7, borderaxespad=0)
         ax.tick_params(labelsize=8)
     canary_ax.xaxis.set_major_formatter(FuncFormatter(_fmt_offset))
     canary_ax.xaxis.set_major_locator(MaxNLocator(nbins=12, steps=[1, 2, 3, 5, 6, 10]))
-    canary_ax.set_xlabel("T-offset (min:s)" if t0 is not None else "time since first sample (min:s; T+0 unknown)")
+    canary_ax.set_xlabel(
+        "T-offset (min:s)" if t0 is not None else "time since first sample (min:s; T+0 unknown)"
+    )
     if not len(rows):
         lag_ax.text(0.5, 0.5, "no samples", transform=lag_ax.transAxes, ha="center")
         canary_ax.set_xlim(0, max(60.0, x_end))
@@ -239,11 +288,21 @@ def canary_figure(report: Any, t0: datetime | None = None) -> Figure:
             ys = [o.latency_s if o.latency_s is not None else 0.0 for o in chosen]
         else:
             ys = [top * (1.15 if outcome == "lost" else 1.3)] * len(chosen)
-        ax.scatter(xs, ys, s=10, color=colour, label=f"{outcome} ({len(chosen)})",
-                   marker="o" if outcome in ("stored", "duplicated") else "x")
+        ax.scatter(
+            xs,
+            ys,
+            s=10,
+            color=colour,
+            label=f"{outcome} ({len(chosen)})",
+            marker="o" if outcome in ("stored", "duplicated") else "x",
+        )
     for a, b in getattr(report, "loss_windows", []) or []:
-        ax.axvspan((_ts(a) or origin) - origin, (_ts(b) or origin) - origin + report.interval_seconds,
-                   color=_OUTCOME_COLOURS["lost"], alpha=0.15)
+        ax.axvspan(
+            (_ts(a) or origin) - origin,
+            (_ts(b) or origin) - origin + report.interval_seconds,
+            color=_OUTCOME_COLOURS["lost"],
+            alpha=0.15,
+        )
     ax.set_title(
         f"Canaries: {report.sent} sent, {report.stored} stored once, {report.duplicated} duplicated, "
         f"{report.lost} lost, {report.rejected} rejected; RPO {report.rpo_seconds:g} s",
@@ -330,10 +389,12 @@ def _partition_from_journal(entries: Sequence[Mapping[str, Any]]) -> tuple[Any, 
 
 
 def timeline(
-    rows: Sequence[Mapping[str, Any]], journal_entries: Sequence[Mapping[str, Any]], t0: datetime | None = None
+    rows: Sequence[Mapping[str, Any]],
+    journal_entries: Sequence[Mapping[str, Any]],
+    t0: datetime | None = None,
 ) -> Figure:
     """``timeline_figure`` with phases and the partition window read from the journal."""
     entries = list(journal_entries)
-    partition = _partition_from_journal(entries)
-    has_column = any(r.get("partition_active") is not None for r in rows)
-    return timeline_figure(rows, phases_from_journal(entries), t0, partition=None if has_column else partition)
+    # The journal has the exact moments (T+0 confirmed, heal confirmed); the samples' partition_active
+    # column is only as fine as the sample interval, so it is the fallback.
+    return timeline_figure(rows, phases_from_journal(entries), t0, partition=_partition_from_journal(entries))

@@ -97,12 +97,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     archive_dir = Path(params["archive_dir"])
     archive_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(archive_dir / archive.JOURNAL_FILE)
+    from gamedaylib import safety
+
+    safety.record_runner(journal)
+    for orphan in safety.mark_orphaned_runs(output_dir, exclude=archive_dir):
+        print(f"gameday: marked run {orphan.run_id} aborted: {orphan.reason}", file=sys.stderr)
 
     previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
     lab = None
     execution = archive.Execution(completed=False, reason="did not start")
     try:
         try:
+            safety.check_before_run(params)  # production guard, one gameday at a time: no side effect yet
             lab = _ensure_lab(params, journal)
         except InvalidParameters as exc:
             journal.record("params.invalid", problems=exc.problems)
@@ -147,8 +153,10 @@ def _ensure_lab(params: dict[str, Any], journal: Any) -> Any:
 
 def _heal_from_outside(params: dict[str, Any], journal: Any) -> None:
     """Heal again from outside the kernel, whatever the notebook did."""
-    if params["dry_run"]:
-        return
+    from gamedaylib.safety import requested_partition
+
+    if params["dry_run"] or not requested_partition(journal.entries()):
+        return  # never heal a fault this run did not ask for (it may be another run's)
     if params["target"] == "lab":
         from gamedaylib.lab.supervisor import Lab
         from gamedaylib.targets.lab import LabTarget
@@ -240,7 +248,11 @@ def _invalid(exc: InvalidParameters, raw: dict[str, Any], output_dir: Path) -> i
 def cmd_history(args: argparse.Namespace) -> int:
     from gamedaylib import archive
 
+    from gamedaylib.safety import mark_orphaned_runs
+
     output_dir = Path(args.output_dir)
+    for orphan in mark_orphaned_runs(output_dir):
+        print(f"gameday: marked run {orphan.run_id} aborted: {orphan.reason}", file=sys.stderr)
     runs = archive.list_runs(output_dir)
     if not runs:
         print(f"no archived runs under {output_dir}")

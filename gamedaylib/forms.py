@@ -378,13 +378,13 @@ class StampButtons:
             if e.get("kind") == "stamp":
                 recorded.setdefault(str(e.get("stamp")), e)  # the first one counts
         for name in INCIDENT_STAMPS:
-            e = recorded.get(name)
-            if e is None:
+            first = recorded.get(name)
+            if first is None:
                 rows.append((STAMP_LABELS[name], "not stamped", ""))
-            elif not e.get("at"):
-                rows.append((STAMP_LABELS[name], "unknown", str(e.get("reason", ""))))
+            elif not first.get("at"):
+                rows.append((STAMP_LABELS[name], "unknown", str(first.get("reason", ""))))
             else:
-                rows.append((STAMP_LABELS[name], str(e["at"]), str(e.get("t_offset", ""))))
+                rows.append((STAMP_LABELS[name], str(first["at"]), str(first.get("t_offset", ""))))
         return StaticTable("Incident-response stamps", ("moment", "time (UTC)", "T-offset / note"), tuple(rows))
 
     def refresh(self) -> None:
@@ -448,18 +448,18 @@ def _checklist_label(item: str) -> str:
 def _match_checklist(given: Mapping[str, bool]) -> tuple[dict[str, bool], dict[str, bool]]:
     """Map given keys (the full item text or its bold label, e.g. "Backup") onto the playbook's
     items; returns (known, unknown)."""
-    by_key = {}
+    by_key: dict[str, str] = {}
     for item in PRE_GAMEDAY_CHECKLIST:
         by_key[item.casefold()] = item
         by_key[_checklist_label(item).casefold()] = item
     known: dict[str, bool] = {}
     unknown: dict[str, bool] = {}
     for key, value in given.items():
-        item = by_key.get(str(key).strip().casefold())
-        if item is None:
+        match = by_key.get(str(key).strip().casefold())
+        if match is None:
             unknown[str(key)] = bool(value)
         else:
-            known[item] = bool(value)
+            known[match] = bool(value)
     return known, unknown
 
 

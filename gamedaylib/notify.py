@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -132,11 +131,11 @@ class Notifier:
             method="POST",
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - URL from the operator
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 status = int(response.status)
         except urllib.error.HTTPError as exc:
             return Delivery(channel, False, exc.code, f"failed to send to {source}: HTTP {exc.code}")
-        except (urllib.error.URLError, socket.timeout, ConnectionError, OSError, ValueError) as exc:
+        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             return Delivery(channel, False, None, f"failed to send to {source}: {_redact(str(reason), url)}")
         ok = 200 <= status < 300

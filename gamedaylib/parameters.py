@@ -247,6 +247,13 @@ def _env_name(v: Any) -> str:
     return s
 
 
+def _fault_phase(v: Any) -> str:
+    s = _str(v)
+    if s and s not in PHASE_IDS:
+        raise ValueError(f"must be empty or a phase id {list(PHASE_IDS)}, got {s!r}")
+    return s
+
+
 def _optional_str(v: Any) -> str | None:
     return None if v is None else _str(v)
 
@@ -321,6 +328,8 @@ SPECS: dict[str, Spec] = {
     "events_dsn_env": Spec("GAMEDAY_EVENTS_DSN", _env_name),
     "chaos_manifest": Spec("chaos/experiments/nats-partition.yaml", _str),
     "commands": Spec({}, _commands),
+    # safety rehearsal
+    "fault_phase": Spec("", _fault_phase, "rehearse the rollback: the cell of this phase raises (empty = none)"),
 }
 
 LAB_KNOBS: tuple[str, ...] = tuple(n for n in SPECS if n.startswith("lab_") and n != "lab_dir")

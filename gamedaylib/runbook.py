@@ -401,6 +401,9 @@ class Gameday:
             self.sampler.mark_phase(phase_id)
         self._banner(phase_id)
         try:
+            from gamedaylib.safety import raise_rehearsed_fault
+
+            raise_rehearsed_fault(self.params, phase_id)
             yield result
         except BaseException as exc:
             result.ok = False
@@ -468,8 +471,9 @@ class Gameday:
                 f" · gateway connected {_fmt(reading.gateway_connected)}"
                 f" · {max(0.0, (until - reading.at).total_seconds()):.0f}s left"
             )
-            if stop_conditions:
-                self._judge_stop_conditions(reading)
+            if stop_conditions and (self._stopped_by is not None or self._judge_stop_conditions(reading)):
+                progress.close()
+                return None
             if done is not None and done(reading):
                 progress.close()
                 return reading
@@ -479,7 +483,8 @@ class Gameday:
                 return None
             time.sleep(min(interval, remaining))
 
-    def _judge_stop_conditions(self, reading: Reading) -> None:
+    def _judge_stop_conditions(self, reading: Reading) -> bool:
+        """True when a stop condition fired: journaled, healed at once (the run goes on to verify)."""
         from gamedaylib.safety import StopConditions
 
         conditions = StopConditions(
@@ -496,7 +501,9 @@ class Gameday:
             name, value, limit = fired
             self.journal.record("stop_condition", phase=self.current_phase, condition=name, value=value, limit=limit)
             self._stopped_by = StopConditionFired(name, value, limit)
-            raise self._stopped_by
+            self.rollback(reason=str(self._stopped_by))
+            return True
+        return False
 
     # ------------------------------------------------------------------ phases
     def preflight(self) -> PhaseResult:
@@ -605,7 +612,7 @@ class Gameday:
             if self.dry_run:
                 return res
             healed = self.target.heal()
-            self.healed_at = healed or utcnow()
+            self.healed_at = healed or self.healed_at or utcnow()
             self.journal.record("partition.healed", phase="heal", at=self.healed_at.isoformat(),
                                 offset=self.clock.offset(self.healed_at))
             deadline = self.healed_at + timedelta(seconds=self.params["heal_confirm_seconds"])
@@ -646,20 +653,29 @@ class Gameday:
                     self.lag_recovered_at = r.at
                 return self.lag_recovered_at is not None
 
+            drained: list[Reading] = []
+
             def recovered(r: Reading) -> bool:
                 lag_ok(r)
                 if r.lag is None or r.lag >= threshold or (r.buffer_size or 0) > 0:
                     return False
-                return self._canaries_flowing(self.healed_at)
+                if not drained:
+                    drained.append(r)  # healed, lag under the threshold, buffer empty: first seen now
+                # events flow end to end again: every canary accepted since then is stored
+                return self._canaries_flowing(drained[0].at)
 
             reading = self._wait("waiting for recovery", deadline, done=recovered) if not self.dry_run else None
-            if reading is not None:
-                self.recovered_at = reading.at
+            if reading is not None and drained:
+                self.recovered_at = drained[0].at
+                self.journal.record("note", phase="replay", note="recovered",
+                                    recovered_at=self.recovered_at.isoformat(),
+                                    flow_confirmed_at=reading.at.isoformat())
             if self.canaries is not None:
                 self.canaries.stop()
-                # the last canaries (sent after recovery) get a short grace period to be stored
+                # the last canaries (sent just before the stop) get a short grace period to be stored
+                since = drained[0].at if drained else start
                 grace = utcnow() + timedelta(seconds=max(5.0, 5 * self.params["sample_interval_seconds"]))
-                self._wait("last canaries", grace, done=lambda r: self._canaries_unaccounted() == 0)
+                self._wait("last canaries", grace, done=lambda r: self._canaries_flowing(since, margin=0.0))
             res.values["lag under threshold at"] = self.lag_recovered_at
             res.values["full recovery at"] = self.recovered_at
             last = self.readings[-1] if self.readings else None
@@ -693,8 +709,8 @@ class Gameday:
                     "rto_seconds", round(rto, 1), target,
                     f"T+0 {t0.isoformat(timespec='seconds')} (partition confirmed) → full recovery "
                     f"{self.recovered_at.isoformat(timespec='seconds')} (healed, lag < "
-                    f"{self.params['lag_threshold']:g}, buffer empty, every canary accepted since the heal "
-                    "stored: events flow end to end); "
+                    f"{self.params['lag_threshold']:g}, buffer empty; confirmed by every canary accepted "
+                    "from then on being stored: events flow end to end); "
                     f"polled every {self.params['sample_interval_seconds']:g}s", unit="s"))
             else:
                 waited = ((self.readings[-1].at if self.readings else utcnow()) - t0).total_seconds()
@@ -814,8 +830,11 @@ class Gameday:
                 except ProbeError as exc:
                     self._measure(Metric.not_measured("alert_fire_seconds", fire_target, exc.reason, unit="s"))
             self._measure_team_response(res)
-            for stamp, at in self.params["stamps"].items():
-                self.journal.record("stamp", phase="incident_response", stamp=stamp, at=str(at))
+            for stamp, given in self.params["stamps"].items():
+                at = self._stamp_time(given)
+                if at is not None:
+                    self.journal.record("stamp", phase="incident_response", stamp=stamp, at=at.isoformat(),
+                                        given=given)
             self._run_commands("incident_response", res)
             res.observations = self.observe("incident_response")
         return res
@@ -889,13 +908,14 @@ class Gameday:
             if self.sampler is not None:
                 self.sampler.stop()
             self.finished = True
-            self.scorecard.completed = True
+            self.scorecard.completed = self._stopped_by is None  # a stop condition aborts the run
+            self.scorecard.reason = str(self._stopped_by or "")
             self.scorecard.finished_at = utcnow().isoformat()
             self.scorecard.fill_missing()
             self.scorecard.write(self.archive_dir / SCORECARD_FILE)
             self.write_incident_report()
             verdict = self.scorecard.verdict
-            self.journal.record("run.finished", verdict=verdict, reason="ran to the end")
+            self.journal.record("run.finished", verdict=verdict, reason=str(self._stopped_by or "ran to the end"))
             _markdown(f"## Verdict: `{verdict}`\n\nArchive: `{self.archive_dir}`")
             return self.scorecard.as_dict()
         finally:
@@ -962,14 +982,15 @@ class Gameday:
             return 0
         return int(report.lost)
 
-    def _canaries_flowing(self, since: datetime | None) -> bool:
+    def _canaries_flowing(self, since: datetime | None, margin: float | None = None) -> bool:
         """Every canary accepted after ``since`` (and older than the in-flight margin) is stored, and
         there is at least one: events flow end to end again. Canaries lost during the partition do not
         hold recovery back (they are the RPO's business)."""
         if self.canaries is None:
             return True
-        margin = timedelta(seconds=max(2.0, 2 * self.params["sample_interval_seconds"]))
-        cutoff = utcnow() - margin
+        if margin is None:
+            margin = max(2.0, 2 * self.params["sample_interval_seconds"])
+        cutoff = utcnow() - timedelta(seconds=margin)
         recent = [r for r in self._canary_results()
                   if _is_2xx(r) and (since is None or r.sent_at >= since) and r.sent_at <= cutoff]
         if not recent:

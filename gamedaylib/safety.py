@@ -11,13 +11,18 @@ import fnmatch
 import json
 import os
 import socket
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gamedaylib.exceptions import GamedayInProgress, ProductionGuard
+from gamedaylib.exceptions import GamedayAborted, GamedayInProgress, ProductionGuard
+from gamedaylib.journal import Journal
+
+LOCK_FILE = "gameday.lock"
+JOURNAL_FILE = "journal.jsonl"
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -86,6 +91,18 @@ class GamedayLock:
             return
         raise GamedayInProgress(f"could not take the gameday lock {self.path}")
 
+    def check_free(self) -> None:
+        """Raise ``GamedayInProgress`` naming the holder when a live process holds the lock (changes
+        nothing: the run that asks has not started yet)."""
+        current = self.holder()
+        if current and pid_alive(current.get("pid")) and current.get("pid") != os.getpid():
+            raise GamedayInProgress(
+                f"another gameday is in progress on this target: run {current.get('run_id')} "
+                f"(pid {current.get('pid')}, since {current.get('since')}); "
+                f"wait for it to end or remove {self.path} if you are sure it is gone",
+                holder=str(current.get("run_id")),
+            )
+
     def release(self) -> None:
         if self._held:
             self.path.unlink(missing_ok=True)
@@ -150,3 +167,160 @@ def _num(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+# ------------------------------------------------------------------ rehearsed faults
+
+
+def raise_rehearsed_fault(params: Mapping[str, Any], phase_id: str) -> None:
+    """Raise in the phase named by ``fault_phase`` (a rehearsal of the rollback; empty = never)."""
+    if params.get("fault_phase") and params.get("fault_phase") == phase_id:
+        raise GamedayAborted(f"rehearsed fault: fault_phase={phase_id!r} made this phase raise")
+
+
+# ------------------------------------------------------------------ before a run
+
+
+def check_before_run(params: Mapping[str, Any]) -> None:
+    """Refusals that need no side effect: a production namespace without ``confirm_production``, and
+    a target another live gameday holds (lab: its ``gameday.lock``). Dry runs are never refused for
+    the lock (they change nothing)."""
+    if params.get("target") == "kubernetes":
+        guard_production(
+            str(params.get("namespace") or ""),
+            params.get("production_namespace_patterns") or DEFAULT_PRODUCTION_PATTERNS,
+            bool(params.get("confirm_production")),
+        )
+    if params.get("target") == "lab" and not params.get("dry_run") and params.get("lab_dir"):
+        GamedayLock(Path(str(params["lab_dir"])) / LOCK_FILE).check_free()
+
+
+def requested_partition(entries: Iterable[Mapping[str, Any]]) -> bool:
+    """True when this run's journal shows it asked for a partition (only then may it heal from outside:
+    a run refused because another holds the target must not heal the other's fault)."""
+    return any(e.get("kind") in ("partition.requested", "partition.active") for e in entries)
+
+
+# ------------------------------------------------------------------ orphaned runs
+
+RUNNER_NOTE = "runner"
+
+
+def process_start_ticks(pid: int) -> int | None:
+    """The start time of ``pid`` in clock ticks since boot (tells a reused PID apart), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def record_runner(journal: Journal, pid: int | None = None) -> None:
+    """Journal which process runs this gameday (``gameday run``), so a dead runner can be told."""
+    pid = pid or os.getpid()
+    journal.record("note", note=RUNNER_NOTE, runner_pid=pid, runner_start=process_start_ticks(pid),
+                   host=socket.gethostname())
+
+
+def _runner_alive(entry: Mapping[str, Any]) -> bool:
+    pid = entry.get("runner_pid") or entry.get("pid")
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    start = entry.get("runner_start")
+    return start is None or process_start_ticks(pid) == start
+
+
+@dataclass(frozen=True)
+class OrphanedRun:
+    """An archive whose runner died before it finished."""
+
+    path: Path
+    run_id: str
+    reason: str
+
+
+def find_orphaned_runs(output_dir: str | os.PathLike[str], *, min_age_seconds: float = 30.0) -> list[OrphanedRun]:
+    """Archives under ``output_dir`` (``<gameday_id>/<run_id>/journal.jsonl``) whose journal has no
+    ``run.finished`` and whose every recorded runner (``gameday run``, the kernel) is dead. A journal
+    naming no runner counts only once it has been quiet for ``min_age_seconds``."""
+    found = []
+    host = socket.gethostname()
+    for path in sorted(Path(output_dir).glob("*/*/" + JOURNAL_FILE)):
+        entries = list(Journal.read(path))
+        if not entries or any(e.get("kind") == "run.finished" for e in entries):
+            continue
+        runners = [e for e in entries if e.get("runner_pid") or (e.get("kind") == "run.started" and e.get("pid"))]
+        if any(e.get("host", host) != host for e in runners):
+            continue  # a runner on another machine: we cannot tell whether it lives
+        if any(_runner_alive(e) for e in runners):
+            continue
+        if not runners:
+            try:
+                quiet = time.time() - path.stat().st_mtime
+            except OSError:
+                continue
+            if quiet < min_age_seconds:
+                continue
+        pids = sorted({int(e.get("runner_pid") or e.get("pid")) for e in runners})
+        last = entries[-1]
+        reason = (f"orphaned: the runner ({', '.join(f'pid {p}' for p in pids) or 'unknown'}) died before the "
+                  f"run finished; last journal entry #{last.get('seq')} {last.get('kind')} "
+                  f"at {last.get('ts')}")
+        run_id = next((str(e.get("run_id")) for e in entries if e.get("run_id")), path.parent.name)
+        found.append(OrphanedRun(path.parent, run_id, reason))
+    return found
+
+
+def mark_orphaned(run_dir: str | os.PathLike[str], reason: str) -> dict[str, Any]:
+    """Complete an orphaned archive: verdict ``aborted`` with ``reason`` (journal, scorecard, incident
+    report, notebook and HTML as far as they can be made). Returns the scorecard."""
+    from gamedaylib import archive
+
+    run_dir = Path(run_dir)
+    params = _archived_params(run_dir)
+    card = archive.finalize(run_dir, params, archive.Execution(completed=False, reason=reason))
+    runbook = run_dir / archive.RUNBOOK_FILE
+    if not _readable_notebook(runbook):
+        import shutil
+
+        shutil.copyfile(archive.notebook_path(), runbook)
+    archive.render_html(runbook, run_dir / archive.HTML_FILE)
+    return card
+
+
+def mark_orphaned_runs(output_dir: str | os.PathLike[str], *, exclude: Path | None = None) -> list[OrphanedRun]:
+    """Find and mark every orphaned run under ``output_dir``; returns what was marked."""
+    marked = []
+    for orphan in find_orphaned_runs(output_dir):
+        if exclude is not None and orphan.path.resolve() == Path(exclude).resolve():
+            continue
+        mark_orphaned(orphan.path, orphan.reason)
+        marked.append(orphan)
+    return marked
+
+
+def _archived_params(run_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    from gamedaylib.playbook import GAMEDAY_ID
+
+    params: dict[str, Any] = {}
+    try:
+        loaded = yaml.safe_load((run_dir / "params.yaml").read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            params = loaded
+    except (OSError, yaml.YAMLError):
+        params = {}
+    params.setdefault("gameday_id", run_dir.parent.name or GAMEDAY_ID)
+    params.setdefault("run_id", run_dir.name)
+    return params
+
+
+def _readable_notebook(path: Path) -> bool:
+    import nbformat
+
+    try:
+        nbformat.read(str(path), as_version=4)
+    except (OSError, ValueError, nbformat.reader.NotJSONError):
+        return False
+    return True

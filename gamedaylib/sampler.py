@@ -98,7 +98,9 @@ class Sampler:
         columns: Sequence[str] | None = None,
     ) -> None:
         if interval_seconds <= 0:
-            raise InvalidParameters(f"must be positive, not {interval_seconds}", parameter="sample_interval_seconds")
+            raise InvalidParameters(
+                f"must be positive, not {interval_seconds}", parameter="sample_interval_seconds"
+            )
         declared = columns if columns is not None else getattr(sample_fn, "columns", None)
         if not declared:
             raise TypeError("declare the columns (columns=... or sample_fn.columns)")
@@ -235,7 +237,13 @@ class Sampler:
             self.ticks += 1
         if self._writer is not None:
             self._writer.writerow(
-                [_iso(ts), "" if math.isnan(offset) else f"{offset:.3f}", phase, *map(_cell, values), error or ""]
+                [
+                    _iso(ts),
+                    "" if math.isnan(offset) else f"{offset:.3f}",
+                    phase,
+                    *map(_cell, values),
+                    error or "",
+                ]
             )
             self._fh.flush()
         return self._row(len(self._ts) - 1, t0)
@@ -246,9 +254,10 @@ class Sampler:
         if t0 is None or not self.csv_path.exists():
             return
         tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(self.csv_path, newline="", encoding="utf-8") as src, open(
-            tmp, "w", newline="", encoding="utf-8"
-        ) as dst:
+        with (
+            open(self.csv_path, newline="", encoding="utf-8") as src,
+            open(tmp, "w", newline="", encoding="utf-8") as dst,
+        ):
             reader, writer = csv.reader(src), csv.writer(dst)
             writer.writerow(next(reader))
             for line in reader:
@@ -353,7 +362,9 @@ class LabSampleFn:
         self.endpoints = endpoints
         self.canary_sender = canary_sender
         self.target = target
-        self.nats = NatsMonitor(endpoints.nats_monitor_url, timeout=timeout) if endpoints.nats_monitor_url else None
+        self.nats = (
+            NatsMonitor(endpoints.nats_monitor_url, timeout=timeout) if endpoints.nats_monitor_url else None
+        )
         self.metrics = ServiceMetrics(endpoints.service_metrics, timeout=timeout)
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ def test_banner_says_state_in_words_and_colour() -> None:
         phase_title="Event Replay", t_offset="T+15:00", partition_active=False, lag=0, buffer=0, canaries_lost=0,
         verdict="pass",
     )
-    assert "HEALED" in healed and "PASS" in healed and GREEN in healed and RED not in healed
+    assert ">OFF<" in healed and "PASS" in healed and GREEN in healed and RED not in healed
     unknown = status_banner_html(
         phase_title="Pre-Flight", t_offset="before T+0", partition_active=None, lag=None, buffer=None,
         canaries_lost=None,

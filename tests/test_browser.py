@@ -12,13 +12,13 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime, timezone
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -62,6 +62,18 @@ def own_notebook(folder: Path, journal: Path) -> Path:
             "                       lag=1234, buffer=56, canaries_lost=0)"
         ),
         nbformat.v4.new_code_cell("form = forms.observation_form(journal, 'buffering', answers=None, live=True)"),
+        nbformat.v4.new_code_cell(
+            "from gamedaylib.clock import Clock\n"
+            "clock = Clock()\n"
+            "clock.set_t0(clock.now())\n"
+            "stamps = forms.stamp_buttons(journal, clock, stamps=None, live=True)"
+        ),
+        nbformat.v4.new_code_cell(
+            "import time\n"
+            "wait_started = time.time()\n"
+            "banner.LiveWait('partition', 12, live=True).wait_until(lambda: False, interval=1)\n"
+            "journal.record('note', None, text='wait over')"
+        ),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = folder / "facilitator.ipynb"
@@ -92,17 +104,20 @@ def jupyter(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     (overrides / "notification.jupyterlab-settings").write_text(
         json.dumps({"checkForUpdates": False, "fetchNews": "false"})
     )
+    tracker = home / "settings" / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"autoStartDefaultKernel": True}))
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "jupyter.log", "wb")
-    proc = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
-            f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-            "--ServerApp.port_retries=0", "--allow-root", "--ServerApp.terminals_enabled=False",
-            "--LabApp.extension_manager=readonly", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ],
-        stdout=log, stderr=log, env=env, start_new_session=True,
-    )
+    with open(ARTIFACTS / "jupyter.log", "wb") as log:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
+                f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                "--ServerApp.port_retries=0", "--allow-root", "--ServerApp.terminals_enabled=False",
+                "--LabApp.extension_manager=readonly", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            stdout=log, stderr=log, env=env, start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -127,10 +142,9 @@ def jupyter(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
             except ProcessLookupError:
                 pass
             proc.wait()
-        log.close()
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):  # noqa: ANN001, ANN201
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -152,30 +166,44 @@ def start_session(base: str, token: str, path: str) -> None:
         assert r.status in (200, 201)
 
 
-def wait_until_idle(page, timeout: float = 90) -> None:  # noqa: ANN001
+def dismiss_kernel_dialog(page) -> None:
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    if dialog.count():
+        dialog.locator("button", has_text="Select").click()
+
+
+def wait_until_idle(page, timeout: float = 90) -> None:
+    """Wait until the notebook's kernel is connected and idle (and stays so for a second)."""
     page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=timeout * 1000)
     deadline = time.monotonic() + timeout
+    idle_since = None
     while True:
-        dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
-        if dialog.count():
-            dialog.locator("button", has_text="Select").click()
+        dismiss_kernel_dialog(page)
         if page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").count():
-            return
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since > 1.0:
+                return
+        else:
+            idle_since = None
         assert time.monotonic() < deadline, "the kernel never became idle"
         time.sleep(0.3)
 
 
-def run_cells(page, indices: list[int], timeout: float = 120) -> None:  # noqa: ANN001
-    """Run the code cells at ``indices`` one at a time (select, Ctrl+Enter), each to completion, and
-    fail on a traceback."""
+def run_cells(page, indices: list[int], timeout: float = 120) -> None:
+    """Run the code cells at ``indices`` one at a time (select, toolbar "Run"), each to completion,
+    and fail on a traceback. A run request lost while the kernel connects is sent again."""
     for i in indices:
         cell = page.locator(".jp-Notebook .jp-Cell").nth(i)
         prompt = cell.locator(".jp-InputPrompt")
-        prompt.click()
-        page.keyboard.press("Escape")
-        page.keyboard.press("Control+Enter")
         deadline = time.monotonic() + timeout
+        sent = float("-inf")
         while not re.search(r"\[\d+\]", prompt.inner_text() or ""):
+            dismiss_kernel_dialog(page)
+            text = prompt.inner_text() or ""
+            if "*" not in text and time.monotonic() - sent > 5:
+                prompt.click()
+                page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']").click()
+                sent = time.monotonic()
             assert time.monotonic() < deadline, f"cell {i} did not finish within {timeout:g} s"
             time.sleep(0.2)
         assert "Traceback" not in cell.inner_text(), cell.inner_text()
@@ -196,7 +224,7 @@ def test_facilitator_records_an_observation_in_the_browser(jupyter: tuple[str, s
         try:
             context = browser.new_context(viewport={"width": 1600, "height": 1000})
 
-            def local_only(route) -> None:  # noqa: ANN001
+            def local_only(route) -> None:
                 host = urlsplit(route.request.url).hostname
                 if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
                     route.continue_()
@@ -206,7 +234,6 @@ def test_facilitator_records_an_observation_in_the_browser(jupyter: tuple[str, s
 
             context.route("**/*", local_only)
             page = context.new_page()
-            start_session(base, token, notebook.name)
             page.goto(f"{base}/lab/tree/{notebook.name}?token={token}", wait_until="domcontentloaded")
             wait_until_idle(page)
             try:
@@ -237,7 +264,125 @@ def test_facilitator_records_an_observation_in_the_browser(jupyter: tuple[str, s
             # the static table (what survives without a kernel) shows it too, updated in place
             page.locator(".gameday-static", has_text=answer).first.wait_for(timeout=15_000)
             page.screenshot(path=str(ARTIFACTS / "facilitator-page.png"), full_page=False)
+
+            # a stamp pressed while a live wait blocks the kernel is recorded when pressed
+            run_cells(page, [4])
+            wait_cell = page.locator(".jp-Notebook .jp-Cell").nth(5)
+            wait_cell.locator(".jp-InputPrompt").click()
+            page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']").click()
+            wait_for(lambda: "*" in wait_cell.locator(".jp-InputPrompt").inner_text(), 10, "the wait to start")
+            time.sleep(2)
+            pressed = datetime.now(timezone.utc)
+            page.locator(".jp-Notebook .jp-Cell").nth(4).locator("button", has_text="acknowledged").click()
+
+            def stamped() -> list[dict]:
+                entries = [json.loads(line) for line in journal.read_text().splitlines()]
+                return [e for e in entries if e["kind"] == "stamp" and e["stamp"] == "acknowledged"]
+
+            (stamp,) = wait_for(stamped, 8, "the stamp while the wait still runs")
+            assert "*" in wait_cell.locator(".jp-InputPrompt").inner_text()  # the wait is still running
+            lag = (datetime.fromisoformat(stamp["at"]) - pressed).total_seconds()
+            assert -1 < lag < 2, f"stamp recorded {lag:.1f} s after the press"
+            wait_for(lambda: re.search(r"\\[\\d+\\]", wait_cell.locator(".jp-InputPrompt").inner_text()), 30,
+                     "the wait to end")
+            entries = [json.loads(line) for line in journal.read_text().splitlines()]
+            assert [e["kind"] for e in entries][-2:] == ["stamp", "note"]  # no cell ran early
         finally:
             browser.close()
     assert not outside, f"the page tried to reach outside this machine: {outside[:5]}"
     assert (ARTIFACTS / "status-banner.png").stat().st_size > 5_000
+
+
+RUNBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "nats_partition_gameday.ipynb"
+
+
+def add_cell_below(page, index: int, code: str) -> None:
+    """What a facilitator does: select a cell, insert one below (B), type into it."""
+    page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputPrompt").click()
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")
+    new = page.locator(".jp-Notebook .jp-Cell").nth(index + 1)
+    new.locator(".cm-content").click()
+    page.keyboard.type(code)
+    page.keyboard.press("Escape")
+
+
+@pytest.mark.skipif(not RUNBOOK.exists(), reason="the runbook notebook does not exist yet")
+def test_runbook_preflight_and_an_observation_in_the_browser(
+    jupyter: tuple[str, str, Path], tmp_path: Path
+) -> None:
+    """The real runbook against a real lab: parameters, start and pre-flight cells run in JupyterLab;
+    the facilitator adds a form cell, types an observation, presses Record; it is in the journal."""
+    from playwright.sync_api import sync_playwright
+
+    from gamedaylib.lab.supervisor import Lab
+
+    base, token, root = jupyter
+    lab_dir, archive = tmp_path / "lab", tmp_path / "archive"
+    nb = nbformat.read(RUNBOOK, as_version=4)
+    params = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    source = nb.cells[params].source
+    assert "lab_dir = '.gameday/lab'" in source and "archive_dir = ''" in source
+    nb.cells[params].source = source.replace("lab_dir = '.gameday/lab'", f"lab_dir = {str(lab_dir)!r}").replace(
+        "archive_dir = ''", f"archive_dir = {str(archive)!r}"
+    )
+    start = next(i for i, c in enumerate(nb.cells) if "Gameday.start" in c.source)
+    preflight = next(i for i, c in enumerate(nb.cells) if c.source.strip() == "gd.preflight()")
+    nbformat.write(nb, root / RUNBOOK.name)
+    answer = f"lag rose within 2 s; retries logged ({secrets.token_hex(3)})"
+    outside: list[str] = []
+
+    lab = Lab(lab_dir)
+    try:
+        lab.up()
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                context = browser.new_context(viewport={"width": 1600, "height": 1000})
+
+                def local_only(route) -> None:
+                    host = urlsplit(route.request.url).hostname
+                    if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
+                        route.continue_()
+                    else:
+                        outside.append(route.request.url)
+                        route.abort()
+
+                context.route("**/*", local_only)
+                page = context.new_page()
+                page.goto(f"{base}/lab/tree/{RUNBOOK.name}?token={token}", wait_until="domcontentloaded")
+                try:
+                    wait_until_idle(page)
+                    run_cells(page, [params, start, preflight], timeout=180)
+                    banner = page.locator(".jp-Notebook .jp-Cell").nth(preflight).locator(".gameday-banner").first
+                    banner.wait_for(timeout=30_000)
+                    banner.screenshot(path=str(ARTIFACTS / "status-banner.png"))
+                    add_cell_below(
+                        page, preflight,
+                        "from gamedaylib import forms\n"
+                        "form = forms.observation_form(gd.journal, 'buffering', answers=None, live=True)",
+                    )
+                    run_cells(page, [preflight + 1])
+                    cell = page.locator(".jp-Notebook .jp-Cell").nth(preflight + 1)
+                    boxes = cell.locator(".widget-textarea textarea")
+                    wait_for(lambda: boxes.count() == 4, 30, "the four question boxes")
+                    boxes.nth(0).fill(answer)  # "How quickly did consumer lag start increasing?"
+                    cell.locator("button", has_text="Record").click()
+                    journal = archive / "journal.jsonl"
+
+                    def recorded() -> list[dict]:
+                        entries = [json.loads(x) for x in journal.read_text().splitlines()] if journal.exists() else []
+                        return [e for e in entries if e["kind"] == "observation" and e["answer"] == answer]
+
+                    (entry,) = wait_for(recorded, 30, "the answer in the runbook's journal")
+                    assert entry["question"] == "How quickly did consumer lag start increasing?"
+                    cell.locator(".gameday-static", has_text=answer).first.wait_for(timeout=15_000)
+                    page.screenshot(path=str(ARTIFACTS / "runbook-page.png"))
+                except BaseException:
+                    page.screenshot(path=str(ARTIFACTS / "runbook-failure.png"), full_page=True)
+                    raise
+            finally:
+                browser.close()
+    finally:
+        lab.down()
+    assert not outside, f"the page tried to reach outside this machine: {outside[:5]}"

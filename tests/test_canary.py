@@ -186,6 +186,20 @@ def test_nothing_lost_means_rpo_zero_and_no_canaries_is_empty() -> None:
     assert empty.sent == 0 and empty.latency_p50_s is None
 
 
-def test_rate_must_be_positive() -> None:
+def test_rate_and_url_are_checked() -> None:
     with pytest.raises(InvalidParameters, match="canary_rate"):
         CanarySender("http://127.0.0.1:1/v1/events", "R", rate_per_second=0)
+    with pytest.raises(InvalidParameters, match="ingest_url"):
+        CanarySender("", "R")
+
+
+def test_unreachable_ingest_counts_every_canary_as_a_user_facing_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1/events"
+    sender = CanarySender(dead, "R", rate_per_second=20.0, timeout=0.5)
+    with sender:
+        time.sleep(0.3)
+    results = sender.results()
+    assert results and all(r.status is None and "no answer" in (r.error or "") for r in results)
+    assert sender.counts()["failed"] == len(results)

@@ -57,8 +57,11 @@ def _png(fig: Any) -> bytes:
 
 def test_timeline_has_five_panels_phases_and_partition() -> None:
     rows = _rows(150)
-    phases = [("preflight", T0 - timedelta(seconds=30), T0), ("buffering", T0, T0 + timedelta(seconds=60)),
-              ("heal", T0 + timedelta(seconds=60), None)]
+    phases = [
+        ("preflight", T0 - timedelta(seconds=30), T0),
+        ("buffering", T0, T0 + timedelta(seconds=60)),
+        ("heal", T0 + timedelta(seconds=60), None),
+    ]
     fig = timeline_figure(rows, phases, t0=T0)
     png = _png(fig)
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
@@ -107,7 +110,7 @@ def test_timeline_from_journal_entries_and_no_rows() -> None:
     ]
     phases = phases_from_journal(entries)
     assert [(p, e is None) for p, _, e in phases] == [("preflight", False), ("injection", True)]
-    rows = [{k: v for k, v in r.items() if k != "partition_active"} for r in _rows(60)]
+    rows = _rows(150)  # partition_active says 0..60 s; the journal's exact moments (0..20 s) win
     fig = timeline(rows, entries, t0=T0)
     hatched = [p for p in fig.axes[0].patches if p.get_hatch() == "//"]
     assert len(hatched) == 1 and hatched[0].get_width() == pytest.approx(20)
@@ -124,22 +127,34 @@ def test_canary_figure_shows_every_outcome() -> None:
         def __init__(self, count: int, at: datetime) -> None:
             self.count, self.first_created_at, self.last_created_at = count, at, at
 
-    table = {r.key: Info(2 if r.seq == 12 else 1, r.sent_at + timedelta(seconds=0.2))
-             for r in results if r.seq not in (9, 10)}
+    table = {
+        r.key: Info(2 if r.seq == 12 else 1, r.sent_at + timedelta(seconds=0.2))
+        for r in results
+        if r.seq not in (9, 10)
+    }
     report = account(results, lambda keys: table)
     fig = canary_figure(report, t0=T0)
     ax = fig.axes[0]
     assert "2 lost" in ax.get_title() and "1 rejected" in ax.get_title() and "1 duplicated" in ax.get_title()
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
-        "duplicated (1)", "lost (2)", "rejected (1)", "stored (16)"]
+        "duplicated (1)",
+        "lost (2)",
+        "rejected (1)",
+        "stored (16)",
+    ]
     assert _png(fig).startswith(b"\x89PNG")
 
 
 def test_history_figure_across_runs() -> None:
     runs = [
-        {"run_id": "r1", "metrics": [{"name": "rto_seconds", "value": 40, "target": 120, "status": "pass"},
-                                     {"name": "rpo_seconds", "value": 0, "target": 30, "status": "pass"},
-                                     {"name": "event_loss_count", "value": 0, "target": 0, "status": "pass"}]},
+        {
+            "run_id": "r1",
+            "metrics": [
+                {"name": "rto_seconds", "value": 40, "target": 120, "status": "pass"},
+                {"name": "rpo_seconds", "value": 0, "target": 30, "status": "pass"},
+                {"name": "event_loss_count", "value": 0, "target": 0, "status": "pass"},
+            ],
+        },
         {"run_id": "r2", "rto_seconds": 150, "rpo_seconds": None, "event_loss_count": 12},
     ]
     fig = history_figure(runs)

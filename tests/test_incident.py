@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 
 from gamedaylib.clock import Clock
-from gamedaylib.forms import action_items_of, answered, checklist_form, observation_form, open_questions, stamp_buttons
+from gamedaylib.forms import (
+    action_items_of,
+    answered,
+    checklist_form,
+    observation_form,
+    open_questions,
+    stamp_buttons,
+)
 from gamedaylib.incident import DEFAULT_TEMPLATE, PLACEHOLDERS, draft_incident_report, load_template
 from gamedaylib.journal import Journal
 from gamedaylib.playbook import METRIC_NAMES, PHASES_BY_ID, PLAYBOOK_METRIC_LABELS

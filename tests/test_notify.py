@@ -31,10 +31,10 @@ def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
     port = free_port()
     config = lab_dir / "config.json"
     config.write_text(json.dumps({"lab_dir": str(lab_dir), "ports": {"sink": port}}))
-    log = open(lab_dir / "sink.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gamedaylib.lab.sink", "--lab-config", str(config)], stdout=log, stderr=log
-    )
+    with open(lab_dir / "sink.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gamedaylib.lab.sink", "--lab-config", str(config)], stdout=log, stderr=log
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
@@ -55,7 +55,6 @@ def sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
 
 
 def test_notifications_arrive_with_run_id_phase_and_time(sink: tuple[str, Path], tmp_path: Path) -> None:
@@ -105,7 +104,7 @@ def test_http_error_status_is_journaled(tmp_path: Path) -> None:
     import threading
 
     class Failing(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(500)
             self.end_headers()

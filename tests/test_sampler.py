@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import itertools
 import shutil
 import socket
 import subprocess
@@ -38,21 +39,22 @@ def _csv_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_ticks_on_a_fixed_grid_and_writes_each_row_at_once(tmp_path: Path) -> None:
-    calls = []
+    calls: list[float] = []
 
     def sample() -> dict[str, float]:
         calls.append(time.monotonic())
-        if len(calls) == 4:
-            time.sleep(0.25)  # one slow sample: the grid points it overran are skipped, not burst
+        # Each sample costs 30 ms: a sampler that sleeps an interval *after* sampling would drift to
+        # 130 ms per tick; one on a fixed grid stays at 100 ms.
+        time.sleep(0.25 if len(calls) == 4 else 0.03)  # sample 4 overruns 2 grid points
         return {"a": len(calls), "b": 0.5}
 
     path = tmp_path / "samples.csv"
     sampler = Sampler(sample, 0.1, path, columns=["a", "b"])
     sampler.start()
     try:
-        time.sleep(0.55)
+        time.sleep(0.75)
         seen_live = _csv_rows(path)  # read while the sampler runs: rows are already on disk
-        time.sleep(0.6)
+        time.sleep(1.0)
     finally:
         sampler.stop()
     assert not sampler.running
@@ -60,13 +62,15 @@ def test_ticks_on_a_fixed_grid_and_writes_each_row_at_once(tmp_path: Path) -> No
     assert list(seen_live[0]) == ["ts", "t_offset_s", "phase", "a", "b", "sample_error"]
 
     rows = sampler.rows()
-    assert 8 <= len(rows) <= 11  # 1.15 s at 10 Hz minus the ~2 grid points skipped
-    gaps = [b - a for a, b in zip(calls, calls[1:])]
-    normal = [g for i, g in enumerate(gaps) if i != 3]  # gap after the slow sample
-    assert all(0.06 < g < 0.16 for g in normal), normal
-    assert 0.25 <= gaps[3] < 0.36  # resumed on the next grid point, no burst
-    assert len(_csv_rows(path)) == len(rows)
+    gaps = [b - a for a, b in itertools.pairwise(calls)]
+    normal = [g for i, g in enumerate(gaps) if i != 3]
+    assert sum(normal) / len(normal) == pytest.approx(0.1, abs=0.012), normal  # on the grid, no drift
+    # The overrun sample resumes on the next grid point (0.3 s later): no skipped-tick burst after it.
+    assert 0.25 <= gaps[3] < 0.45
+    assert min(gaps[4:]) > 0.05
+    assert len(_csv_rows(path)) == len(rows) == len(calls)
     assert rows[0]["a"] == 1.0 and rows[0]["b"] == 0.5 and rows[0]["t_offset_s"] is None
+    assert sampler.tick_seconds[0] == pytest.approx(0.03, abs=0.02)
 
 
 def test_failing_sample_is_a_blank_row_and_the_thread_goes_on(tmp_path: Path) -> None:
@@ -150,7 +154,18 @@ def real_endpoints(tmp_path: Path) -> Iterator[Endpoints]:
         pytest.skip("nats-server not installed")
     port, monitor = _free_port(), _free_port()
     proc = subprocess.Popen(
-        [nats_bin, "-js", "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor), "-sd", str(tmp_path / "js")],
+        [
+            nats_bin,
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "-m",
+            str(monitor),
+            "-sd",
+            str(tmp_path / "js"),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -227,7 +242,11 @@ def test_lab_sample_reads_every_column_from_real_endpoints(real_endpoints: Endpo
     assert row["retry_total"] == 5  # gateway 4 + reporting 1
     assert (row["publish_errors_total"], row["http_5xx_total"]) == (2, 3)
     assert (row["events_published_total"], row["events_stored_total"]) == (47, 35)
-    assert (row["circuit_breaker_state"], row["gateway_nats_connected"], row["reporting_nats_connected"]) == (2, 0, 1)
+    assert (row["circuit_breaker_state"], row["gateway_nats_connected"], row["reporting_nats_connected"]) == (
+        2,
+        0,
+        1,
+    )
     assert (row["canaries_sent"], row["canaries_failed"], row["partition_active"]) == (9, 2, True)
     assert "sample_error" not in row
 
@@ -235,7 +254,10 @@ def test_lab_sample_reads_every_column_from_real_endpoints(real_endpoints: Endpo
 def test_lab_sample_blanks_only_what_is_down(real_endpoints: Endpoints) -> None:
     broken = Endpoints(
         nats_monitor_url=f"http://127.0.0.1:{_free_port()}",
-        service_metrics={**real_endpoints.service_metrics, "reporting": f"http://127.0.0.1:{_free_port()}/metrics"},
+        service_metrics={
+            **real_endpoints.service_metrics,
+            "reporting": f"http://127.0.0.1:{_free_port()}/metrics",
+        },
     )
     fn = lab_sample_fn(broken)
     try:

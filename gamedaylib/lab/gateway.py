@@ -43,7 +43,14 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gamedaylib.lab.service import LabConfig, connect_nats, ensure_stream, main_for, metrics_routes, start_http
+from gamedaylib.lab.service import (
+    LabConfig,
+    connect_nats,
+    ensure_stream,
+    main_for,
+    metrics_routes,
+    start_http,
+)
 
 log = logging.getLogger("gamedaylib.lab.gateway")
 
@@ -52,7 +59,7 @@ MAX_KEY_LENGTH = 256
 TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")  # one or more NATS subject tokens
 MAX_TYPE_LENGTH = 128
 
-BATCH_SIZE = 500  # publishes in flight at once
+BATCH_SIZE = 2000  # publishes in flight at once
 PUBLISH_TIMEOUT_SECONDS = 1.0
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 3.0
@@ -168,6 +175,7 @@ class Gateway:
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
 
+        self.totals = {"accepted": 0, "published": 0, "dropped": 0, "publish_errors": 0, "retries": 0}
         self.registry = r = CollectorRegistry()
         Gauge("event_buffer_size", "Events held by the gateway, not yet acknowledged by JetStream",
               registry=r).set_function(lambda: self.buffer_size)
@@ -183,6 +191,10 @@ class Gateway:
         self.m_dropped = Counter("events_dropped", "Accepted events discarded by overflow=drop", registry=r)
         self.m_requests = Counter("http_requests", "HTTP answers by status code", ["code"], registry=r)
 
+    def _count(self, total: str, counter: Counter, amount: int = 1) -> None:
+        self.totals[total] += amount
+        counter.inc(amount)
+
     @property
     def buffer_size(self) -> int:
         return len(self.waiting) + len(self.inflight)
@@ -193,11 +205,11 @@ class Gateway:
             "ts": datetime.now(timezone.utc).isoformat(),
             "buffer_size": self.buffer_size,
             "buffer_capacity": self.capacity,
-            "accepted": int(self.m_accepted._value.get()),
-            "published": int(self.m_published._value.get()),
-            "dropped": int(self.m_dropped._value.get()),
-            "publish_errors": int(self.m_errors._value.get()),
-            "retries": int(self.m_retries._value.get()),
+            "accepted": self.totals["accepted"],
+            "published": self.totals["published"],
+            "dropped": self.totals["dropped"],
+            "publish_errors": self.totals["publish_errors"],
+            "retries": self.totals["retries"],
             "connected": self.connected,
             "circuit_breaker": self.breaker.state.name.lower(),
         }
@@ -215,10 +227,10 @@ class Gateway:
                 return False
             # drop: the oldest event not already in flight goes (an in-flight one may yet be stored);
             # with nothing waiting, the incoming event is the oldest droppable one.
-            self.m_dropped.inc()
+            self._count("dropped", self.m_dropped)
             if not self.waiting:
                 log.warning("buffer full: dropped event key=%s", key)
-                self.m_accepted.inc()
+                self._count("accepted", self.m_accepted)
                 return True
             dropped = self.waiting.popleft()
             log.warning("buffer full: dropped oldest event key=%s", dropped.key)
@@ -232,20 +244,34 @@ class Gateway:
             separators=(",", ":"),
         ).encode()
         self.waiting.append(BufferedEvent(key=key, type=event_type, data=data))
-        self.m_accepted.inc()
+        self._count("accepted", self.m_accepted)
         self.wakeup.set()
         return True
 
     # -- publisher ------------------------------------------------------------------------------
-    async def _publish_one(self, event: BufferedEvent) -> bool:
+    async def _publish_batch(self, batch: list[BufferedEvent]) -> list[bool]:
+        """Publish every event of ``batch`` at once (pipelined) and wait up to the publish timeout for
+        their PubAcks; True for each event JetStream acknowledged (as stored or as a duplicate)."""
         assert self.js is not None
-        headers = {"Nats-Msg-Id": event.key} if self.idempotency else None
-        try:
-            await self.js.publish(f"events.{event.type}", event.data, timeout=PUBLISH_TIMEOUT_SECONDS,
-                                  headers=headers)
-        except PUBLISH_ERRORS:
-            return False
-        return True
+        futures: list[asyncio.Future[Any] | None] = []
+        for event in batch:
+            headers = {"Nats-Msg-Id": event.key} if self.idempotency else None
+            try:
+                future = await self.js.publish_async(
+                    f"events.{event.type}", event.data, headers=headers
+                )
+            except PUBLISH_ERRORS:
+                future = None
+            futures.append(future)
+        live = [future for future in futures if future is not None]
+        if live:
+            _, pending = await asyncio.wait(live, timeout=PUBLISH_TIMEOUT_SECONDS)
+            for future in pending:
+                future.cancel()  # timed out; it may still be stored later: the retry reuses the Msg-Id
+        return [
+            future is not None and not future.cancelled() and future.exception() is None
+            for future in futures
+        ]
 
     async def _ensure_stream(self, stop: asyncio.Event) -> None:
         assert self.js is not None
@@ -278,18 +304,18 @@ class Gateway:
                 self.inflight.append(self.waiting.popleft())
             probing = self.breaker.state is BreakerState.HALF_OPEN
             batch = self.inflight[:1] if probing else list(self.inflight)
-            results = await asyncio.gather(*(self._publish_one(event) for event in batch))
+            results = await self._publish_batch(batch)
             failed = [event for event, ok in zip(batch, results) if not ok]
             done = len(batch) - len(failed)
             if done:
                 published = {id(event) for event, ok in zip(batch, results) if ok}
                 self.inflight = [event for event in self.inflight if id(event) not in published]
-                self.m_published.inc(done)
+                self._count("published", self.m_published, done)
             if not failed:
                 self.breaker.success()
                 attempt = 0
                 continue
-            self.m_errors.inc(len(failed))
+            self._count("publish_errors", self.m_errors, len(failed))
             self.breaker.failure()
             if not self.retry:
                 lost = {id(event) for event in failed}
@@ -298,7 +324,7 @@ class Gateway:
                 continue
             attempt += 1
             backoff = random.uniform(0, min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** attempt))
-            self.m_retries.inc()
+            self._count("retries", self.m_retries)
             log.warning(
                 "publish failed for %d of %d event(s) (connected=%s); retry attempt=%d in %.2fs",
                 len(failed), len(batch), self.connected, attempt, backoff,

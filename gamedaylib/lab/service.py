@@ -25,7 +25,7 @@ from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 
 from gamedaylib.exceptions import LabError
 from gamedaylib.lab.knobs import validate_knobs
@@ -218,6 +218,7 @@ def main_for(name: str, serve: Serve, argv: list[str] | None = None) -> int:
         format=f"%(asctime)s {name} %(levelname)s %(message)s",
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    disable_created_metrics()  # no *_created series: the lab's scrape stays small and readable
     config = load_config(args.lab_config)
 
     async def runner() -> None:

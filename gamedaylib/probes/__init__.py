@@ -48,7 +48,10 @@ def http_request(
     timeout: float = 2.0,
 ) -> HttpAnswer:
     """One HTTP request; any status is returned, only "no answer" raises ``ProbeError``."""
-    request = urllib.request.Request(url, data=body, method=method)
+    try:
+        request = urllib.request.Request(url, data=body, method=method)
+    except ValueError as exc:  # no scheme, empty URL
+        raise ProbeError(probe, f"bad URL {url!r}: {exc}") from exc
     request.add_header("User-Agent", _USER_AGENT)
     for name, value in (headers or {}).items():
         request.add_header(name, value)
@@ -102,7 +105,7 @@ def parse_time(value: Any) -> datetime | None:
     if "." in text:
         head, rest = text.split(".", 1)
         digits = len(rest) - len(rest.lstrip("0123456789"))
-        text = f"{head}.{rest[:min(digits, 6)].ljust(6, '0')}{rest[digits:]}"
+        text = f"{head}.{rest[: min(digits, 6)].ljust(6, '0')}{rest[digits:]}"
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:

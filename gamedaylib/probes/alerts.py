@@ -51,7 +51,9 @@ def _aware(t: datetime) -> datetime:
 class AlertProbe:
     """Reads alerts from Alertmanager (preferred) or Prometheus (fallback); either URL may be None."""
 
-    def __init__(self, alertmanager_url: str | None, prometheus_url: str | None, timeout: float = 2.0) -> None:
+    def __init__(
+        self, alertmanager_url: str | None, prometheus_url: str | None, timeout: float = 2.0
+    ) -> None:
         self.alertmanager_url = alertmanager_url.rstrip("/") if alertmanager_url else None
         self.prometheus_url = prometheus_url.rstrip("/") if prometheus_url else None
         self.timeout = timeout
@@ -64,7 +66,10 @@ class AlertProbe:
     # -- sources ----------------------------------------------------------------------------------
     def available(self) -> bool:
         """True when at least one of Alertmanager and Prometheus answers."""
-        for url, path in ((self.alertmanager_url, "/api/v2/status"), (self.prometheus_url, "/api/v1/status/buildinfo")):
+        for url, path in (
+            (self.alertmanager_url, "/api/v2/status"),
+            (self.prometheus_url, "/api/v1/status/buildinfo"),
+        ):
             if url is None:
                 continue
             try:
@@ -97,7 +102,9 @@ class AlertProbe:
     def _rule_durations(self, refresh: bool = False) -> dict[str, float]:
         if refresh or not self._rule_for:
             assert self.prometheus_url is not None
-            data = get_json(f"{self.prometheus_url}/api/v1/rules?type=alert", probe=_PROBE, timeout=self.timeout)
+            data = get_json(
+                f"{self.prometheus_url}/api/v1/rules?type=alert", probe=_PROBE, timeout=self.timeout
+            )
             durations: dict[str, float] = {}
             for group in (data.get("data") or {}).get("groups") or []:
                 for rule in group.get("rules") or []:
@@ -142,7 +149,11 @@ class AlertProbe:
         with self._lock:
             seen = list(self._seen.values())
         return sorted(
-            (e for e in seen if (source is None or e.source == source) and (cutoff is None or e.starts_at >= cutoff)),
+            (
+                e
+                for e in seen
+                if (source is None or e.source == source) and (cutoff is None or e.starts_at >= cutoff)
+            ),
             key=lambda e: (e.starts_at, e.name),
         )
 
@@ -154,7 +165,10 @@ class AlertProbe:
         Raises ``ProbeError`` only when no source answers and nothing was ever seen."""
         errors: list[str] = []
         answered = 0
-        for url, source in ((self.alertmanager_url, self.from_alertmanager), (self.prometheus_url, self.from_prometheus)):
+        for url, source in (
+            (self.alertmanager_url, self.from_alertmanager),
+            (self.prometheus_url, self.from_prometheus),
+        ):
             if not url:
                 continue
             try:
@@ -165,7 +179,9 @@ class AlertProbe:
             except ProbeError as exc:
                 errors.append(exc.reason)
         if not answered:
-            self.last_error = ProbeError(_PROBE, "; ".join(errors) or "no Alertmanager or Prometheus URL configured")
+            self.last_error = ProbeError(
+                _PROBE, "; ".join(errors) or "no Alertmanager or Prometheus URL configured"
+            )
             with self._lock:
                 empty = not self._seen
             if empty:

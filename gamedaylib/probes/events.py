@@ -128,6 +128,7 @@ class EventsStore:
         except psycopg.ProgrammingError as exc:
             raise ProbeError(_PROBE, "the events DSN is not a valid PostgreSQL connection string") from exc
         self._password = str(info.get("password") or "")
+        self._options = str(info.get("options") or "")  # kept: ours are appended
         host, port = info.get("host") or "localhost", info.get("port") or "5432"
         self.where = f"{info.get('user') or '?'}@{host}:{port}/{info.get('dbname') or '?'}"
 
@@ -151,7 +152,7 @@ class EventsStore:
                 self._dsn,
                 autocommit=True,
                 connect_timeout=max(1, round(self.connect_timeout)),
-                options=f"-c statement_timeout={timeout_ms} -c TimeZone=UTC",
+                options=f"{self._options} -c statement_timeout={timeout_ms} -c TimeZone=UTC".strip(),
                 application_name="gameday-events-probe",
             )
         except psycopg.OperationalError as exc:

@@ -18,7 +18,15 @@ from typing import Any
 from gamedaylib.exceptions import ProbeError
 from gamedaylib.probes import get_text, http_request
 
-__all__ = ["ADMIN_API_NOTE", "MetricsSnapshot", "PrometheusProbe", "Sample", "ServiceMetrics", "parse", "scrape"]
+__all__ = [
+    "ADMIN_API_NOTE",
+    "MetricsSnapshot",
+    "PrometheusProbe",
+    "Sample",
+    "ServiceMetrics",
+    "parse",
+    "scrape",
+]
 
 ADMIN_API_NOTE = "admin API disabled (start Prometheus with --web.enable-admin-api)"
 
@@ -141,7 +149,9 @@ class PrometheusProbe:
         self.url = url.rstrip("/")
         self.timeout = timeout
         # No retries: a probe answers now or says it could not; the sampler asks again next tick.
-        self._client = PrometheusConnect(url=self.url, disable_ssl=True, retry=Retry(total=0), timeout=timeout)
+        self._client = PrometheusConnect(
+            url=self.url, disable_ssl=True, retry=Retry(total=0), timeout=timeout
+        )
 
     def close(self) -> None:
         self._client.close()
@@ -193,7 +203,9 @@ class PrometheusProbe:
         result = self.query(promql)
         if len(result) == 2 and not isinstance(result[0], dict):
             return float(result[1])  # a scalar result is [ts, "v"]
-        values = [float(series["value"][1]) for series in result if isinstance(series, dict) and "value" in series]
+        values = [
+            float(series["value"][1]) for series in result if isinstance(series, dict) and "value" in series
+        ]
         return float(sum(values)) if values else None
 
     def snapshot(self) -> str:

@@ -3,7 +3,8 @@
 The lag probe asks only for what it needs: one account's streams and consumers, without their
 configuration (``/jsz?acc=$G&streams=true&consumers=true&config=false``). In a cluster each server
 reports the consumers it holds a replica of, and only the consumer *leader*'s numbers are current; a
-``NatsMonitor`` given ``peer_urls`` asks the peers when the first server is not the leader.
+``NatsMonitor`` given ``peer_urls`` asks the peers when the first server is not the leader, and
+refuses (``ProbeError``) to pass a follower's stale numbers off as the lag.
 """
 
 from __future__ import annotations
@@ -55,12 +56,13 @@ class NatsMonitor:
         *,
         account: str = "$G",
         peer_urls: tuple[str, ...] | list[str] = (),
+        allow_replica: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.account = account
         self.peer_urls = tuple(u.rstrip("/") for u in peer_urls)
-        self._names: dict[str, str] = {}  # monitor URL -> server_name (from /varz, cached)
+        self.allow_replica = allow_replica
 
     # -- health ---------------------------------------------------------------------------------
     def healthz(self) -> bool:
@@ -74,7 +76,6 @@ class NatsMonitor:
     def server_ok(self) -> dict[str, Any]:
         """The server's identity and vital signs from ``/varz``; raises ``ProbeError`` when unreachable."""
         varz = get_json(f"{self.url}/varz", probe=_PROBE, timeout=self.timeout)
-        self._names[self.url] = str(varz.get("server_name") or varz.get("server_id") or "")
         return {
             "server_name": varz.get("server_name"),
             "server_id": varz.get("server_id"),
@@ -91,12 +92,6 @@ class NatsMonitor:
         )
         return f"{base}/jsz?{query}"
 
-    def _server_name(self, base: str) -> str:
-        if base not in self._names:
-            varz = get_json(f"{base}/varz", probe=_PROBE, timeout=self.timeout)
-            self._names[base] = str(varz.get("server_name") or varz.get("server_id") or "")
-        return self._names[base]
-
     def _read(self, base: str, stream: str, consumer: str) -> ConsumerLag:
         jsz = get_json(self._jsz_url(base), probe=_PROBE, timeout=self.timeout)
         if not isinstance(jsz, dict):
@@ -109,17 +104,23 @@ class NatsMonitor:
         if stream_detail is None:
             known = sorted(s.get("name", "?") for s in account.get("stream_detail") or [])
             raise ProbeError(_PROBE, f"stream {stream!r} not found on {base} (streams: {known})")
-        detail = next((c for c in stream_detail.get("consumer_detail") or [] if c.get("name") == consumer), None)
+        detail = next(
+            (c for c in stream_detail.get("consumer_detail") or [] if c.get("name") == consumer), None
+        )
         if detail is None:
             known = sorted(c.get("name", "?") for c in stream_detail.get("consumer_detail") or [])
-            raise ProbeError(_PROBE, f"consumer {consumer!r} not found on stream {stream!r} (consumers: {known})")
+            raise ProbeError(
+                _PROBE, f"consumer {consumer!r} not found on stream {stream!r} (consumers: {known})"
+            )
+        # The consumer's own raft group (its leader may differ from the stream's). A server lists its
+        # peers under "replicas", never itself: it leads when the leader is not among them.
         cluster = detail.get("cluster") or stream_detail.get("cluster") or {}
         leader = cluster.get("leader")
-        server = str(jsz.get("server_name") or jsz.get("server_id") or "")
-        from_leader = True
-        if leader and cluster.get("replicas"):
-            # Clustered: only the leader's numbers are current.
-            from_leader = self._server_name(base) == leader
+        replicas = [str(r.get("name")) for r in cluster.get("replicas") or []]
+        from_leader = not replicas or (leader is not None and leader not in replicas)
+        server = str(
+            jsz.get("server_name") or (leader if from_leader and replicas else jsz.get("server_id")) or ""
+        )
         try:
             return ConsumerLag(
                 stream=stream,
@@ -136,15 +137,26 @@ class NatsMonitor:
             raise ProbeError(_PROBE, f"unexpected consumer numbers from {base}: {exc}") from exc
 
     def consumer_lag(self, stream: str, consumer: str) -> ConsumerLag:
-        """The consumer's lag as its leader reports it; ``ProbeError`` when unreachable or missing."""
+        """The consumer's lag as its leader reports it.
+
+        In a cluster a replica's numbers are stale (a follower reports 0 pending while the leader has
+        thousands), so when this server is not the consumer leader the peers are asked; if none of them
+        leads, ``ProbeError`` says so (unless ``allow_replica``: then the replica's numbers come back
+        marked ``from_leader=False``). ``ProbeError`` too when unreachable or the consumer is missing."""
         lag = self._read(self.url, stream, consumer)
-        if lag.from_leader or not self.peer_urls:
+        if lag.from_leader:
             return lag
         for peer in self.peer_urls:
             try:
-                if self._server_name(peer) != lag.leader:
-                    continue
-                return self._read(peer, stream, consumer)
+                candidate = self._read(peer, stream, consumer)
             except ProbeError:
                 continue
-        return lag  # the leader could not be asked: a replica's numbers, marked from_leader=False
+            if candidate.from_leader:
+                return candidate
+        if self.allow_replica:
+            return lag
+        raise ProbeError(
+            _PROBE,
+            f"{self.url} is not the leader of consumer {stream}/{consumer} (leader: {lag.leader or 'none'}) "
+            "and its numbers would be stale; give the leader's monitoring URL or peer_urls",
+        )

@@ -343,3 +343,20 @@ def test_unreachable_api_server_fails_preflight_not_the_runbook(k8s_params: dict
             target.inject(duration_seconds=30)
     finally:
         target.close()
+
+
+def test_service_labels_select_the_target_side(
+    fake: FakeApiServer, k8s_params: dict[str, Any], data_plane: dict[str, Any]
+) -> None:
+    target = target_for(k8s_params, service_selector={"app.kubernetes.io/part-of": "teei"})
+    try:
+        assert failed(target.preflight()) == []
+        target.inject(duration_seconds=30)
+        (obj,) = fake.chaos_objects(NAMESPACE)
+        assert obj["spec"]["target"]["selector"] == {
+            "namespaces": [NAMESPACE], "labelSelectors": {"app.kubernetes.io/part-of": "teei"}}
+        assert proxy_status(data_plane["proxy_control_url"])["active"] is True
+        assert target.heal() is not None
+        assert proxy_status(data_plane["proxy_control_url"])["active"] is False
+    finally:
+        target.close()

@@ -14,7 +14,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from labtools import RunningLab, running_lab, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -135,3 +134,41 @@ def test_metrics_are_exposed_under_the_documented_names(lab: RunningLab) -> None
     wait_for(lambda: lab.reporting("events_stored_total") > 0, 15, "events stored")
     with urllib.request.urlopen(lab.url("gateway_url") + "/healthz", timeout=5) as response:
         assert response.status == 200
+
+
+def publish_raw(lab: RunningLab, messages: list[tuple[str, bytes]]) -> None:
+    """Publish straight to JetStream (no Nats-Msg-Id), bypassing the gateway."""
+    import asyncio
+
+    import nats
+
+    async def go() -> None:
+        nc = await nats.connect(lab.url("nats_url"))
+        js = nc.jetstream()
+        for subject, data in messages:
+            await js.publish(subject, data)
+        await nc.close()
+
+    asyncio.run(go())
+
+
+def test_reporting_stores_a_redelivered_event_once_and_logs_the_repeat(lab: RunningLab) -> None:
+    key = f"repeat-{uuid.uuid4().hex}"
+    event = json.dumps({"idempotency_key": key, "type": "kintell.session", "payload": {"n": 1},
+                        "occurred_at": datetime.now(timezone.utc).isoformat()}).encode()
+    before = lab.reporting("duplicate_events_total")
+    publish_raw(lab, [("events.kintell.session", event)] * 3)
+    wait_for(lambda: lab.log("reporting").count(f"duplicate_event key={key}") == 2, 15,
+             "two duplicate_event lines for the key")
+    assert len(rows_for(lab, key)) == 1
+    assert lab.reporting("duplicate_events_total") >= before + 2
+
+
+def test_reporting_discards_a_malformed_message_and_keeps_going(lab: RunningLab) -> None:
+    key = f"after-poison-{uuid.uuid4().hex}"
+    good = json.dumps({"idempotency_key": key, "type": "page.view", "payload": {},
+                       "occurred_at": datetime.now(timezone.utc).isoformat()}).encode()
+    publish_raw(lab, [("events.page.view", b"not json at all"), ("events.page.view", b'{"type": 1}'),
+                      ("events.page.view", good)])
+    wait_for(lambda: rows_for(lab, key), 15, "the good event after the poison ones")
+    assert lab.log("reporting").count("discarding malformed message") >= 2

@@ -7,10 +7,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from labtools import RunningLab, running_lab, wait_for
 
 from gamedaylib.exceptions import InvalidParameters
 from gamedaylib.lab.knobs import DEFAULT_KNOBS, events_ddl, validate_knobs
-from labtools import RunningLab, running_lab, wait_for
 
 # -- validation (no processes) -------------------------------------------------------------------
 
@@ -115,7 +115,7 @@ def test_small_buffer_with_reject_answers_503_and_loses_nothing_accepted(reject_
     refused = [a for a in answers if a["status"] == 503]
     assert len(refused) > 20, "a full buffer must refuse users with 503"
     assert all(a["error"] for a in refused)
-    accepted, missing = accepted_and_missing(reject_lab)
+    _, missing = accepted_and_missing(reject_lab)
     assert missing == [], f"{len(missing)} accepted events lost"
     assert reject_lab.gateway("events_dropped_total") == 0
 
@@ -135,7 +135,7 @@ def test_without_idempotency_a_partition_stores_duplicates(no_idempotency_lab: R
     stored = no_idempotency_lab.stored()
     doubled = [key for key, count in stored.items() if count > 1]
     assert doubled, "no duplicate rows: the staged flaw did not show"
-    accepted, missing = accepted_and_missing(no_idempotency_lab)
+    _, missing = accepted_and_missing(no_idempotency_lab)
     assert missing == []
     assert no_idempotency_lab.reporting("duplicate_events_total") == 0, "nobody noticed: that is the flaw"
 
@@ -149,7 +149,7 @@ def no_retry_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningLa
 @FLAW_TIMEOUT
 def test_without_retry_a_partition_loses_accepted_events(no_retry_lab: RunningLab) -> None:
     partition_and_heal(no_retry_lab, 6)
-    accepted, missing = accepted_and_missing(no_retry_lab)
+    _, missing = accepted_and_missing(no_retry_lab)
     assert all(a["status"] == 202 for a in no_retry_lab.answers(older_than=2))
     errors = no_retry_lab.gateway("nats_publish_errors_total")
     assert len(missing) > 10, "accepted events must be lost without retries"

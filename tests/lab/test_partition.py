@@ -10,7 +10,6 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-
 from labtools import RunningLab, running_lab, wait_for
 
 pytestmark = pytest.mark.timeout(240)

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labtools import metric, wait_for
 
 from gamedaylib.lab.processes import free_ports
-from labtools import metric, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

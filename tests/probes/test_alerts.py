@@ -14,7 +14,7 @@ import pytest
 
 from gamedaylib.exceptions import ProbeError
 from gamedaylib.probes import http_request
-from gamedaylib.probes.alerts import AlertProbe, seconds_after
+from gamedaylib.probes.alerts import AlertEvent, AlertProbe, seconds_after
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -112,11 +112,13 @@ def alerting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
         _stop(am)
 
 
-def _wait_for(probe: AlertProbe, t0: datetime, seconds: float = 20):  # type: ignore[no-untyped-def]
+def _wait_for(
+    probe: AlertProbe, t0: datetime, seconds: float = 20, source: str | None = None
+) -> AlertEvent | None:
     deadline = time.monotonic() + seconds
     while True:
         event = probe.first_fire_after(t0)
-        if event is not None or time.monotonic() > deadline:
+        if (event is not None and source in (None, event.source)) or time.monotonic() > deadline:
             return event
         time.sleep(0.25)
 
@@ -125,13 +127,17 @@ def test_first_fire_seen_via_alertmanager(alerting: tuple[str, str, datetime]) -
     am_url, prom_url, before = alerting
     probe = AlertProbe(am_url, prom_url)
     assert probe.available()
-    event = _wait_for(probe, before)
+    event = _wait_for(probe, before, source="alertmanager")
     assert event is not None, "NATSUnreachable never reached Alertmanager"
     assert event.name == "NATSUnreachable"
     assert event.source == "alertmanager"
     assert event.labels.get("severity") == "critical"
     assert before - timedelta(seconds=1) <= event.starts_at <= datetime.now(timezone.utc)
     assert 0 <= (seconds_after(event, before) or -1) < 30
+    # Prometheus's own view of the same firing (activeAt + for) agrees with Alertmanager's startsAt.
+    seen_by_prometheus = AlertProbe(None, prom_url).first_fire_after(before)
+    assert seen_by_prometheus is not None
+    assert abs((seen_by_prometheus.starts_at - event.starts_at).total_seconds()) < 1.5
     # The rule that never fires is never reported; a window after the alert began finds nothing.
     assert all(e.name != "EventBufferGrowing" for e in probe.timeline(before))
     assert probe.first_fire_after(datetime.now(timezone.utc) + timedelta(seconds=5)) is None

@@ -129,7 +129,9 @@ def _wait_ready(probe: PrometheusProbe, proc: subprocess.Popen[bytes]) -> None:
         time.sleep(0.1)
 
 
-def test_prometheus_probe_queries_and_snapshots(tmp_path: Path, service: tuple[str, CollectorRegistry]) -> None:
+def test_prometheus_probe_queries_and_snapshots(
+    tmp_path: Path, service: tuple[str, CollectorRegistry]
+) -> None:
     url, _ = service
     proc, prom_url = _start_prometheus(tmp_path, url, admin=True)
     probe = PrometheusProbe(prom_url)
