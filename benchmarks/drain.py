@@ -1,14 +1,17 @@
 """Benchmark: drain rate of a JetStream backlog into PostgreSQL by the lab's reporting service, beside
 the raw ``COPY`` rate of the same rows into a scratch table of the same shape, in one run.
 
-1. ``Lab.up()`` in a temporary folder (users post at 1 event/s), then stop its ``reporting`` process;
+0. ``Lab.up()`` in a temporary folder (users post at 1 event/s); cut the network, post M events to
+   the gateway (they wait in its buffer), heal, and time until the buffer is empty and all M are in
+   PostgreSQL: the end-to-end drain after a partition (reconnect and circuit breaker included);
+1. stop the lab's ``reporting`` process;
 2. publish N events straight to JetStream (stream ``EVENTS``), the backlog;
 3. start ``python -m gamedaylib.lab.reporting`` again and time until all N rows are stored
    ("drain, steady" = from the first to the last stored row; "drain, wall" includes its start-up);
 4. ``COPY`` the same N rows into ``events_copy_bench`` (``LIKE events INCLUDING ALL``: same indexes);
 5. print both rates and their ratio (aim: at least 30 %); ``--json FILE`` also writes them.
 
-    .venv/bin/python benchmarks/drain.py [--events 50000] [--json benchmarks/results/drain.json]
+    .venv/bin/python benchmarks/drain.py [--events 50000] [--partition-events 20000] [--json FILE]
 """
 
 from __future__ import annotations
@@ -65,6 +68,58 @@ async def publish_backlog(nats_url: str, count: int) -> float:
     return elapsed
 
 
+async def post_events(gateway_url: str, count: int) -> float:
+    """POST ``count`` events (keys ``gw-<i>``) to the gateway, 100 at a time; return seconds."""
+    import aiohttp
+
+    semaphore = asyncio.Semaphore(100)
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as session:
+
+        async def one(i: int) -> None:
+            body = {"type": TYPES[i % len(TYPES)], "idempotency_key": f"gw-{i}", "payload": {"seq": i}}
+            async with semaphore, session.post(gateway_url + "/v1/events", json=body) as response:
+                if response.status != 202:
+                    raise SystemExit(f"the gateway answered {response.status} to event {i}")
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return time.perf_counter() - started
+
+
+def partition_drain(lab: Lab, state: dict[str, Any], count: int) -> dict[str, float]:
+    """Backlog ``count`` events in the gateway during a cut, heal, time the drain into PostgreSQL."""
+    import urllib.request
+
+    def buffered() -> float:
+        with urllib.request.urlopen(state["gateway_metrics_url"], timeout=5) as response:
+            for line in response.read().decode().splitlines():
+                if line.startswith("event_buffer_size "):
+                    return float(line.split()[1])
+        raise SystemExit("event_buffer_size missing from the gateway's metrics")
+
+    lab.partition(True, 300)
+    post_seconds = asyncio.run(post_events(state["gateway_url"], count))
+    backlog = buffered()
+    with psycopg.connect(state["events_dsn"]) as poll:
+        started = time.perf_counter()
+        lab.partition(False)
+        while buffered() > 0:
+            time.sleep(0.05)
+        buffer_empty = time.perf_counter() - started
+        while True:
+            row = poll.execute("SELECT count(*) FROM events WHERE idempotency_key LIKE 'gw-%'").fetchone()
+            poll.commit()
+            if row and row[0] >= count:
+                break
+            if time.perf_counter() - started > 300:
+                raise SystemExit(f"partition backlog not stored in 300 s ({row} of {count})")
+            time.sleep(0.05)
+        stored = time.perf_counter() - started
+    return {"partition_events": count, "partition_backlog": backlog, "partition_post_seconds": post_seconds,
+            "partition_buffer_empty_seconds": buffer_empty, "partition_all_stored_seconds": stored,
+            "partition_drain_rate": count / stored}
+
+
 def bench_count(conn: psycopg.Connection[Any]) -> int:
     row = conn.execute("SELECT count(*) FROM events WHERE idempotency_key LIKE 'bench-%'").fetchone()
     conn.commit()
@@ -97,6 +152,7 @@ def copy_rate(dsn: str) -> tuple[int, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50000)
+    parser.add_argument("--partition-events", type=int, default=20000)
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     count: int = args.events
@@ -107,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     reporting: subprocess.Popen[bytes] | None = None
     figures: dict[str, Any] = {"events": count}
     try:
-        state = lab.up({"lab_event_rate": 1})
+        state = lab.up({"lab_event_rate": 1, "lab_buffer_capacity": max(10000, 2 * args.partition_events)})
         dsn = state["events_dsn"]
+        if args.partition_events:
+            figures.update(partition_drain(lab, state, args.partition_events))
         os.kill(state["pids"]["reporting"], signal.SIGTERM)
         proc.wait_gone([state["pids"]["reporting"]], 10)
 
@@ -164,6 +222,11 @@ def main(argv: list[str] | None = None) -> int:
                 reporting.wait()
         lab.down()
 
+    if "partition_drain_rate" in figures:
+        print(f"after a partition: {figures['partition_backlog']:.0f} events buffered in the gateway; from heal, "
+              f"buffer empty in {figures['partition_buffer_empty_seconds']:.2f} s, all stored in "
+              f"{figures['partition_all_stored_seconds']:.2f} s = {figures['partition_drain_rate']:.0f} events/s "
+              f"(reconnect included)")
     print(f"backlog of {count} events published to JetStream in {figures['publish_seconds']:.2f} s")
     print(f"drain into PostgreSQL (wall, incl. start-up): {figures['drain_wall_rate']:>10.0f} events/s "
           f"({figures['drain_wall_seconds']:.2f} s)")

@@ -146,10 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             if out.exists():
                 data = json.loads(out.read_text())
                 entry["result"] = data
-                if ours:
+                figs = data.get("figures") if isinstance(data, dict) else None
+                if ours or (isinstance(figs, list) and all(isinstance(f, dict) and "name" in f for f in figs)):
                     for fig in data.get("figures", []):
-                        table.append(common.Figure(f"[{name}] {fig['name']}", fig["value"], fig["unit"],
-                                                   fig["target"], fig.get("note", "")))
+                        table.append(common.Figure(f"[{name}] {fig['name']}", fig.get("value"),
+                                                   fig.get("unit", ""), fig.get("target"), fig.get("note", "")))
                 else:
                     flat: list[common.Figure] = []
                     flatten("", data, flat)

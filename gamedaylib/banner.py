@@ -8,9 +8,10 @@ line, for readers without HTML.
 
 ``LiveWait`` is how the runbook waits (the partition running, recovery): live, a progress bar and a
 redraw callback (charts) every few seconds; headless, a compact progress line at most every
-``print_every`` seconds. It never waits past its deadline. In a live kernel it keeps the widgets
-responsive while it waits (``jupyter-ui-poll``): a stamp button pressed during the partition is
-recorded when it is pressed, not when the waiting cell ends; cells queued by "Run All" still wait.
+``print_every`` seconds. It never waits past its deadline. Known limit: while a wait blocks the
+kernel, widget clicks queue up and their handlers run when the waiting cell ends (ipykernel handles
+comm messages on the same channel as cell execution), so a stamp pressed during a wait is recorded
+late. The stamp buttons therefore take a typed time ("happened at": ``14:03:20``, ``T+04:30``).
 """
 
 from __future__ import annotations
@@ -184,13 +185,6 @@ def show_banner(
     return banner
 
 
-def _in_kernel() -> bool:
-    from IPython import get_ipython
-
-    shell = get_ipython()
-    return shell is not None and getattr(shell, "kernel", None) is not None
-
-
 class LiveWait:
     """Wait for a condition or a deadline, showing progress.
 
@@ -215,7 +209,6 @@ class LiveWait:
         stream: TextIO | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        ui_poll: bool | None = None,
     ) -> None:
         self.description = description
         self.timeout = max(0.0, float(timeout))
@@ -227,7 +220,6 @@ class LiveWait:
         self.stream = stream
         self._monotonic = monotonic
         self._sleep = sleep
-        self.ui_poll = _in_kernel() if ui_poll is None else ui_poll
         self._progress: widgets.FloatProgress | None = None
         self._label: widgets.HTML | None = None
         self.lines_written = 0
@@ -268,26 +260,6 @@ class LiveWait:
     def wait_until(self, predicate: Callable[[], bool] | None = None, *, interval: float = 1.0) -> bool:
         """True when ``predicate`` held before the deadline; False at the deadline. Without a
         predicate, simply waits ``timeout`` seconds (showing progress) and returns False."""
-        if self.live and self.ui_poll:
-            from jupyter_ui_poll import ui_events
-
-            with ui_events() as poll:
-                return self._wait(predicate, interval, lambda s: self._sleep_polling(s, poll))
-        return self._wait(predicate, interval, self._sleep)
-
-    def _sleep_polling(self, seconds: float, poll: Callable[[int], Any]) -> None:
-        """Sleep, handling widget events (button clicks) every 0.1 s meanwhile."""
-        end = self._monotonic() + seconds
-        while True:
-            poll(20)
-            left = end - self._monotonic()
-            if left <= 0:
-                return
-            self._sleep(min(0.1, left))
-
-    def _wait(
-        self, predicate: Callable[[], bool] | None, interval: float, sleep: Callable[[float], None]
-    ) -> bool:
         start = self._monotonic()
         deadline = start + self.timeout
         last_show = last_redraw = float("-inf")
@@ -309,7 +281,7 @@ class LiveWait:
             if self.live and now - last_redraw >= self.redraw_every:
                 self._redraw()
                 last_redraw = now
-            sleep(max(0.0, min(interval, deadline - self._monotonic())))
+            self._sleep(max(0.0, min(interval, deadline - self._monotonic())))
 
 
 def render(

@@ -107,7 +107,9 @@ def label_selector_string(labels: LabelSelector) -> str:
     return ",".join(parts)
 
 
-def pod_selector(namespace: str, labels: LabelSelector | None = None, pods: Sequence[str] = ()) -> dict[str, Any]:
+def pod_selector(
+    namespace: str, labels: LabelSelector | None = None, pods: Sequence[str] = ()
+) -> dict[str, Any]:
     """A Chaos Mesh ``PodSelectorSpec``: single values become ``labelSelectors``, lists become
     ``expressionSelectors`` with operator ``In``, and ``pods`` selects by exact pod name."""
     selector: dict[str, Any] = {"namespaces": [namespace]}
@@ -116,7 +118,9 @@ def pod_selector(namespace: str, labels: LabelSelector | None = None, pods: Sequ
     if single:
         selector["labelSelectors"] = single
     if multi:
-        selector["expressionSelectors"] = [{"key": k, "operator": "In", "values": v} for k, v in multi.items()]
+        selector["expressionSelectors"] = [
+            {"key": k, "operator": "In", "values": v} for k, v in multi.items()
+        ]
     if pods:
         selector["pods"] = {namespace: list(pods)}
     return selector
@@ -161,11 +165,15 @@ def build_network_chaos(
     else the exact pod names ``service_pods`` (resolved from the cluster by the caller).
     """
     if duration_seconds <= 0:
-        raise InvalidParameters({"partition_seconds": f"the fault needs a positive duration, got {duration_seconds}"})
+        raise InvalidParameters(
+            {"partition_seconds": f"the fault needs a positive duration, got {duration_seconds}"}
+        )
     if not nats_selector:
         raise InvalidParameters({"nats_selector": "must select the NATS pods (at least one label)"})
     if not service_selector and not service_pods:
-        raise InvalidParameters({"service_selector": "no service pods to cut off: give labels or service_pods"})
+        raise InvalidParameters(
+            {"service_selector": "no service pods to cut off: give labels or service_pods"}
+        )
     body = copy.deepcopy(dict(template))
     body["apiVersion"] = API_VERSION
     body["kind"] = KIND
@@ -278,7 +286,11 @@ def _metadata_problems(body: Mapping[str, Any]) -> list[str]:
         problems.append(f"metadata.namespace: {namespace!r} must be a DNS-1123 label")
     for key, value in (meta.get("labels") or {}).items():
         prefix, _, label = str(key).rpartition("/")
-        if (prefix and not _DNS1123_SUBDOMAIN.match(prefix)) or not _LABEL_NAME.match(label) or len(label) > 63:
+        if (
+            (prefix and not _DNS1123_SUBDOMAIN.match(prefix))
+            or not _LABEL_NAME.match(label)
+            or len(label) > 63
+        ):
             problems.append(f"metadata.labels: invalid label key {key!r}")
         if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
             problems.append(f"metadata.labels.{key}: invalid label value {value!r}")
@@ -309,7 +321,9 @@ def _webhook_problems(body: Mapping[str, Any]) -> list[str]:
         problems.append(f"spec.target: direction {direction!r} needs a target or externalTargets")
     duration = spec.get("duration")
     if duration is None:
-        problems.append("spec.duration: required for a gameday fault (the cluster heals itself at the deadline)")
+        problems.append(
+            "spec.duration: required for a gameday fault (the cluster heals itself at the deadline)"
+        )
     else:
         try:
             if parse_duration(duration) <= 0:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import html
 import os
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -110,6 +111,14 @@ def _cell_md(value: str) -> str:
     return str(value).replace("|", "\\|").replace("\n", "<br>")
 
 
+def _display_widget(widget: widgets.Widget, fallback: str) -> None:
+    """Display a widget whose plain-text fallback is one short line instead of its long repr: an
+    archive without widget state shows that line, and the static table below it carries the values."""
+    bundle = dict(widget._repr_mimebundle_() or {})
+    bundle["text/plain"] = fallback
+    display(bundle, raw=True)
+
+
 class _Shown:
     """A static table displayed once and then updated in place (``display_id``)."""
 
@@ -179,7 +188,7 @@ def _canonical_question(phase_id: str, question: str) -> str:
 # observation form
 
 
-@dataclass
+@dataclass(repr=False)
 class ObservationForm:
     """The form of one phase. ``widget`` is what is displayed; ``record()`` is what the button does."""
 
@@ -192,6 +201,10 @@ class ObservationForm:
     widget: widgets.VBox
     extra_questions: tuple[str, ...] = ()
     _shown: _Shown | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        got = answered(self.journal).get(self.phase_id, {})
+        return f"<observation form {self.phase_id}: {sum(q in got for q in self.questions)} of {len(self.questions)} answered>"
 
     @property
     def questions(self) -> tuple[str, ...]:
@@ -281,7 +294,7 @@ def observation_form(
         form.record(source="parameter")
         status.value = "headless run: answers from the <code>observations</code> parameter"
     if show:
-        display(box)
+        _display_widget(box, f"[observation form: {PHASES_BY_ID[phase_id].title}; answers in the table below]")
         form._shown = _Shown(form.static_table())
     return form
 
@@ -347,7 +360,38 @@ def _resolve_stamp(value: Any, clock: Clock) -> tuple[datetime | None, str]:
         return None, f"not an ISO-8601 time: {value!r} ({exc})"
 
 
-@dataclass
+_T_OFFSET = re.compile(r"^T([+-])(?:(\d+):)?(\d{1,3}):(\d{2})$")
+_CLOCK_TIME = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
+
+
+def parse_stamp_time(text: str, clock: Clock) -> datetime:
+    """A time typed by the facilitator: ``T+05:10`` / ``T+1:02:03`` (from T+0), ``14:03[:20]`` (UTC,
+    today, or yesterday if that would be in the future) or an ISO-8601 time."""
+    value = text.strip()
+    m = _T_OFFSET.match(value)
+    if m:
+        if clock.t0 is None:
+            raise InvalidParameters(f"{value!r} counts from T+0, but T+0 is not known yet", "stamps")
+        sign, hours, minutes, secs = m.groups()
+        seconds = int(hours or 0) * 3600 + int(minutes) * 60 + int(secs)
+        return clock.t0 + timedelta(seconds=seconds if sign == "+" else -seconds)
+    m = _CLOCK_TIME.match(value)
+    if m:
+        now = clock.now()
+        hour, minute, second = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+        if hour > 23 or minute > 59 or second > 59:
+            raise InvalidParameters(f"not a time of day: {value!r}", "stamps")
+        at = now.replace(hour=hour, minute=minute, second=second, microsecond=0)
+        return at - timedelta(days=1) if at > now + timedelta(minutes=1) else at
+    try:
+        return parse_time(value)
+    except ValueError:
+        raise InvalidParameters(
+            f"cannot read {value!r}: type HH:MM[:SS] (UTC), T+mm:ss or an ISO-8601 time", "stamps"
+        ) from None
+
+
+@dataclass(repr=False)
 class StampButtons:
     journal: Journal
     clock: Clock
@@ -355,7 +399,28 @@ class StampButtons:
     live: bool
     buttons: dict[str, widgets.Button]
     widget: widgets.Widget
+    when: widgets.Text
+    status: widgets.HTML
     _shown: _Shown | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        done = sorted({str(e.get("stamp")) for e in self.journal.entries() if e.get("kind") == "stamp" and e.get("at")})
+        return f"<stamp buttons: stamped {', '.join(done) or 'nothing yet'}>"
+
+    def press(self, name: str) -> dict[str, Any] | None:
+        """What a button does: stamp now, or at the time typed in ``when`` (then cleared). A time
+        that cannot be read is shown, not journaled."""
+        typed = self.when.value.strip()
+        if not typed:
+            return self.stamp(name)
+        try:
+            at = parse_stamp_time(typed, self.clock)
+        except InvalidParameters as exc:
+            self.status.value = f"<span style='color:#b00020'>{_h(exc.problems.get('stamps', str(exc)))}</span>"
+            return None
+        self.when.value = ""
+        self.status.value = ""
+        return self.stamp(name, at, source=f"button, time typed: {typed}")
 
     def stamp(self, name: str, at: datetime | None = None, *, source: str = "button") -> dict[str, Any]:
         """Journal ``name`` at ``at`` (default: now)."""
@@ -414,11 +479,16 @@ def stamp_buttons(
         )
         for name in INCIDENT_STAMPS
     }
-    box = widgets.HBox(list(buttons.values()))
-    sb = StampButtons(journal, clock, phase_id, live, buttons, box)
+    when = widgets.Text(
+        placeholder="now — or type when it happened: HH:MM[:SS] UTC, T+mm:ss, or ISO time",
+        description="happened at", disabled=not live, layout=widgets.Layout(width="60%"),
+    )
+    status = widgets.HTML("")
+    box = widgets.VBox([widgets.HBox(list(buttons.values())), widgets.HBox([when, status])])
+    sb = StampButtons(journal, clock, phase_id, live, buttons, box, when, status)
     if live:
         for name, button in buttons.items():
-            button.on_click(lambda _b, name=name: sb.stamp(name))
+            button.on_click(lambda _b, name=name: sb.press(name))
     else:
         already = {str(e.get("stamp")) for e in journal.entries() if e.get("kind") == "stamp"}
         for name, value in (stamps or {}).items():
@@ -432,7 +502,7 @@ def stamp_buttons(
             else:
                 sb.stamp(name, at, source="parameter")
     if show:
-        display(box)
+        _display_widget(box, "[incident-response stamp buttons; times in the table below]")
         sb._shown = _Shown(sb.static_table())
     return sb
 
@@ -463,7 +533,7 @@ def _match_checklist(given: Mapping[str, bool]) -> tuple[dict[str, bool], dict[s
     return known, unknown
 
 
-@dataclass
+@dataclass(repr=False)
 class ChecklistForm:
     journal: Journal
     live: bool
@@ -472,6 +542,9 @@ class ChecklistForm:
     widget: widgets.Widget
     unknown: dict[str, bool] = field(default_factory=dict)
     _shown: _Shown | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<pre-gameday checklist: {sum(self.state().values())} of {len(self.checkboxes)} done>"
 
     def state(self) -> dict[str, bool]:
         return {item: bool(box.value) for item, box in self.checkboxes.items()}
@@ -522,7 +595,7 @@ def checklist_form(
     elif not any(e.get("kind") == "checklist" for e in journal.entries()):
         form.record(source="parameter")
     if show:
-        display(box)
+        _display_widget(box, "[pre-gameday checklist form; state in the table below]")
         form._shown = _Shown(form.static_table())
     return form
 
@@ -562,7 +635,7 @@ def write_action_items_csv(
     return p
 
 
-@dataclass
+@dataclass(repr=False)
 class ActionItemsForm:
     journal: Journal
     live: bool
@@ -570,6 +643,9 @@ class ActionItemsForm:
     add_button: widgets.Button
     widget: widgets.Widget
     _shown: _Shown | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        return f"<action items: {len(self.items())}>"
 
     def add(self, item: Mapping[str, Any] | None = None, *, source: str = "form") -> dict[str, Any] | None:
         """Journal one action item (default: what the fields hold) and clear the fields."""
@@ -618,7 +694,7 @@ def action_items_form(
             if tuple(value[k] for k in ACTION_ITEM_FIELDS) not in already:
                 form.add(value, source="parameter")
     if show:
-        display(box)
+        _display_widget(box, "[action items form; items in the table below]")
         form._shown = _Shown(form.static_table())
     return form
 

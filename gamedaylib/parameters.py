@@ -329,7 +329,7 @@ SPECS: dict[str, Spec] = {
     "chaos_manifest": Spec("chaos/experiments/nats-partition.yaml", _str),
     "commands": Spec({}, _commands),
     # safety rehearsal
-    "fault_phase": Spec("", _fault_phase, "rehearse the rollback: the cell of this phase raises (empty = none)"),
+    "fault_phase": Spec("", _fault_phase, "rehearse the rollback: the cell of this phase raises, empty for none"),
 }
 
 LAB_KNOBS: tuple[str, ...] = tuple(n for n in SPECS if n.startswith("lab_") and n != "lab_dir")
@@ -378,8 +378,12 @@ def validate(raw: Mapping[str, Any]) -> dict[str, Any]:
             value = PROFILES[str(profile)][name]
         try:
             out[name] = spec.check(value)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             problems.setdefault(name, str(exc))
+    from gamedaylib.safety import limit_problems
+
+    for name, why in limit_problems(out).items():
+        problems.setdefault(name, why)
     if problems:
         raise InvalidParameters(problems)
     if not out["run_id"]:

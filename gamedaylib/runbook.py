@@ -77,8 +77,23 @@ def _html(text: str) -> None:
     _display(HTML(text))
 
 
+class _Shown:
+    """A return value already shown by the phase itself: the notebook does not show it twice."""
+
+    def _ipython_display_(self) -> None:
+        return None
+
+
+class ShownText(_Shown, str):
+    """Markdown already shown (returned by ``success_metrics``)."""
+
+
+class ShownDict(_Shown, dict):  # type: ignore[type-arg]
+    """A mapping already shown (returned by ``finish``)."""
+
+
 @dataclass
-class PhaseResult:
+class PhaseResult(_Shown):
     """What a phase measured and showed: checks, numbers, observations, shell steps."""
 
     phase: str
@@ -93,7 +108,7 @@ class PhaseResult:
         if self.checks:
             lines += ["| Check | Result | Detail |", "|---|---|---|"]
             for c in self.checks:
-                mark = "✅" if c.ok else ("❌" if c.fatal else "⚠️")
+                mark = "✔ ok" if c.ok else ("✘ FAILED" if c.fatal else "⚠ no")
                 lines.append(f"| {c.name} | {mark} | {str(c.detail).replace('|', '/')} |")
             lines.append("")
         if self.values:
@@ -115,7 +130,7 @@ class PhaseResult:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.2f}"
+        return str(int(v)) if v.is_integer() else f"{v:.2f}"
     if isinstance(v, datetime):
         return v.isoformat(timespec="seconds")
     return str(v)
@@ -208,7 +223,9 @@ class Gameday:
             if isinstance(archive, str) and archive:
                 Journal(Path(archive) / JOURNAL_FILE).record("params.invalid", problems=exc.problems)
             raise
-        archive_dir = Path(p["archive_dir"] or os.path.join("outputs", p["gameday_id"], p["run_id"])).resolve()
+        base = _base_dir()
+        p["lab_dir"] = str((base / p["lab_dir"]).resolve())
+        archive_dir = (base / (p["archive_dir"] or os.path.join("outputs", p["gameday_id"], p["run_id"]))).resolve()
         p["archive_dir"] = str(archive_dir)
         archive_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal(archive_dir / JOURNAL_FILE)
@@ -219,6 +236,9 @@ class Gameday:
             pid=os.getpid(),
         )
         try:
+            from gamedaylib.safety import check_before_run
+
+            check_before_run(p)  # production guard, another gameday holding the target
             if target is None:
                 target = make_target(p)
             gd = cls(p, target, journal=journal, archive_dir=archive_dir)
@@ -773,6 +793,7 @@ class Gameday:
                                  "not in the events table (lab ground truth)")
                 self._measure(Metric.judged("event_loss_count", loss, 0, evidence, comparison="==",
                                             unit="events"))
+                self._figure("canaries.png", lambda charts: charts.canary_figure(report, self.clock.t0))
                 res.values["canaries sent / stored / lost / duplicated"] = (
                     f"{report.sent} / {report.stored} / {report.lost} / {report.duplicated}")
             self._measure_errors()
@@ -861,22 +882,27 @@ class Gameday:
                 + table)
         _markdown(text)
         self.chart()
-        return text
+        return ShownText(text)
 
     def chart(self) -> Path | None:
         """The timeline figure (phases shaded) as a static PNG in the archive, shown inline."""
+        rows = self.sampler.rows() if self.sampler is not None else []
+        return self._figure(TIMELINE_PNG, lambda charts: charts.timeline(rows, self.journal.entries(),
+                                                                         t0=self.clock.t0))
+
+    def _figure(self, name: str, make: Callable[[Any], Any]) -> Path | None:
+        """Save a chart as a PNG in the archive and show it (static: no widget, no script)."""
         try:
             from gamedaylib import charts
         except ImportError:
             return None
-        path = self.archive_dir / TIMELINE_PNG
+        path = self.archive_dir / name
         try:
-            rows = self.sampler.rows() if self.sampler is not None else []
-            fig = charts.timeline(rows, self.journal.entries(), t0=self.clock.t0)
+            fig = make(charts)
             fig.savefig(path, dpi=90, bbox_inches="tight")
         except (GamedayError, ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
-            # the chart is an optional observer: it may fail without failing the run, but says so
-            self.journal.record("error", phase=self.current_phase, error="chart", message=str(exc))
+            # a chart is an optional observer: it may fail without failing the run, but says so
+            self.journal.record("error", phase=self.current_phase, error="chart", message=f"{name}: {exc}")
             return None
         from IPython.display import Image
 
@@ -917,7 +943,7 @@ class Gameday:
             verdict = self.scorecard.verdict
             self.journal.record("run.finished", verdict=verdict, reason=str(self._stopped_by or "ran to the end"))
             _markdown(f"## Verdict: `{verdict}`\n\nArchive: `{self.archive_dir}`")
-            return self.scorecard.as_dict()
+            return ShownDict(self.scorecard.as_dict())
         finally:
             self.close()
 
@@ -1169,6 +1195,13 @@ def _provisional(gd: Gameday) -> str:
     from gamedaylib.scorecard import verdict
 
     return verdict(gd.scorecard.metrics, completed=True, required=gd.scorecard.required_metrics)
+
+
+def _base_dir() -> Path:
+    """Where relative paths (``lab_dir``, ``outputs/``) point: the project when gamedaylib runs from
+    its checkout (a notebook kernel starts in ``notebooks/``), else the working directory."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").exists() and (root / "notebooks").is_dir() else Path.cwd()
 
 
 def make_target(params: Mapping[str, Any]) -> Target:

@@ -324,3 +324,75 @@ def _readable_notebook(path: Path) -> bool:
     except (OSError, ValueError, nbformat.reader.NotJSONError):
         return False
     return True
+
+
+# ------------------------------------------------------------------ parameter limits
+
+DAY = 86_400.0
+LAB_MAX_PARTITION_SECONDS = 3600.0  # the lab proxy refuses longer cuts (config.json max_partition_seconds)
+
+# (lowest, highest) accepted, on top of the type checks of ``gamedaylib.parameters``
+LIMITS: dict[str, tuple[float, float]] = {
+    "partition_seconds": (1.0, DAY),
+    "partition_safety_margin_seconds": (1.0, DAY),
+    "heal_confirm_seconds": (1.0, DAY),
+    "lag_recovery_deadline_seconds": (1.0, 7 * DAY),
+    "rto_target_seconds": (1.0, 7 * DAY),
+    "rpo_target_seconds": (0.0, 7 * DAY),
+    "alert_fire_target_seconds": (1.0, DAY),
+    "team_response_target_seconds": (1.0, 7 * DAY),
+    "sample_interval_seconds": (0.05, 3600.0),
+    "cell_timeout_seconds": (1.0, 7 * DAY),
+    "canary_rate": (0.01, 1000.0),
+    "lag_threshold": (1.0, 1e9),
+    "stop_lag_limit": (1.0, 1e12),
+    "lab_event_rate": (0.01, 10_000.0),
+    "lab_buffer_capacity": (1.0, 10_000_000.0),
+}
+URL_PARAMETERS = ("nats_monitor_url", "prometheus_url", "alertmanager_url", "ingest_url", "stream_url")
+
+
+def limit_problems(params: Mapping[str, Any]) -> dict[str, str]:
+    """Values that pass the type checks but no gameday should run with: out-of-range numbers (a
+    partition of a billion seconds, a sampling interval of a nanosecond), URLs whose host or port is
+    malformed, a lab partition longer than the lab proxy allows. Returns {parameter: why}."""
+    problems: dict[str, str] = {}
+    for name, (low, high) in LIMITS.items():
+        value = params.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high:
+            problems[name] = f"must be between {low:g} and {high:g}, got {value!r}"
+    for name in URL_PARAMETERS:
+        why = url_problem(params.get(name))
+        if why:
+            problems[name] = why
+    for name, url in (params.get("dashboards") or {}).items() if isinstance(params.get("dashboards"), Mapping) else ():
+        why = url_problem(url)
+        if why:
+            problems["dashboards"] = f"{name!r}: {why}"
+    if params.get("target") == "lab" and "partition_seconds" not in problems:
+        total = _num(params.get("partition_seconds")), _num(params.get("partition_safety_margin_seconds"))
+        if total[0] is not None and total[1] is not None and total[0] + total[1] > LAB_MAX_PARTITION_SECONDS:
+            problems["partition_seconds"] = (
+                f"partition_seconds + partition_safety_margin_seconds = {total[0] + total[1]:g}s exceeds the lab "
+                f"proxy's maximum of {LAB_MAX_PARTITION_SECONDS:g}s")
+    return problems
+
+
+def url_problem(value: Any) -> str | None:
+    """Why ``value`` is not a usable http(s) URL (None when it is, or when it is empty)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(value, str) or value == "":
+        return None
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return f"must be a URL without spaces or control characters, got {value!r}"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as exc:
+        return f"malformed URL {value!r}: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"must be an http(s) URL with a host, got {value!r}"
+    if port == 0:
+        return f"port 0 is not a port, got {value!r}"
+    return None

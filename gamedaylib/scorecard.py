@@ -208,7 +208,7 @@ def table_markdown(metrics: Iterable[Metric], targets: Mapping[str, float] | Non
     for m in metrics:
         label = PLAYBOOK_METRIC_LABELS.get(m.name, m.name)
         result = "—" if m.value is None else f"{_fmt(m.value)} {m.unit}".strip()
-        status = {"pass": "✅ Pass", "fail": "❌ Fail", "not_measured": "⚪ Not measured"}[m.status]
+        status = {"pass": "✔ Pass", "fail": "✘ Fail", "not_measured": "– Not measured"}[m.status]
         evidence = m.evidence.replace("|", "\\|").replace("\n", " ")
         rows.append(f"| {label} | {m.comparison} {_fmt(m.target)} {m.unit} | {result} | {status} | {evidence} |")
     return "\n".join(rows)

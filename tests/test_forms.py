@@ -131,6 +131,25 @@ def test_live_stamp_button_records_now(tmp_path: Path) -> None:
     assert sb.buttons["paged"].description.startswith("paged ✓")
 
 
+def test_live_stamp_with_a_typed_time(tmp_path: Path) -> None:
+    """A moment stamped late (e.g. after a wait that blocked the kernel) takes the time typed."""
+    journal = Journal(tmp_path / "journal.jsonl")
+    now = datetime(2026, 1, 1, 12, 10, 0, tzinfo=timezone.utc)
+    clock = Clock(now=lambda: now)
+    clock.set_t0(datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc))
+    sb = stamp_buttons(journal, clock, stamps=None, live=True, show=False)
+    sb.when.value = "T+04:30"
+    sb.buttons["acknowledged"].click()
+    sb.when.value = "12:01:15"
+    sb.buttons["alert_seen"].click()
+    sb.when.value = "soon-ish"
+    sb.buttons["paged"].click()  # unreadable: shown, not journaled
+    assert "cannot read" in sb.status.value and sb.when.value == "soon-ish"
+    got = {e["stamp"]: e["at"] for e in journal.entries() if e["kind"] == "stamp"}
+    assert got == {"acknowledged": "2026-01-01T12:04:30+00:00", "alert_seen": "2026-01-01T12:01:15+00:00"}
+    assert team_response_seconds(journal, None).seconds == 195.0
+
+
 def test_checklist_headless_and_live(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.jsonl")
     form = checklist_form(journal, checklist={"Backup": True, PRE_GAMEDAY_CHECKLIST[0]: True}, live=False, show=False)
@@ -217,5 +236,68 @@ def test_headless_answers_survive_without_widget_state(tmp_path: Path) -> None:
     assert "Are services logging retry attempts?" in body
     assert "retries every 1-2 s &amp; backoff (see gateway log)" in body
     assert "Did circuit breakers engage?" in body
+    assert "VBox(children" not in body and "[observation form: Event Buffering" in body  # short fallback
     entries = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
     assert [e["answer"] for e in entries if e["kind"] == "observation"] == [answer]
+
+
+PEOPLE = {
+    "observations": {
+        "buffering": {"Did circuit breakers engage?": "Breaker opened after 3 retries on api-gateway"},
+        "postmortem": {"What went well?": "Nobody lost an event; replay took under a minute"},
+    },
+    "stamps": {"alert_seen": 5, "acknowledged": 25},
+    "action_items": [{"title": "Page on consumer lag above 1000", "owner": "sre-oncall", "due": "2026-03-01",
+                      "ticket": "OPS-4242"}],
+    "checklist": {"Backup": True, "Rollback": True},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+@pytest.mark.skip(reason="waits for the runbook integration: on 04:18 UTC the answers and action items already "
+                  "reach all three, but the stamps are not shown in the notebook's outputs (stamp_buttons) "
+                  "and action-items.csv is not archived (write_action_items_csv)")
+def test_headless_people_answers_in_notebook_report_and_incident(tmp_path: Path) -> None:
+    """`gameday run` with observations, stamps, action items and checklist as parameters: they appear
+    verbatim in runbook.ipynb outputs (read with nbformat, no widget state), report.html and
+    incident-report.md; unanswered questions are listed as open; action-items.csv is archived."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from gamedaylib.lab.supervisor import Lab
+
+    params = tmp_path / "people.yaml"
+    params.write_text(yaml.safe_dump({**PEOPLE, "lab_dir": str(tmp_path / "lab"), "partition_seconds": 8}))
+    lab = Lab(tmp_path / "lab")
+    try:
+        lab.up()
+        proc = subprocess.run(
+            [str(Path(sys.executable).with_name("gameday")), "run", "--params", str(params),
+             "--output-dir", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=400, check=False,
+        )
+    finally:
+        lab.down()
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    archive = Path(proc.stdout.strip().splitlines()[-1])
+    nb = nbformat.read(archive / "runbook.ipynb", as_version=4)
+    nb.metadata.pop("widgets", None)
+    outputs = "\n".join(
+        str(o.get("text", "")) + "\n".join(str(v) for k, v in o.get("data", {}).items() if k.startswith("text/"))
+        for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+    )
+    html = (archive / "report.html").read_text(encoding="utf-8")
+    report = (archive / "incident-report.md").read_text(encoding="utf-8")
+    for phase_answers in PEOPLE["observations"].values():
+        for answer in phase_answers.values():
+            assert answer in outputs and answer in html and answer in report, answer
+    for text in ("Page on consumer lag above 1000", "OPS-4242"):
+        assert text in outputs and text in html and text in report
+    assert "T+00:25" in outputs and "T+00:25" in report  # the acknowledged stamp
+    assert "- **What could be improved?** _open_" in report
+    assert "Were all buffered events delivered?" in report.split("## Open questions", 1)[1]
+    with open(archive / "action-items.csv", newline="", encoding="utf-8") as fh:
+        assert [r["ticket"] for r in csv.DictReader(fh)] == ["OPS-4242"]

@@ -167,4 +167,6 @@ def test_without_idempotency_a_client_retry_is_stored_twice_and_fails_duplicates
                   "WHERE created_at >= %s GROUP BY idempotency_key HAVING count(*) > 1) d",
                   datetime.fromisoformat(card["started_at"]))
     assert m["duplicate_count"]["value"] == int(truth[0][0]) >= 1
-    assert _rows(state["events_dsn"], "SELECT count(*) FROM events WHERE idempotency_key = %s", RETRIED_KEY) == [(2,)]
+    # posted twice, stored at least twice (a timed-out publish retried without Msg-Id may add more)
+    (stored,) = _rows(state["events_dsn"], "SELECT count(*) FROM events WHERE idempotency_key = %s", RETRIED_KEY)
+    assert stored[0] >= 2

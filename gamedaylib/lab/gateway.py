@@ -96,6 +96,12 @@ class CircuitBreaker:
             return 0.0
         return left
 
+    def reconnected(self) -> None:
+        """The connection came back: no need to sit out the cool-down, probe at once."""
+        if self.state is BreakerState.OPEN:
+            self.state = BreakerState.HALF_OPEN
+            log.info("circuit breaker half-open: NATS reconnected, probing")
+
     def success(self) -> None:
         if self.state is not BreakerState.CLOSED:
             log.info("circuit breaker closed")
@@ -217,6 +223,7 @@ class Gateway:
     def _on_nats_state(self, connected: bool) -> None:
         self.connected = connected
         if connected:
+            self.breaker.reconnected()
             self.wakeup.set()
 
     # -- ingest ---------------------------------------------------------------------------------
@@ -388,6 +395,13 @@ async def serve(config: LabConfig, stop: asyncio.Event) -> None:
     runner = await start_http(make_app(gateway, stop), config.port("gateway"))
     log.info("gateway on 127.0.0.1:%d knobs=%s", config.port("gateway"), config.knobs)
     publisher = asyncio.create_task(gateway.publisher(stop))
+
+    def publisher_ended(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("publisher crashed: %r; stopping the gateway", task.exception())
+            stop.set()  # never keep answering 202 with nobody publishing
+
+    publisher.add_done_callback(publisher_ended)
     try:
         await stop.wait()
     finally:

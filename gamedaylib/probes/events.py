@@ -99,6 +99,12 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
+def _distinct(keys: Sequence[str]) -> Sequence[str]:
+    """``keys`` without repeats (the input itself when it has none; the order is then kept)."""
+    unique = set(keys)
+    return keys if len(unique) == len(keys) else list(unique)
+
+
 def _copy_text(keys: Sequence[str]) -> str:
     """The keys as COPY text format, one per line, escaped only when needed."""
     text = "\n".join(keys)
@@ -288,7 +294,6 @@ class EventsStore:
                         step = 8 * 1024 * 1024
                         for start in range(0, len(payload), step):
                             copy.write(payload[start:start + step])
-                    cur.execute(f"ANALYZE {_KEYS_TABLE}")
                     cur.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
                     results = []
                     for sql, params in statements:
@@ -304,8 +309,7 @@ class EventsStore:
         One COPY and one join, however many keys: each key is probed in the server through
         ``events_idempotency_key_idx``.
         """
-        distinct = list(dict.fromkeys(keys))
-        (rows,) = self._with_keys("key lookup", distinct, [(
+        (rows,) = self._with_keys("key lookup", _distinct(keys), [(
             f"SELECT t.k, c.n, c.first, c.last FROM {_KEYS_TABLE} t CROSS JOIN LATERAL "
             f"(SELECT count(*) AS n, min(e.created_at) AS first, max(e.created_at) AS last FROM {TABLE} e "
             "WHERE e.idempotency_key = t.k) c WHERE c.n > 0",
@@ -313,7 +317,7 @@ class EventsStore:
         )])
         found = {str(k): KeyInfo(int(n), first, last) for k, n, first, last in rows}
         missing = KeyInfo(0, None, None)
-        return {k: found.get(k, missing) for k in distinct}
+        return {k: found.get(k, missing) for k in keys}
 
     def account_keys(self, keys: Sequence[str], *, limit: int = 1000) -> KeyAccounting:
         """Loss and duplicate accounting of ``keys``, computed in the database in one statement.
@@ -323,7 +327,7 @@ class EventsStore:
         stored 0 times: lost, the anti-join; or more than once: duplicated). At most ``limit`` of
         each are kept in the result, sorted; the counts are exact.
         """
-        distinct = list(dict.fromkeys(keys))
+        distinct = _distinct(keys)
         (rows,) = self._with_keys("key accounting", distinct, [(
             f"SELECT t.k, c.n FROM {_KEYS_TABLE} t CROSS JOIN LATERAL "
             f"(SELECT count(*) AS n FROM {TABLE} e WHERE e.idempotency_key = t.k) c WHERE c.n <> 1",

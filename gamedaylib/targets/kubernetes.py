@@ -190,7 +190,9 @@ class KubernetesTarget:
             consumer_name=CONSUMER_NAME,
             dashboards=dict(params.get("dashboards") or {}),
         )
-        planned = float(params.get("partition_seconds") or 0) + float(params.get("partition_safety_margin_seconds") or 0)
+        planned = float(params.get("partition_seconds") or 0) + float(
+            params.get("partition_safety_margin_seconds") or 0
+        )
         settings = KubernetesSettings(
             namespace=str(params.get("namespace") or ""),
             run_id=str(params["run_id"]),
@@ -227,13 +229,21 @@ class KubernetesTarget:
                 persist_config=False,
             )
         except (ConfigException, OSError) as exc:
-            where = "in-cluster service account" if settings.in_cluster else (settings.kubeconfig or "~/.kube/config")
+            where = (
+                "in-cluster service account"
+                if settings.in_cluster
+                else (settings.kubeconfig or "~/.kube/config")
+            )
             name = "in_cluster" if settings.in_cluster else "kubeconfig"
-            raise InvalidParameters({name: f"cannot load Kubernetes credentials from {where}: {exc}"}) from exc
+            raise InvalidParameters(
+                {name: f"cannot load Kubernetes credentials from {where}: {exc}"}
+            ) from exc
 
     def _guard(self) -> None:
         guard_production(
-            self.settings.namespace, self.settings.production_namespace_patterns, self.settings.confirm_production
+            self.settings.namespace,
+            self.settings.production_namespace_patterns,
+            self.settings.confirm_production,
         )
 
     # ------------------------------------------------------------------ API helpers
@@ -247,7 +257,9 @@ class KubernetesTarget:
 
         return client.CustomObjectsApi(self.api)
 
-    def _call(self, error: type[GamedayError], what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _call(
+        self, error: type[GamedayError], what: str, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
         """Call the API; translate the client's errors into ``error`` (ApiException kept as cause)."""
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
@@ -264,8 +276,14 @@ class KubernetesTarget:
         """Our NetworkChaos, or None when it does not exist (404)."""
         try:
             return self._call(
-                error, f"get networkchaos {self.chaos_name}", self._custom().get_namespaced_custom_object,
-                chaos.GROUP, chaos.VERSION, self.settings.namespace, chaos.PLURAL, self.chaos_name,
+                error,
+                f"get networkchaos {self.chaos_name}",
+                self._custom().get_namespaced_custom_object,
+                chaos.GROUP,
+                chaos.VERSION,
+                self.settings.namespace,
+                chaos.PLURAL,
+                self.chaos_name,
             )
         except GamedayError as exc:
             if _status(exc) == 404:
@@ -275,15 +293,22 @@ class KubernetesTarget:
     def _list_pods(self, label_selector: str | None = None) -> list[Any]:
         kwargs = {"label_selector": label_selector} if label_selector else {}
         answer = self._call(
-            TargetError, f"list pods in {self.settings.namespace}", self._core().list_namespaced_pod,
-            self.settings.namespace, **kwargs,
+            TargetError,
+            f"list pods in {self.settings.namespace}",
+            self._core().list_namespaced_pod,
+            self.settings.namespace,
+            **kwargs,
         )
         return list(answer.items or [])
 
     def _service_pods(self, service: str | None = None) -> list[Any]:
         """Pods of the services (all of them, or one): ``service_selector`` when set, else the whole
         namespace; then by name prefix (``api-gateway`` matches ``api-gateway-7c9d5b6f4-x2x7k``)."""
-        selector = chaos.label_selector_string(self.settings.service_selector) if self.settings.service_selector else None
+        selector = (
+            chaos.label_selector_string(self.settings.service_selector)
+            if self.settings.service_selector
+            else None
+        )
         pods = self._list_pods(selector)
         prefixes = (service,) if service else self.settings.service_pods
         if not prefixes:
@@ -295,7 +320,9 @@ class KubernetesTarget:
     def endpoints(self) -> Endpoints:
         return self._endpoints
 
-    def manifest(self, duration_seconds: float | None = None, service_pods: Sequence[str] = ()) -> dict[str, Any]:
+    def manifest(
+        self, duration_seconds: float | None = None, service_pods: Sequence[str] = ()
+    ) -> dict[str, Any]:
         """The NetworkChaos body ``inject`` would create (validated locally, not sent)."""
         body = chaos.build_network_chaos(
             self.template,
@@ -305,7 +332,8 @@ class KubernetesTarget:
             gameday_id=self.settings.gameday_id,
             nats_selector=self.settings.nats_selector,
             service_selector=self.settings.service_selector,
-            service_pods=service_pods or (() if self.settings.service_selector else self.settings.service_pods),
+            service_pods=service_pods
+            or (() if self.settings.service_selector else self.settings.service_pods),
             duration_seconds=duration_seconds or self.settings.planned_duration_seconds,
         )
         chaos.validate_network_chaos(body)
@@ -321,7 +349,9 @@ class KubernetesTarget:
             except TargetError as exc:
                 raise _wrap(error, str(exc)) from exc
             if not names:
-                raise error(f"no pod in {self.settings.namespace} matches service_pods {list(self.settings.service_pods)}")
+                raise error(
+                    f"no pod in {self.settings.namespace} matches service_pods {list(self.settings.service_pods)}"
+                )
         try:
             return self.manifest(duration_seconds, names)
         except InvalidParameters as exc:
@@ -354,23 +384,39 @@ class KubernetesTarget:
             review = client.V1SelfSubjectAccessReview(
                 spec=client.V1SelfSubjectAccessReviewSpec(
                     resource_attributes=client.V1ResourceAttributes(
-                        namespace=ns, verb=perm.verb, group=perm.group, resource=perm.resource,
+                        namespace=ns,
+                        verb=perm.verb,
+                        group=perm.group,
+                        resource=perm.resource,
                         subresource=perm.subresource or None,
                     )
                 )
             )
             name = f"rbac: {perm.describe(ns)}"
             try:
-                answer = self._call(TargetError, "selfsubjectaccessreviews create", api.create_self_subject_access_review,
-                                    review)
+                answer = self._call(
+                    TargetError,
+                    "selfsubjectaccessreviews create",
+                    api.create_self_subject_access_review,
+                    review,
+                )
             except TargetError as exc:
-                return [Check("rbac: selfsubjectaccessreviews", False,
-                              f"cannot ask the API server what this identity may do: {exc}")]
+                return [
+                    Check(
+                        "rbac: selfsubjectaccessreviews",
+                        False,
+                        f"cannot ask the API server what this identity may do: {exc}",
+                    )
+                ]
             allowed = bool(answer.status and answer.status.allowed)
             reason = (answer.status.reason if answer.status else "") or ""
-            detail = "allowed" if allowed else (
-                f"missing permission: {perm.describe(ns)} ({reason or 'denied'}); "
-                f"apply {RBAC_MANIFEST} (kubectl apply -n {ns} -f {RBAC_MANIFEST})"
+            detail = (
+                "allowed"
+                if allowed
+                else (
+                    f"missing permission: {perm.describe(ns)} ({reason or 'denied'}); "
+                    f"apply {RBAC_MANIFEST} (kubectl apply -n {ns} -f {RBAC_MANIFEST})"
+                )
             )
             checks.append(Check(name, allowed, detail))
         return checks
@@ -380,13 +426,24 @@ class KubernetesTarget:
         selector = f"{chaos.MANAGED_BY_LABEL}={chaos.MANAGED_BY}"
         try:
             answer = self._call(
-                TargetError, f"list networkchaos in {ns}", self._custom().list_namespaced_custom_object,
-                chaos.GROUP, chaos.VERSION, ns, chaos.PLURAL, label_selector=selector,
+                TargetError,
+                f"list networkchaos in {ns}",
+                self._custom().list_namespaced_custom_object,
+                chaos.GROUP,
+                chaos.VERSION,
+                ns,
+                chaos.PLURAL,
+                label_selector=selector,
             )
         except TargetError as exc:
             if _status(exc) == 404:
-                return [Check("chaos mesh installed", False,
-                              f"the NetworkChaos CRD ({chaos.CRD_NAME}) is not installed: install Chaos Mesh ({exc})")]
+                return [
+                    Check(
+                        "chaos mesh installed",
+                        False,
+                        f"the NetworkChaos CRD ({chaos.CRD_NAME}) is not installed: install Chaos Mesh ({exc})",
+                    )
+                ]
             return [Check("chaos mesh installed", False, f"cannot list NetworkChaos: {exc}")]
         checks = [Check("chaos mesh installed", True, f"{chaos.CRD_NAME} served")]
         items = list(answer.get("items") or [])
@@ -399,22 +456,38 @@ class KubernetesTarget:
                 f"{o['metadata']['name']} (run {o['metadata'].get('labels', {}).get(chaos.RUN_ID_LABEL, '?')})"
                 for o in active
             )
-            checks.append(Check("no other gameday in progress", False,
-                                f"another gameday NetworkChaos is in {ns}: {names}; wait for it or "
-                                f"kubectl delete networkchaos -n {ns} <name>"))
+            checks.append(
+                Check(
+                    "no other gameday in progress",
+                    False,
+                    f"another gameday NetworkChaos is in {ns}: {names}; wait for it or "
+                    f"kubectl delete networkchaos -n {ns} <name>",
+                )
+            )
         else:
             checks.append(Check("no other gameday in progress", True, "no other gameday NetworkChaos active"))
         if leftovers:
             names = ", ".join(o["metadata"]["name"] for o in leftovers)
-            checks.append(Check("finished gameday faults left behind", False,
-                                f"recovered but not deleted (duration expired): {names}; "
-                                f"kubectl delete networkchaos -n {ns} {names.split(', ')[0]}", fatal=False))
+            checks.append(
+                Check(
+                    "finished gameday faults left behind",
+                    False,
+                    f"recovered but not deleted (duration expired): {names}; "
+                    f"kubectl delete networkchaos -n {ns} {names.split(', ')[0]}",
+                    fatal=False,
+                )
+            )
         if ours and not self._created:
             obj = ours[0]
             state = "active" if is_injected(obj) else ("recovered" if is_recovered(obj) else "pending")
-            checks.append(Check("chaos name free", False,
-                                f"a NetworkChaos named {self.chaos_name} already exists ({state}): "
-                                "run id reused? use a new run_id"))
+            checks.append(
+                Check(
+                    "chaos name free",
+                    False,
+                    f"a NetworkChaos named {self.chaos_name} already exists ({state}): "
+                    "run id reused? use a new run_id",
+                )
+            )
         return checks
 
     def _check_pods(self) -> list[Check]:
@@ -429,15 +502,28 @@ class KubernetesTarget:
             return [Check("pods running and ready", False, str(exc))]
         checks.append(_pods_check(f"NATS pods ({nats_selector})", nats))
         for prefix in self.settings.service_pods:
-            checks.append(_pods_check(f"{prefix} pods", [p for p in services if _name_matches(p.metadata.name, prefix)]))
+            checks.append(
+                _pods_check(f"{prefix} pods", [p for p in services if _name_matches(p.metadata.name, prefix)])
+            )
         if self.settings.service_selector and not self.settings.service_pods:
-            checks.append(_pods_check(f"service pods ({chaos.label_selector_string(self.settings.service_selector)})",
-                                      services))
-        unhealthy = [p.metadata.name for p in everything if (p.status.phase if p.status else None) not in
-                     ("Running", "Succeeded")]
-        checks.append(Check(f"every pod in {ns} Running", not unhealthy,
-                            "all Running" if not unhealthy else f"not Running: {', '.join(sorted(unhealthy))}",
-                            fatal=False))
+            checks.append(
+                _pods_check(
+                    f"service pods ({chaos.label_selector_string(self.settings.service_selector)})", services
+                )
+            )
+        unhealthy = [
+            p.metadata.name
+            for p in everything
+            if (p.status.phase if p.status else None) not in ("Running", "Succeeded")
+        ]
+        checks.append(
+            Check(
+                f"every pod in {ns} Running",
+                not unhealthy,
+                "all Running" if not unhealthy else f"not Running: {', '.join(sorted(unhealthy))}",
+                fatal=False,
+            )
+        )
         return checks
 
     def _check_server_dry_run(self) -> Check:
@@ -446,15 +532,23 @@ class KubernetesTarget:
         try:
             body = self._resolved_manifest(self.settings.planned_duration_seconds, TargetError)
             self._call(
-                TargetError, "create networkchaos (dryRun=All)", self._custom().create_namespaced_custom_object,
-                chaos.GROUP, chaos.VERSION, self.settings.namespace, chaos.PLURAL, body, dry_run="All",
+                TargetError,
+                "create networkchaos (dryRun=All)",
+                self._custom().create_namespaced_custom_object,
+                chaos.GROUP,
+                chaos.VERSION,
+                self.settings.namespace,
+                chaos.PLURAL,
+                body,
+                dry_run="All",
             )
         except TargetError as exc:
             return Check("chaos manifest accepted (server dry run)", False, str(exc))
         self.last_manifest = body
         spec = body["spec"]
         return Check(
-            "chaos manifest accepted (server dry run)", True,
+            "chaos manifest accepted (server dry run)",
+            True,
             f"NetworkChaos {body['metadata']['name']}: action {spec['action']}, direction {spec['direction']}, "
             f"duration {spec['duration']}, nats {json.dumps(spec['selector'], sort_keys=True)}, "
             f"target {json.dumps(spec['target']['selector'], sort_keys=True)}",
@@ -473,8 +567,12 @@ class KubernetesTarget:
         finally:
             probe.close()
         if not result:
-            return Check(f"prometheus {query}", False,
-                         f"no scrape target carries namespace={ns}: the alerting metrics may be missing", fatal=False)
+            return Check(
+                f"prometheus {query}",
+                False,
+                f"no scrape target carries namespace={ns}: the alerting metrics may be missing",
+                fatal=False,
+            )
         down = [
             s["metric"].get("job", "?") + "/" + s["metric"].get("instance", "?")
             for s in result
@@ -494,12 +592,29 @@ class KubernetesTarget:
         ns = self.settings.namespace
         create = self._custom().create_namespaced_custom_object
         if self.settings.dry_run:
-            self._call(InjectionFailed, "create networkchaos (dryRun=All)", create,
-                       chaos.GROUP, chaos.VERSION, ns, chaos.PLURAL, body, dry_run="All")
+            self._call(
+                InjectionFailed,
+                "create networkchaos (dryRun=All)",
+                create,
+                chaos.GROUP,
+                chaos.VERSION,
+                ns,
+                chaos.PLURAL,
+                body,
+                dry_run="All",
+            )
             return utcnow()
         try:
-            self._call(InjectionFailed, f"create networkchaos {self.chaos_name}", create,
-                       chaos.GROUP, chaos.VERSION, ns, chaos.PLURAL, body)
+            self._call(
+                InjectionFailed,
+                f"create networkchaos {self.chaos_name}",
+                create,
+                chaos.GROUP,
+                chaos.VERSION,
+                ns,
+                chaos.PLURAL,
+                body,
+            )
         except InjectionFailed as exc:
             if _status(exc) == 409:
                 raise InjectionFailed(
@@ -544,8 +659,14 @@ class KubernetesTarget:
         was_active = not is_recovered(obj)
         try:
             self._call(
-                HealFailed, f"delete networkchaos {self.chaos_name}", self._custom().delete_namespaced_custom_object,
-                chaos.GROUP, chaos.VERSION, self.settings.namespace, chaos.PLURAL, self.chaos_name,
+                HealFailed,
+                f"delete networkchaos {self.chaos_name}",
+                self._custom().delete_namespaced_custom_object,
+                chaos.GROUP,
+                chaos.VERSION,
+                self.settings.namespace,
+                chaos.PLURAL,
+                self.chaos_name,
             )
         except HealFailed as exc:
             if _status(exc) != 404:
@@ -587,8 +708,12 @@ class KubernetesTarget:
         for pod in sorted(pods, key=lambda p: p.metadata.name):
             try:
                 text = self._call(
-                    ProbeError, f"logs of {pod.metadata.name}", self._core().read_namespaced_pod_log,
-                    pod.metadata.name, self.settings.namespace, **kwargs,
+                    ProbeError,
+                    f"logs of {pod.metadata.name}",
+                    self._core().read_namespaced_pod_log,
+                    pod.metadata.name,
+                    self.settings.namespace,
+                    **kwargs,
                 )
             except ProbeError as exc:
                 raise ProbeError("logs", exc.reason) from exc.__cause__
@@ -618,8 +743,12 @@ def _pod_ready(pod: Any) -> bool:
 def _pods_check(what: str, pods: list[Any]) -> Check:
     if not pods:
         return Check(f"{what} running and ready", False, "no such pod")
-    bad = [f"{p.metadata.name} ({p.status.phase if p.status else '?'}"
-           f"{', not ready' if p.status and p.status.phase == 'Running' else ''})" for p in pods if not _pod_ready(p)]
+    bad = [
+        f"{p.metadata.name} ({p.status.phase if p.status else '?'}"
+        f"{', not ready' if p.status and p.status.phase == 'Running' else ''})"
+        for p in pods
+        if not _pod_ready(p)
+    ]
     names = ", ".join(sorted(p.metadata.name for p in pods))
     return Check(f"{what} running and ready", not bad, f"not ready: {', '.join(bad)}" if bad else names)
 

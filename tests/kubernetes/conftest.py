@@ -15,17 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_apiserver import NAMESPACE, FakeApiServer, free_port, pods_for_lab
 
-from fake_apiserver import FakeApiServer, pods_for_lab
-
-NAMESPACE = "teei-staging"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def nats_server_binary() -> str:
@@ -62,21 +54,6 @@ def _tcp_ok(port: int) -> bool:
         return False
 
 
-def proxy_status(control_url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(control_url + "/partition", timeout=5) as resp:
-        return dict(json.loads(resp.read()))
-
-
-def nats_reachable_through(port: int, timeout: float = 1.0) -> bool:
-    """What a service sees: does NATS greet us (INFO) through the proxy within ``timeout``?"""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            return s.recv(5).startswith(b"INFO")
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def data_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A real nats-server and the lab's partition proxy in front of it (``python -m
@@ -100,13 +77,28 @@ def data_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     procs: list[subprocess.Popen[bytes]] = []
     try:
         with open(lab_dir / "logs" / "nats.log", "wb") as log:
-            procs.append(subprocess.Popen([nats_server_binary(), "-a", "127.0.0.1", "-p", str(ports["nats"])],
-                                          stdout=log, stderr=subprocess.STDOUT))
+            procs.append(
+                subprocess.Popen(
+                    [nats_server_binary(), "-a", "127.0.0.1", "-p", str(ports["nats"])],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         with open(lab_dir / "logs" / "proxy.log", "wb") as log:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "gamedaylib.lab.proxy", "--lab-config", str(lab_dir / "config.json")],
-                stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "gamedaylib.lab.proxy",
+                        "--lab-config",
+                        str(lab_dir / "config.json"),
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO,
+                )
+            )
         control = f"http://127.0.0.1:{ports['proxy_control']}"
         _wait(lambda: _tcp_ok(ports["nats"]), 15, "nats-server")
         _wait(lambda: _http_ok(control + "/healthz"), 15, "partition proxy")
@@ -136,8 +128,12 @@ def fake(data_plane: dict[str, Any]) -> Iterator[FakeApiServer]:
     finally:
         server.stop()
         # leave the shared proxy healed for the next test, whatever happened
-        req = urllib.request.Request(data_plane["proxy_control_url"] + "/partition", data=b'{"active": false}',
-                                     headers={"Content-Type": "application/json"}, method="POST")
+        req = urllib.request.Request(
+            data_plane["proxy_control_url"] + "/partition",
+            data=b'{"active": false}',
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         urllib.request.urlopen(req, timeout=5).close()
 
 
@@ -162,4 +158,3 @@ def k8s_params(kubeconfig: Path) -> dict[str, Any]:
             "chaos_manifest": str(REPO / "chaos" / "experiments" / "nats-partition.yaml"),
         }
     )
-

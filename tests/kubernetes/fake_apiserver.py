@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -43,7 +44,6 @@ from urllib.request import Request, urlopen
 import yaml
 
 from gamedaylib import chaos
-
 
 TOKEN = "gameday-fake-apiserver-token"
 SERVICE_ACCOUNT = "system:serviceaccount:{ns}:gameday"
@@ -135,7 +135,12 @@ def pods_for_lab(lab_dir: str | Path, namespace: str) -> list[FakePod]:
             namespace,
             log_file=logs / "reporting.log",
         ),
-        FakePod("postgresql-0", {"app.kubernetes.io/name": "postgresql"}, namespace, log_file=logs / "postgres.log"),
+        FakePod(
+            "postgresql-0",
+            {"app.kubernetes.io/name": "postgresql"},
+            namespace,
+            log_file=logs / "postgres.log",
+        ),
     ]
 
 
@@ -324,14 +329,18 @@ class FakeApiServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def write_kubeconfig(self, path: str | Path, *, context: str = "fake-cluster", namespace: str = "default") -> Path:
+    def write_kubeconfig(
+        self, path: str | Path, *, context: str = "fake-cluster", namespace: str = "default"
+    ) -> Path:
         p = Path(path)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
             "users": [{"name": "gameday", "user": {"token": TOKEN}}],
-            "contexts": [{"name": context, "context": {"cluster": "fake", "user": "gameday", "namespace": namespace}}],
+            "contexts": [
+                {"name": context, "context": {"cluster": "fake", "user": "gameday", "namespace": namespace}}
+            ],
             "current-context": context,
         }
         p.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -360,7 +369,11 @@ class FakeApiServer:
 
     def mutating_requests(self) -> list[tuple[str, str]]:
         with self._lock:
-            return [r for r in self.requests if r[0] in ("POST", "PUT", "PATCH", "DELETE") and "accessreview" not in r[1]]
+            return [
+                r
+                for r in self.requests
+                if r[0] in ("POST", "PUT", "PATCH", "DELETE") and "accessreview" not in r[1]
+            ]
 
     # -- the controller (Chaos Mesh stand-in)
 
@@ -384,7 +397,14 @@ class FakeApiServer:
             return False
 
     def _set_status(
-        self, item: _Chaos, *, selected: bool, injected: bool, recovered: bool, phase: str, event: str | None = None,
+        self,
+        item: _Chaos,
+        *,
+        selected: bool,
+        injected: bool,
+        recovered: bool,
+        phase: str,
+        event: str | None = None,
         message: str = "",
     ) -> None:
         status = item.body.setdefault("status", {})
@@ -400,12 +420,24 @@ class FakeApiServer:
             records = experiment.setdefault("containerRecords", [])
             if not records:
                 records.append(
-                    {"id": item.body["metadata"]["namespace"] + "/nats-0", "selectorKey": ".", "phase": "Not Injected",
-                     "injectedCount": 0, "recoveredCount": 0, "events": []}
+                    {
+                        "id": item.body["metadata"]["namespace"] + "/nats-0",
+                        "selectorKey": ".",
+                        "phase": "Not Injected",
+                        "injectedCount": 0,
+                        "recoveredCount": 0,
+                        "events": [],
+                    }
                 )
             rec = records[0]
-            rec["events"].append({"type": event, "operation": "Apply" if injected else "Recover",
-                                  "timestamp": _rfc3339(_now()), **({"message": message} if message else {})})
+            rec["events"].append(
+                {
+                    "type": event,
+                    "operation": "Apply" if injected else "Recover",
+                    "timestamp": _rfc3339(_now()),
+                    **({"message": message} if message else {}),
+                }
+            )
             if event == "Succeeded" and injected:
                 rec["phase"], rec["injectedCount"] = "Injected", rec["injectedCount"] + 1
             elif event == "Succeeded":
@@ -431,7 +463,9 @@ class FakeApiServer:
             if item.proxy_cut:
                 item.proxy_cut = not self._proxy({"active": False})
             with self._lock:
-                self._set_status(item, selected=True, injected=False, recovered=not item.proxy_cut, phase="Stop")
+                self._set_status(
+                    item, selected=True, injected=False, recovered=not item.proxy_cut, phase="Stop"
+                )
                 if not item.proxy_cut and now - item.deleting_since >= self.recover_delay:
                     self._chaos.pop(key, None)
             return
@@ -443,8 +477,14 @@ class FakeApiServer:
             if not item.proxy_cut:
                 with self._lock:
                     item.expired = True
-                    self._set_status(item, selected=True, injected=False, recovered=True, phase="Stop",
-                                     event="Succeeded" if item.injected else None)
+                    self._set_status(
+                        item,
+                        selected=True,
+                        injected=False,
+                        recovered=True,
+                        phase="Stop",
+                        event="Succeeded" if item.injected else None,
+                    )
             return
         if item.injected or now - item.created < self.inject_delay:
             return
@@ -453,15 +493,26 @@ class FakeApiServer:
                 self._set_status(item, selected=False, injected=False, recovered=True, phase="Run")
             return
         remaining = item.created + item.duration - now
-        ok = self._proxy({"active": True, "duration_seconds": round(remaining + self.proxy_backstop_seconds, 3)})
+        ok = self._proxy(
+            {"active": True, "duration_seconds": round(remaining + self.proxy_backstop_seconds, 3)}
+        )
         with self._lock:
             item.proxy_cut = ok
             item.injected = ok
             if ok:
-                self._set_status(item, selected=True, injected=True, recovered=False, phase="Run", event="Succeeded")
+                self._set_status(
+                    item, selected=True, injected=True, recovered=False, phase="Run", event="Succeeded"
+                )
             else:
-                self._set_status(item, selected=True, injected=False, recovered=True, phase="Run", event="Failed",
-                                 message="could not apply the partition")
+                self._set_status(
+                    item,
+                    selected=True,
+                    injected=False,
+                    recovered=True,
+                    phase="Run",
+                    event="Failed",
+                    message="could not apply the partition",
+                )
 
     # -- request handling (called by the handler thread)
 
@@ -478,21 +529,25 @@ class FakeApiServer:
                 "finalizers": ["chaos-mesh/records"],
             }
         )
-        duration = chaos.parse_duration(body["spec"]["duration"]) if body.get("spec", {}).get("duration") else 1e9
+        duration = (
+            chaos.parse_duration(body["spec"]["duration"]) if body.get("spec", {}).get("duration") else 1e9
+        )
         item = _Chaos(body=body, created=created, duration=duration)
         self._set_status(item, selected=False, injected=False, recovered=True, phase="Run")
         with self._lock:
             self._chaos[(ns, meta["name"])] = item
         return body
 
-    def authorize(self, verb: str, group: str, resource: str, subresource: str, ns: str, name: str = "") -> None:
+    def authorize(
+        self, verb: str, group: str, resource: str, subresource: str, ns: str, name: str = ""
+    ) -> None:
         if (verb, group, resource, subresource) in self.denied:
             what = f"{resource}/{subresource}" if subresource else resource
             kind = f"{resource}.{group}" if group else resource
             raise ApiError(
                 403,
                 "Forbidden",
-                f'{kind} {json.dumps(name) + " " if name else ""}is forbidden: User '
+                f"{kind} {json.dumps(name) + ' ' if name else ''}is forbidden: User "
                 f'"{SERVICE_ACCOUNT.format(ns=ns)}" cannot {verb} resource "{what}" in API group '
                 f'"{group}" in the namespace "{ns}"',
                 {"name": name, "group": group, "kind": resource},
@@ -507,37 +562,65 @@ class FakeApiServer:
             if len(parts) == 5 and method == "GET":
                 self.authorize("list", "", "pods", "", ns)
                 try:
-                    items = [p.to_api() for p in self.pods if p.namespace == ns
-                             and selector_matches(query.get("labelSelector", ""), p.labels)]
+                    items = [
+                        p.to_api()
+                        for p in self.pods
+                        if p.namespace == ns and selector_matches(query.get("labelSelector", ""), p.labels)
+                    ]
                 except ValueError as exc:
                     raise ApiError(400, "BadRequest", f"unable to parse requirement: {exc}") from exc
-                return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"},
-                             "items": items}, "application/json"
+                return (
+                    200,
+                    {
+                        "kind": "PodList",
+                        "apiVersion": "v1",
+                        "metadata": {"resourceVersion": "1"},
+                        "items": items,
+                    },
+                    "application/json",
+                )
             if len(parts) == 7 and parts[6] == "log" and method == "GET":
                 self.authorize("get", "", "pods", "log", ns, parts[5])
                 pod = next((p for p in self.pods if p.namespace == ns and p.name == parts[5]), None)
                 if pod is None:
-                    raise ApiError(404, "NotFound", f'pods "{parts[5]}" not found', {"name": parts[5], "kind": "pods"})
+                    raise ApiError(
+                        404, "NotFound", f'pods "{parts[5]}" not found', {"name": parts[5], "kind": "pods"}
+                    )
                 tail = int(query["tailLines"]) if "tailLines" in query else None
                 return 200, pod.log_text(tail), "text/plain"
             if len(parts) == 6 and method == "GET":
                 self.authorize("get", "", "pods", "", ns, parts[5])
                 pod = next((p for p in self.pods if p.namespace == ns and p.name == parts[5]), None)
                 if pod is None:
-                    raise ApiError(404, "NotFound", f'pods "{parts[5]}" not found', {"name": parts[5], "kind": "pods"})
+                    raise ApiError(
+                        404, "NotFound", f'pods "{parts[5]}" not found', {"name": parts[5], "kind": "pods"}
+                    )
                 return 200, pod.to_api(), "application/json"
-        if path == f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{chaos.CRD_NAME}" and method == "GET":
+        if (
+            path == f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{chaos.CRD_NAME}"
+            and method == "GET"
+        ):
             if not self.crd_installed or self.crd_path is None:
-                raise ApiError(404, "NotFound",
-                               f'customresourcedefinitions.apiextensions.k8s.io "{chaos.CRD_NAME}" not found',
-                               {"name": chaos.CRD_NAME, "group": "apiextensions.k8s.io",
-                                "kind": "customresourcedefinitions"})
+                raise ApiError(
+                    404,
+                    "NotFound",
+                    f'customresourcedefinitions.apiextensions.k8s.io "{chaos.CRD_NAME}" not found',
+                    {
+                        "name": chaos.CRD_NAME,
+                        "group": "apiextensions.k8s.io",
+                        "kind": "customresourcedefinitions",
+                    },
+                )
             return 200, yaml.safe_load(self.crd_path.read_text(encoding="utf-8")), "application/json"
         if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST":
             self.authorize("create", "authorization.k8s.io", "selfsubjectaccessreviews", "", "")
             attrs = (body or {}).get("spec", {}).get("resourceAttributes") or {}
-            key = (attrs.get("verb", ""), attrs.get("group", ""), attrs.get("resource", ""),
-                   attrs.get("subresource", ""))
+            key = (
+                attrs.get("verb", ""),
+                attrs.get("group", ""),
+                attrs.get("resource", ""),
+                attrs.get("subresource", ""),
+            )
             allowed = key not in self.denied
             out = copy.deepcopy(body)
             out.setdefault("metadata", {})
@@ -548,7 +631,7 @@ class FakeApiServer:
                 out["status"]["reason"] = 'RBAC: allowed by RoleBinding "gameday"'
             return 201, out, "application/json"
         if path.startswith(CHAOS_PREFIX):
-            rest = path[len(CHAOS_PREFIX):].split("/")
+            rest = path[len(CHAOS_PREFIX) :].split("/")
             if len(rest) in (2, 3) and rest[1] == chaos.PLURAL:
                 return self._chaos_request(method, rest[0], rest[2] if len(rest) == 3 else None, query, body)
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
@@ -563,34 +646,58 @@ class FakeApiServer:
             self.authorize("list", g, r, "", ns)
             selector = query.get("labelSelector", "")
             with self._lock:
-                items = [copy.deepcopy(c.body) for (n, _), c in self._chaos.items()
-                         if n == ns and selector_matches(selector, c.body["metadata"].get("labels") or {})]
-            return 200, {"apiVersion": chaos.API_VERSION, "kind": "NetworkChaosList",
-                         "metadata": {"resourceVersion": "1"}, "items": items}, "application/json"
+                items = [
+                    copy.deepcopy(c.body)
+                    for (n, _), c in self._chaos.items()
+                    if n == ns and selector_matches(selector, c.body["metadata"].get("labels") or {})
+                ]
+            return (
+                200,
+                {
+                    "apiVersion": chaos.API_VERSION,
+                    "kind": "NetworkChaosList",
+                    "metadata": {"resourceVersion": "1"},
+                    "items": items,
+                },
+                "application/json",
+            )
         if name is None and method == "POST":
             self.authorize("create", g, r, "", ns)
             if not isinstance(body, dict):
                 raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
             meta = body.get("metadata") or {}
             if meta.get("namespace") not in (None, ns):
-                raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the "
-                                                  "namespace sent on the request")
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                )
             body = copy.deepcopy(body)
             body.setdefault("metadata", {})["namespace"] = ns
             problems = chaos.network_chaos_problems(body, self.schema)
             if problems:
                 raise ApiError(
-                    422, "Invalid",
+                    422,
+                    "Invalid",
                     f'NetworkChaos.chaos-mesh.org "{meta.get("name")}" is invalid: ' + "; ".join(problems),
-                    {"name": meta.get("name"), "group": g, "kind": "NetworkChaos",
-                     "causes": [{"reason": "FieldValueInvalid", "message": p, "field": p.split(":", 1)[0]}
-                                for p in problems]},
+                    {
+                        "name": meta.get("name"),
+                        "group": g,
+                        "kind": "NetworkChaos",
+                        "causes": [
+                            {"reason": "FieldValueInvalid", "message": p, "field": p.split(":", 1)[0]}
+                            for p in problems
+                        ],
+                    },
                 )
             with self._lock:
                 if (ns, meta["name"]) in self._chaos:
-                    raise ApiError(409, "AlreadyExists",
-                                   f'networkchaos.chaos-mesh.org "{meta["name"]}" already exists',
-                                   {"name": meta["name"], "group": g, "kind": r})
+                    raise ApiError(
+                        409,
+                        "AlreadyExists",
+                        f'networkchaos.chaos-mesh.org "{meta["name"]}" already exists',
+                        {"name": meta["name"], "group": g, "kind": r},
+                    )
                 if query.get("dryRun") == "All":
                     out = copy.deepcopy(body)
                     out["metadata"]["creationTimestamp"] = _rfc3339(_now())
@@ -603,14 +710,20 @@ class FakeApiServer:
             with self._lock:
                 item = self._chaos.get((ns, name))
                 if item is None:
-                    raise ApiError(404, "NotFound", f'networkchaos.chaos-mesh.org "{name}" not found',
-                                   {"name": name, "group": g, "kind": r})
+                    raise ApiError(
+                        404,
+                        "NotFound",
+                        f'networkchaos.chaos-mesh.org "{name}" not found',
+                        {"name": name, "group": g, "kind": r},
+                    )
                 if method == "DELETE" and item.deleting_since is None:
                     item.deleting_since = time.time()
                     item.body["metadata"]["deletionTimestamp"] = _rfc3339(_now())
                     item.body["metadata"]["deletionGracePeriodSeconds"] = 0
                 return 200, copy.deepcopy(item.body), "application/json"
-        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource")
+        raise ApiError(
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -643,7 +756,11 @@ class _Handler(BaseHTTPRequestHandler):
         except ApiError as exc:
             code, payload, ctype = exc.code, exc.status(), "application/json"
         except json.JSONDecodeError as exc:
-            code, payload, ctype = 400, ApiError(400, "BadRequest", f"invalid JSON: {exc}").status(), "application/json"
+            code, payload, ctype = (
+                400,
+                ApiError(400, "BadRequest", f"invalid JSON: {exc}").status(),
+                "application/json",
+            )
         self._send(code, payload, ctype)
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _dispatch
@@ -659,3 +776,31 @@ def wait_for(predicate: Callable[[], Any], timeout: float, interval: float = 0.0
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         time.sleep(interval)
+
+
+# --- helpers the Kubernetes tests share (kept here, not in conftest.py: test modules must not import
+#     `conftest`, a name every test folder's conftest.py shares) ----------------------------------
+
+NAMESPACE = "teei-staging"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proxy_status(control_url: str) -> dict[str, Any]:
+    """The lab partition proxy's ``GET /partition``."""
+    with urlopen(control_url + "/partition", timeout=5) as resp:
+        return dict(json.loads(resp.read()))
+
+
+def nats_reachable_through(port: int, timeout: float = 1.0) -> bool:
+    """What a service sees: does NATS greet us (INFO) through the proxy within ``timeout``?"""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(5).startswith(b"INFO")
+    except OSError:
+        return False

@@ -37,7 +37,9 @@ def test_the_default_crd_is_found_where_ci_has_it() -> None:
 
 
 def test_shipped_manifest_validates_as_is(schema: dict[str, Any]) -> None:
-    body = yaml.safe_load((REPO / "chaos" / "experiments" / "nats-partition.yaml").read_text(encoding="utf-8"))
+    body = yaml.safe_load(
+        (REPO / "chaos" / "experiments" / "nats-partition.yaml").read_text(encoding="utf-8")
+    )
     assert raw_schema_errors(body, schema) == []
     assert chaos.network_chaos_problems(body, schema) == []
     spec = body["spec"]
@@ -49,14 +51,35 @@ def test_shipped_manifest_validates_as_is(schema: dict[str, Any]) -> None:
 
 
 BUILD_CASES = [
-    dict(namespace="teei-prod", run_id="20261128T033000Z-ab12", nats_selector={"app.kubernetes.io/name": "nats"},
-         service_selector={"app.kubernetes.io/part-of": "teei"}, duration_seconds=900),
-    dict(namespace="teei-staging", run_id="20261128T033000Z-ab12", nats_selector={"app": "nats"},
-         service_selector={"app.kubernetes.io/name": ["api-gateway", "reporting"]}, duration_seconds=50),
-    dict(namespace="s", run_id="My_Run.ID with spaces and a very long tail " * 3, nats_selector={"app": "nats"},
-         service_selector={}, service_pods=["api-gateway-7c9d5b6f4-x2x7k", "reporting-0"], duration_seconds=0.4),
-    dict(namespace="gameday", run_id="r", nats_selector={"statefulset.kubernetes.io/pod-name": "nats-0"},
-         service_selector={"tier": "backend", "app": ["api-gateway"]}, duration_seconds=3 * 3600 + 61.5),
+    dict(
+        namespace="teei-prod",
+        run_id="20261128T033000Z-ab12",
+        nats_selector={"app.kubernetes.io/name": "nats"},
+        service_selector={"app.kubernetes.io/part-of": "teei"},
+        duration_seconds=900,
+    ),
+    dict(
+        namespace="teei-staging",
+        run_id="20261128T033000Z-ab12",
+        nats_selector={"app": "nats"},
+        service_selector={"app.kubernetes.io/name": ["api-gateway", "reporting"]},
+        duration_seconds=50,
+    ),
+    dict(
+        namespace="s",
+        run_id="My_Run.ID with spaces and a very long tail " * 3,
+        nats_selector={"app": "nats"},
+        service_selector={},
+        service_pods=["api-gateway-7c9d5b6f4-x2x7k", "reporting-0"],
+        duration_seconds=0.4,
+    ),
+    dict(
+        namespace="gameday",
+        run_id="r",
+        nats_selector={"statefulset.kubernetes.io/pod-name": "nats-0"},
+        service_selector={"tier": "backend", "app": ["api-gateway"]},
+        duration_seconds=3 * 3600 + 61.5,
+    ),
 ]
 
 
@@ -130,7 +153,9 @@ def test_build_refuses_a_fault_without_deadline_or_sides() -> None:
         chaos.build_network_chaos(template, **{**BUILD_CASES[0], "nats_selector": {}})
 
 
-@pytest.mark.parametrize(("seconds", "text"), [(600, "10m"), (630, "10m30s"), (0.2, "1s"), (3661, "1h1m1s"), (50, "50s")])
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(600, "10m"), (630, "10m30s"), (0.2, "1s"), (3661, "1h1m1s"), (50, "50s")]
+)
 def test_durations_round_trip(seconds: float, text: str) -> None:
     assert chaos.format_duration(seconds) == text
     assert chaos.parse_duration(text) >= seconds

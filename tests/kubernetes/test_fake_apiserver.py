@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from fake_apiserver import TOKEN, FakeApiServer, FakePod, selector_matches, wait_for
+
 from gamedaylib import chaos
 
 pytestmark = pytest.mark.timeout(60)
@@ -22,14 +22,18 @@ CHAOS = f"/apis/chaos-mesh.org/v1alpha1/namespaces/{NS}/networkchaos"
 def server() -> Iterator[FakeApiServer]:
     pods = [
         FakePod("nats-0", {"app": "nats"}, NS),
-        FakePod("api-gateway-1-a", {"app": "api-gateway", "tier": "be"}, NS, log_lines=["one", "two", "three"]),
+        FakePod(
+            "api-gateway-1-a", {"app": "api-gateway", "tier": "be"}, NS, log_lines=["one", "two", "three"]
+        ),
         FakePod("other-0", {"app": "other"}, "elsewhere"),
     ]
     with FakeApiServer(pods=pods, inject_delay=0.1, recover_delay=0.1) as s:
         yield s
 
 
-def call(server: FakeApiServer, method: str, path: str, body: Any = None, token: str | None = TOKEN) -> tuple[int, Any]:
+def call(
+    server: FakeApiServer, method: str, path: str, body: Any = None, token: str | None = TOKEN
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
     if token:
@@ -44,9 +48,15 @@ def call(server: FakeApiServer, method: str, path: str, body: Any = None, token:
 
 
 def body(name: str = "nats-partition-r1", duration: str = "2s") -> dict[str, Any]:
-    b = chaos.build_network_chaos(chaos.load_template(), namespace=NS, run_id="r1", name=name,
-                                  nats_selector={"app": "nats"}, service_selector={"app": "api-gateway"},
-                                  duration_seconds=1)
+    b = chaos.build_network_chaos(
+        chaos.load_template(),
+        namespace=NS,
+        run_id="r1",
+        name=name,
+        nats_selector={"app": "nats"},
+        service_selector={"app": "api-gateway"},
+        duration_seconds=1,
+    )
     b["spec"]["duration"] = duration
     return b
 
@@ -57,7 +67,9 @@ def test_requests_need_the_token(server: FakeApiServer) -> None:
 
 
 def test_pods_list_filters_by_namespace_and_selector(server: FakeApiServer) -> None:
-    code, pods = call(server, "GET", f"/api/v1/namespaces/{NS}/pods?labelSelector=app+in+(nats,api-gateway),tier!=x")
+    code, pods = call(
+        server, "GET", f"/api/v1/namespaces/{NS}/pods?labelSelector=app+in+(nats,api-gateway),tier!=x"
+    )
     assert code == 200 and pods["kind"] == "PodList"
     assert [p["metadata"]["name"] for p in pods["items"]] == ["nats-0", "api-gateway-1-a"]
     _, pods = call(server, "GET", f"/api/v1/namespaces/{NS}/pods?labelSelector=tier%3Dbe")
@@ -117,13 +129,24 @@ def test_invalid_bodies_get_422_and_dry_run_persists_nothing(server: FakeApiServ
 
 def test_denied_verb_is_denied_by_review_and_by_the_call(server: FakeApiServer) -> None:
     server.deny("delete", "networkchaos", group="chaos-mesh.org")
-    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-              "spec": {"resourceAttributes": {"namespace": NS, "verb": "delete", "group": "chaos-mesh.org",
-                                              "resource": "networkchaos"}}}
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "namespace": NS,
+                "verb": "delete",
+                "group": "chaos-mesh.org",
+                "resource": "networkchaos",
+            }
+        },
+    }
     code, answer = call(server, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)
     assert code == 201 and answer["status"]["allowed"] is False
     review["spec"]["resourceAttributes"]["verb"] = "create"
-    assert call(server, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)[1]["status"]["allowed"]
+    assert call(server, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", review)[1][
+        "status"
+    ]["allowed"]
     call(server, "POST", CHAOS, body(duration="1m"))
     code, status = call(server, "DELETE", f"{CHAOS}/nats-partition-r1")
     assert (code, status["reason"]) == (403, "Forbidden")
@@ -131,8 +154,17 @@ def test_denied_verb_is_denied_by_review_and_by_the_call(server: FakeApiServer) 
 
 
 def test_crd_is_served_unless_uninstalled(server: FakeApiServer) -> None:
-    code, crd = call(server, "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/networkchaos.chaos-mesh.org")
+    code, crd = call(
+        server, "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/networkchaos.chaos-mesh.org"
+    )
     assert code == 200 and crd["spec"]["names"]["plural"] == "networkchaos"
     server.crd_installed = False
-    assert call(server, "GET", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/networkchaos.chaos-mesh.org")[0] == 404
+    assert (
+        call(
+            server,
+            "GET",
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/networkchaos.chaos-mesh.org",
+        )[0]
+        == 404
+    )
     assert call(server, "GET", CHAOS)[0] == 404

@@ -18,9 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
-from conftest import proxy_status
+from fake_apiserver import FakeApiServer, pods_for_lab, proxy_status, wait_for
 
-from fake_apiserver import FakeApiServer, pods_for_lab, wait_for
 from gamedaylib.targets.kubernetes import is_injected, is_recovered
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -44,7 +43,9 @@ def _has_run_command() -> bool:
     return True
 
 
-needs_run = pytest.mark.skipif(not _has_run_command(), reason="`gameday run` (runbook issue) is not in gamedaylib/cli.py yet")
+needs_run = pytest.mark.skipif(
+    not _has_run_command(), reason="`gameday run` (runbook issue) is not in gamedaylib/cli.py yet"
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,10 +61,25 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 @pytest.fixture()
+def lossy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A lab whose gateway silently drops the oldest buffered event once 20 are waiting."""
+    from gamedaylib.lab.supervisor import Lab
+
+    lab = Lab(tmp_path_factory.mktemp("k8s-e2e-lossy") / "lab")
+    try:
+        state = lab.up({"lab_buffer_capacity": 20, "lab_overflow": "drop"})
+        yield {**state, "lab_dir": lab.lab_dir}
+    finally:
+        lab.down()
+
+
+@pytest.fixture()
 def cluster(lab: dict[str, Any], tmp_path: Path) -> Iterator[tuple[FakeApiServer, Path]]:
     server = FakeApiServer(
-        pods=pods_for_lab(lab["lab_dir"], NAMESPACE), proxy_control_url=lab["proxy_control_url"],
-        inject_delay=0.5, recover_delay=0.5,
+        pods=pods_for_lab(lab["lab_dir"], NAMESPACE),
+        proxy_control_url=lab["proxy_control_url"],
+        inject_delay=0.5,
+        recover_delay=0.5,
     )
     with server:
         yield server, server.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)
@@ -129,7 +145,9 @@ def kill_run(proc: subprocess.Popen[bytes]) -> None:
 
 def stored_counts(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn, connect_timeout=5) as conn:
-        rows = conn.execute("SELECT idempotency_key, count(*) FROM events GROUP BY idempotency_key").fetchall()
+        rows = conn.execute(
+            "SELECT idempotency_key, count(*) FROM events GROUP BY idempotency_key"
+        ).fetchall()
     return {str(k): int(n) for k, n in rows}
 
 
@@ -143,9 +161,21 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     cuts_before = proxy_status(lab["proxy_control_url"])["cuts"]
     started = time.time()
     done = subprocess.run(
-        [*GAMEDAY, "run", "--target", "kubernetes", "--params", str(params_file(lab, kubeconfig, tmp_path)),
-         "--output-dir", str(tmp_path / "outputs")],
-        capture_output=True, text=True, timeout=400, env=run_env(lab), cwd=REPO,
+        [
+            *GAMEDAY,
+            "run",
+            "--target",
+            "kubernetes",
+            "--params",
+            str(params_file(lab, kubeconfig, tmp_path)),
+            "--output-dir",
+            str(tmp_path / "outputs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        env=run_env(lab),
+        cwd=REPO,
     )
     took = time.time() - started
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
@@ -161,7 +191,9 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     assert not any(is_injected(o) for o in fake.chaos_objects(NAMESPACE))
     assert proxy_status(lab["proxy_control_url"])["cuts"] == cuts_before + 1, "the network was cut once"
     assert proxy_status(lab["proxy_control_url"])["active"] is False
-    journal = [json.loads(line) for line in (archive / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
+    journal = [
+        json.loads(line) for line in (archive / "journal.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert any(e["kind"] == "partition.active" for e in journal)
 
     # the lab's ground truth: every event users were told was accepted (202) before the run ended is
@@ -169,8 +201,11 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     from datetime import datetime
 
     finished = datetime.fromisoformat(card["finished_at"])
-    accepted = {a["idempotency_key"] for a in read_answers(lab["lab_dir"])
-                if a.get("status") == 202 and datetime.fromisoformat(a["ts"].replace("Z", "+00:00")) <= finished}
+    accepted = {
+        a["idempotency_key"]
+        for a in read_answers(lab["lab_dir"])
+        if a.get("status") == 202 and datetime.fromisoformat(a["ts"].replace("Z", "+00:00")) <= finished
+    }
     assert accepted
 
     def missing() -> list[str]:
@@ -201,11 +236,25 @@ def test_runbook_killed_mid_partition_is_healed_by_duration(
     lab: dict[str, Any], cluster: tuple[FakeApiServer, Path], tmp_path: Path
 ) -> None:
     fake, kubeconfig = cluster
-    params = params_file(lab, kubeconfig, tmp_path, partition_seconds=8, partition_safety_margin_seconds=2,
-                         commands={})
+    params = params_file(
+        lab, kubeconfig, tmp_path, partition_seconds=8, partition_safety_margin_seconds=2, commands={}
+    )
     proc = subprocess.Popen(
-        [*GAMEDAY, "run", "--target", "kubernetes", "--params", str(params), "--output-dir", str(tmp_path / "out")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=run_env(lab), cwd=REPO, start_new_session=True,
+        [
+            *GAMEDAY,
+            "run",
+            "--target",
+            "kubernetes",
+            "--params",
+            str(params),
+            "--output-dir",
+            str(tmp_path / "out"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=run_env(lab),
+        cwd=REPO,
+        start_new_session=True,
     )
     try:
         injected = wait_for(lambda: [o for o in fake.chaos_objects(NAMESPACE) if is_injected(o)], 120, 0.2)
@@ -222,3 +271,56 @@ def test_runbook_killed_mid_partition_is_healed_by_duration(
     finally:
         if proc.poll() is None:
             kill_run(proc)
+
+
+@needs_run
+def test_a_lossy_system_fails_on_the_cluster_target_too(lossy_lab: dict[str, Any], tmp_path: Path) -> None:
+    """Measured only through the cluster-facing endpoints (canaries, the events table), the
+    scorecard still sees the loss the lab's ground truth records."""
+    from datetime import datetime
+
+    from gamedaylib.lab.truth import read_answers
+
+    lab = lossy_lab
+    with FakeApiServer(
+        pods=pods_for_lab(lab["lab_dir"], NAMESPACE),
+        proxy_control_url=lab["proxy_control_url"],
+        inject_delay=0.5,
+        recover_delay=0.5,
+    ) as fake:
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)
+        done = subprocess.run(
+            [
+                *GAMEDAY,
+                "run",
+                "--target",
+                "kubernetes",
+                "--params",
+                str(params_file(lab, kubeconfig, tmp_path, commands={})),
+                "--output-dir",
+                str(tmp_path / "outputs"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            env=run_env(lab),
+            cwd=REPO,
+        )
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    card = json.loads(
+        (Path(done.stdout.strip().splitlines()[-1]) / "scorecard.json").read_text(encoding="utf-8")
+    )
+    metrics = {m["name"]: m for m in card["metrics"]}
+    finished = datetime.fromisoformat(card["finished_at"])
+    accepted = {
+        a["idempotency_key"]
+        for a in read_answers(lab["lab_dir"])
+        if a.get("status") == 202 and datetime.fromisoformat(a["ts"].replace("Z", "+00:00")) <= finished
+    }
+    time.sleep(3)
+    stored = stored_counts(lab["events_dsn"])
+    truly_lost = [k for k in accepted if k not in stored]
+    assert truly_lost, "the lab really lost accepted events"
+    assert card["verdict"] == "fail"
+    assert metrics["event_loss_count"]["status"] == "fail" and metrics["event_loss_count"]["value"] > 0
+    assert card["events"]["canaries_lost"] > 0

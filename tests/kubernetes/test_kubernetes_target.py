@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import NAMESPACE, nats_reachable_through, proxy_status
+from fake_apiserver import NAMESPACE, FakeApiServer, nats_reachable_through, proxy_status, wait_for
 
-from fake_apiserver import FakeApiServer, wait_for
 from gamedaylib import chaos
 from gamedaylib.exceptions import InjectionFailed, ProbeError, ProductionGuard
 from gamedaylib.journal import utcnow
@@ -61,7 +60,7 @@ def test_denied_verb_fails_preflight_naming_the_permission(
         assert "missing permission: create networkchaos.chaos-mesh.org" in bad[0].detail
         assert "deploy/rbac.yaml" in bad[0].detail
         # and the API refuses the real call too, should anyone try
-        with pytest.raises(InjectionFailed, match="403.*cannot create resource \"networkchaos\""):
+        with pytest.raises(InjectionFailed, match='403.*cannot create resource "networkchaos"'):
             target.inject(duration_seconds=30)
     finally:
         target.close()
@@ -97,7 +96,9 @@ def test_inject_confirms_t0_at_all_injected_and_heal_is_idempotent(
         assert obj["metadata"]["labels"][chaos.RUN_ID_LABEL] == k8s_params["run_id"]
         assert obj["spec"]["duration"] == "1m"
         assert obj["spec"]["target"]["selector"]["pods"][NAMESPACE] == [
-            "api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp"]
+            "api-gateway-7c9d5b6f4-x2x7k",
+            "reporting-5f8b9c7d6-q4kzp",
+        ]
         assert is_injected(obj) and target.partition_active()
         assert proxy_status(data_plane["proxy_control_url"])["active"] is True
         assert not nats_reachable_through(port, timeout=0.5), "the network is cut"
@@ -126,7 +127,9 @@ def test_duration_expiry_heals_when_the_runbook_is_killed(
     assert proxy_status(data_plane["proxy_control_url"])["active"] is True
     wait_for(lambda: proxy_status(data_plane["proxy_control_url"])["active"] is False, 8)
     healed_after = (utcnow() - t0).total_seconds()
-    assert healed_after < 3 + 2, "healed at the duration, by the controller (the proxy backstop is 30 s later)"
+    assert healed_after < 3 + 2, (
+        "healed at the duration, by the controller (the proxy backstop is 30 s later)"
+    )
     obj = fake.chaos_objects(NAMESPACE)[0]
     assert is_recovered(obj), "desiredPhase Stop, AllRecovered True; the object stays"
     assert wait_for(lambda: nats_reachable_through(port), 5)
@@ -144,8 +147,11 @@ def test_existing_gameday_chaos_blocks_preflight_and_409_leaves_it_alone(
     fake: FakeApiServer, k8s_params: dict[str, Any]
 ) -> None:
     other = chaos.build_network_chaos(
-        chaos.load_template(), namespace=NAMESPACE, run_id="20260101T000000Z-beef",
-        nats_selector={"app.kubernetes.io/name": "nats"}, service_selector={"app.kubernetes.io/part-of": "teei"},
+        chaos.load_template(),
+        namespace=NAMESPACE,
+        run_id="20260101T000000Z-beef",
+        nats_selector={"app.kubernetes.io/name": "nats"},
+        service_selector={"app.kubernetes.io/part-of": "teei"},
         duration_seconds=600,
     )
     fake.put_chaos(other, injected=True)
@@ -153,7 +159,10 @@ def test_existing_gameday_chaos_blocks_preflight_and_409_leaves_it_alone(
     try:
         bad = failed(target.preflight())
         assert [c.name for c in bad] == ["no other gameday in progress"]
-        assert "nats-partition-20260101t000000z-beef" in bad[0].detail and "20260101T000000Z-beef" in bad[0].detail
+        assert (
+            "nats-partition-20260101t000000z-beef" in bad[0].detail
+            and "20260101T000000Z-beef" in bad[0].detail
+        )
     finally:
         target.close()
     # the same run id again: the API server answers 409, and the runbook must not delete the other run's fault
@@ -163,7 +172,9 @@ def test_existing_gameday_chaos_blocks_preflight_and_409_leaves_it_alone(
             same.inject(duration_seconds=30)
     finally:
         same.close()
-    assert [o["metadata"]["name"] for o in fake.chaos_objects(NAMESPACE)] == ["nats-partition-20260101t000000z-beef"]
+    assert [o["metadata"]["name"] for o in fake.chaos_objects(NAMESPACE)] == [
+        "nats-partition-20260101t000000z-beef"
+    ]
     assert not any(m == "DELETE" for m, _ in fake.requests)
 
 
@@ -214,7 +225,9 @@ def test_dry_run_creates_nothing(fake: FakeApiServer, k8s_params: dict[str, Any]
     assert creates and all("dryRun=All" in p for p in creates)
 
 
-def test_service_logs_come_from_the_pods(fake: FakeApiServer, k8s_params: dict[str, Any], data_plane: dict[str, Any]) -> None:
+def test_service_logs_come_from_the_pods(
+    fake: FakeApiServer, k8s_params: dict[str, Any], data_plane: dict[str, Any]
+) -> None:
     target = target_for(k8s_params)
     try:
         lines = target.service_logs("reporting", since=utcnow() - timedelta(minutes=5))
@@ -251,7 +264,9 @@ def test_rbac_grants_exactly_what_the_target_asks_for() -> None:
         for resource in rule["resources"]
         for verb in rule["verbs"]
     }
-    needed = {(p.verb, p.group, p.resource + (f"/{p.subresource}" if p.subresource else "")) for p in PERMISSIONS}
+    needed = {
+        (p.verb, p.group, p.resource + (f"/{p.subresource}" if p.subresource else "")) for p in PERMISSIONS
+    }
     assert granted == needed
     binding = docs["RoleBinding"]
     assert binding["roleRef"]["name"] == docs["Role"]["metadata"]["name"]
@@ -266,15 +281,21 @@ def test_prometheusrule_embeds_the_rule_file(tmp_path: Path) -> None:
     import yaml
 
     (rule,) = _yaml_docs(REPO / "monitoring" / "prometheusrule.yaml")
-    plain = yaml.safe_load((REPO / "monitoring" / "rules" / "gameday-001.rules.yml").read_text(encoding="utf-8"))
+    plain = yaml.safe_load(
+        (REPO / "monitoring" / "rules" / "gameday-001.rules.yml").read_text(encoding="utf-8")
+    )
     assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
-    assert rule["spec"]["groups"] == plain["groups"], "regenerate monitoring/prometheusrule.yaml from the rule file"
+    assert rule["spec"]["groups"] == plain["groups"], (
+        "regenerate monitoring/prometheusrule.yaml from the rule file"
+    )
     promtool = shutil.which("promtool")
     if promtool is None:
         pytest.fail("promtool not on PATH (Debian package prometheus; .ci/run installs it)")
     extracted = tmp_path / "from-prometheusrule.yml"
     extracted.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}), encoding="utf-8")
-    done = subprocess.run([promtool, "check", "rules", str(extracted)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [promtool, "check", "rules", str(extracted)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -326,8 +347,10 @@ def test_credentials_and_dsn_come_from_where_the_parameters_say(
         target.close()
 
 
-def test_unreachable_api_server_fails_preflight_not_the_runbook(k8s_params: dict[str, Any], tmp_path: Path) -> None:
-    from conftest import free_port
+def test_unreachable_api_server_fails_preflight_not_the_runbook(
+    k8s_params: dict[str, Any], tmp_path: Path
+) -> None:
+    from fake_apiserver import free_port
 
     stopped = FakeApiServer()  # a kubeconfig for a server that is not running
     stopped.start()
@@ -354,7 +377,9 @@ def test_service_labels_select_the_target_side(
         target.inject(duration_seconds=30)
         (obj,) = fake.chaos_objects(NAMESPACE)
         assert obj["spec"]["target"]["selector"] == {
-            "namespaces": [NAMESPACE], "labelSelectors": {"app.kubernetes.io/part-of": "teei"}}
+            "namespaces": [NAMESPACE],
+            "labelSelectors": {"app.kubernetes.io/part-of": "teei"},
+        }
         assert proxy_status(data_plane["proxy_control_url"])["active"] is True
         assert target.heal() is not None
         assert proxy_status(data_plane["proxy_control_url"])["active"] is False

@@ -172,3 +172,26 @@ def test_reporting_discards_a_malformed_message_and_keeps_going(lab: RunningLab)
                       ("events.page.view", good)])
     wait_for(lambda: rows_for(lab, key), 15, "the good event after the poison ones")
     assert lab.log("reporting").count("discarding malformed message") >= 2
+
+
+def test_ground_truth_records_every_user_answer_and_skips_a_torn_last_line(
+    lab: RunningLab, tmp_path: Any
+) -> None:
+    answers = wait_for(lambda: lab.answers() if len(lab.answers()) >= 5 else None, 15, "five user answers")
+    for answer in answers:
+        assert set(answer) == {"ts", "idempotency_key", "type", "status", "error"}
+        assert answer["idempotency_key"].startswith("user-")
+    assert {a["status"] for a in answers} == {202}
+    wait_for(lambda: all(lab.stored()[a["idempotency_key"]] == 1 for a in answers), 15, "user events stored")
+
+    from gamedaylib.exceptions import LabError
+    from gamedaylib.lab.truth import read_answers
+
+    (tmp_path / "truth").mkdir()
+    good = json.dumps({"ts": "t", "idempotency_key": "k", "type": "page.view", "status": 202, "error": None})
+    (tmp_path / "truth" / "answers.jsonl").write_text(good + "\n" + good[:20])
+    assert read_answers(tmp_path) == [json.loads(good)]
+    (tmp_path / "truth" / "answers.jsonl").write_text(good[:20] + "\n" + good + "\n")
+    with pytest.raises(LabError):
+        read_answers(tmp_path)
+    assert read_answers(tmp_path / "nowhere") == []

@@ -74,11 +74,11 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         "max_partition_seconds": 60,
     }
     (lab_dir / "config.json").write_text(json.dumps(config))
-    log = open(lab_dir / "proxy.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gamedaylib.lab.proxy", "--lab-config", str(lab_dir / "config.json")],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    with open(lab_dir / "proxy.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gamedaylib.lab.proxy", "--lab-config", str(lab_dir / "config.json")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
     try:
         p = Proxy(port, f"http://127.0.0.1:{control}")
 
@@ -96,7 +96,6 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         if process.poll() is None:
             process.kill()
             process.wait()
-        log.close()
         echo.shutdown()
         echo.server_close()
 
