@@ -368,7 +368,7 @@ def validate(raw: Mapping[str, Any]) -> dict[str, Any]:
         if name in SPECS:
             values[name] = value
     profile = values.get("profile")
-    if profile not in PROFILES:
+    if not isinstance(profile, str) or profile not in PROFILES:
         problems["profile"] = f"unknown profile {profile!r}; known: {sorted(PROFILES)}"
         profile = "rehearsal"
     out: dict[str, Any] = {}

@@ -350,7 +350,8 @@ class KubernetesTarget:
                 raise _wrap(error, str(exc)) from exc
             if not names:
                 raise error(
-                    f"no pod in {self.settings.namespace} matches service_pods {list(self.settings.service_pods)}"
+                    f"no pod in {self.settings.namespace} matches service_pods "
+                    f"{list(self.settings.service_pods)}"
                 )
         try:
             return self.manifest(duration_seconds, names)
@@ -441,7 +442,8 @@ class KubernetesTarget:
                     Check(
                         "chaos mesh installed",
                         False,
-                        f"the NetworkChaos CRD ({chaos.CRD_NAME}) is not installed: install Chaos Mesh ({exc})",
+                        f"the NetworkChaos CRD ({chaos.CRD_NAME}) is not installed: "
+                        f"install Chaos Mesh ({exc})",
                     )
                 ]
             return [Check("chaos mesh installed", False, f"cannot list NetworkChaos: {exc}")]
@@ -453,7 +455,8 @@ class KubernetesTarget:
         leftovers = [o for o in others if is_recovered(o)]
         if active:
             names = ", ".join(
-                f"{o['metadata']['name']} (run {o['metadata'].get('labels', {}).get(chaos.RUN_ID_LABEL, '?')})"
+                f"{o['metadata']['name']} "
+                f"(run {o['metadata'].get('labels', {}).get(chaos.RUN_ID_LABEL, '?')})"
                 for o in active
             )
             checks.append(
@@ -549,7 +552,8 @@ class KubernetesTarget:
         return Check(
             "chaos manifest accepted (server dry run)",
             True,
-            f"NetworkChaos {body['metadata']['name']}: action {spec['action']}, direction {spec['direction']}, "
+            f"NetworkChaos {body['metadata']['name']}: action {spec['action']}, "
+            f"direction {spec['direction']}, "
             f"duration {spec['duration']}, nats {json.dumps(spec['selector'], sort_keys=True)}, "
             f"target {json.dumps(spec['target']['selector'], sort_keys=True)}",
         )
@@ -641,7 +645,8 @@ class KubernetesTarget:
             self.heal()
         except HealFailed as heal_exc:
             raise InjectionFailed(
-                f"NetworkChaos {self.chaos_name} not injected within {self.settings.inject_timeout_seconds:g}s "
+                f"NetworkChaos {self.chaos_name} not injected within "
+                f"{self.settings.inject_timeout_seconds:g}s "
                 f"({why}) and could not be removed: {heal_exc}"
             ) from heal_exc
         raise InjectionFailed(
@@ -678,7 +683,8 @@ class KubernetesTarget:
                 return utcnow() if was_active else None
             if time.monotonic() > deadline:
                 raise HealFailed(
-                    f"NetworkChaos {self.chaos_name} still not recovered {self.settings.heal_timeout_seconds:g}s "
+                    f"NetworkChaos {self.chaos_name} still not recovered "
+                    f"{self.settings.heal_timeout_seconds:g}s "
                     f"after delete ({'; '.join(chaos_events(obj)[-3:])}); check chaos-controller-manager, "
                     f"then: {self.delete_command()}"
                 )
