@@ -181,6 +181,8 @@ def _close_run(
 ) -> int:
     from gamedaylib import archive
 
+    for s in (signal.SIGTERM, signal.SIGINT):  # a second signal must not stop the heal or the archive
+        signal.signal(s, signal.SIG_IGN)
     try:
         try:
             _heal_from_outside(params, journal)

@@ -384,11 +384,29 @@ def validate(raw: Mapping[str, Any]) -> dict[str, Any]:
 
     for name, why in limit_problems(out).items():
         problems.setdefault(name, why)
+    if not problems:
+        needed = longest_wait_seconds(out)
+        if values.get("cell_timeout_seconds") is None:
+            out["cell_timeout_seconds"] = max(out["cell_timeout_seconds"], needed + 120.0)
+        elif out["cell_timeout_seconds"] < needed:
+            problems["cell_timeout_seconds"] = (
+                f"{out['cell_timeout_seconds']:g}s is shorter than the longest phase may wait ({needed:g}s): "
+                "that cell would time out"
+            )
     if problems:
         raise InvalidParameters(problems)
     if not out["run_id"]:
         out["run_id"] = new_run_id()
     return out
+
+
+def longest_wait_seconds(params: Mapping[str, Any]) -> float:
+    """The longest a single phase cell may wait by design (partition halves, recovery, alert)."""
+    return max(
+        params["partition_seconds"] / 2 + params["heal_confirm_seconds"],
+        params["lag_recovery_deadline_seconds"] + 5 * params["sample_interval_seconds"] + 5,
+        params["alert_fire_target_seconds"],
+    )
 
 
 def _did_you_mean(name: str) -> str:
@@ -437,6 +455,9 @@ MASK = "***"
 
 def redact_text(text: str) -> str:
     """Mask passwords in DSNs/URLs, ``password=...`` pairs, bearer tokens and webhook URLs."""
+    from gamedaylib.safety import mask_secrets
+
+    text = mask_secrets(text)  # values of secret environment variables, wherever they turn up
     text = _DSN_PASSWORD.sub(lambda m: m["pre"] + MASK + m["post"], text)
     text = _KV_SECRET.sub(lambda m: m["pre"] + MASK, text)
     text = _BEARER.sub(lambda m: m["pre"] + MASK, text)
@@ -448,6 +469,9 @@ def redact(value: Any, key: str = "") -> Any:
     if key and _SECRET_NAME.search(key) and not key.endswith("_env"):
         return MASK if value not in (None, "") else value
     if isinstance(value, Mapping):
+        from gamedaylib.safety import register_secret_envs
+
+        register_secret_envs(value)  # the variables the *_env parameters name hold secrets
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [redact(v) for v in value]

@@ -8,6 +8,7 @@ lives in the targets; everything here runs before or beside the partition.
 from __future__ import annotations
 
 import fnmatch
+import re
 import json
 import os
 import socket
@@ -396,3 +397,48 @@ def url_problem(value: Any) -> str | None:
     if port == 0:
         return f"port 0 is not a port, got {value!r}"
     return None
+
+
+# ------------------------------------------------------------------ secrets from the environment
+
+SECRET_ENV_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|CREDENTIAL|PRIVATE_?KEY|DSN|WEBHOOK|HOOK)", re.I)
+MASK = "***"
+MIN_SECRET_LENGTH = 6
+_secret_env_names: set[str] = {"GAMEDAY_EVENTS_DSN"}
+
+
+def register_secret_envs(params: Mapping[str, Any]) -> None:
+    """Remember the environment variables the ``*_env`` parameters name: their values are secrets."""
+    for name, value in params.items():
+        if isinstance(name, str) and name.endswith("_env") and isinstance(value, str) and value:
+            _secret_env_names.add(value)
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values to mask wherever they turn up: every variable named by a ``*_env`` parameter or whose
+    name looks secret, and the password and path of such a value when it is a URL. Longest first."""
+    from urllib.parse import urlsplit
+
+    env = os.environ if environ is None else environ
+    found: set[str] = set()
+    for name, value in env.items():
+        if not value or not (name in _secret_env_names or SECRET_ENV_NAME.search(name)):
+            continue
+        found.add(value)
+        try:
+            parts = urlsplit(value)
+            if parts.password:
+                found.add(parts.password)
+            if parts.netloc and len(parts.path) >= 8:
+                found.add(parts.path)
+        except ValueError:
+            continue
+    return sorted((v for v in found if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every secret value from the environment replaced by ``***``."""
+    for value in secret_values():
+        if value in text:
+            text = text.replace(value, MASK)
+    return text

@@ -121,3 +121,18 @@ def test_redact_masks_secrets_and_dsn_passwords() -> None:
     assert safe["events_dsn_env"] == "GAMEDAY_EVENTS_DSN"
     assert safe["partition_seconds"] == 20
     assert params["api_token"] == "abc123"  # the original is untouched
+
+
+def test_example_params_file_is_valid() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "params" / "rehearsal-example.yaml"
+    params = validate(load_params_file(str(example)))
+    assert params["partition_seconds"] == 15 and params["stamps"]["acknowledged"] == 45.0
+
+
+def test_cell_timeout_follows_the_waits() -> None:
+    assert validate({"partition_seconds": 2000})["cell_timeout_seconds"] >= 1000 + 30
+    with pytest.raises(InvalidParameters) as info:
+        validate({"partition_seconds": 2000, "cell_timeout_seconds": 60})
+    assert "cell_timeout_seconds" in info.value.problems

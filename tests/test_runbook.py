@@ -103,7 +103,7 @@ def test_a_whole_run_without_probes_is_not_a_pass(tmp_path: Path) -> None:
     assert by_name["rto_seconds"]["status"] == "fail"  # never confirmed recovered: not a pass
     assert card["verdict"] == "fail"  # required metrics not measured
     kinds = _kinds(tmp_path)
-    assert kinds.count("phase.started") == kinds.count("phase.finished") == 10
+    assert kinds.count("phase.started") == kinds.count("phase.finished") == 9
     assert kinds.index("partition.requested") < kinds.index("partition.active") < kinds.index("partition.healed")
     assert kinds[-1] == "run.finished"
     assert target.closed == 1

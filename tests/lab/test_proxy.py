@@ -158,12 +158,12 @@ def test_reset_mode_resets_open_and_new_connections(proxy: Proxy) -> None:
             old.recv(100)
             old.sendall(b"x")
             old.recv(100)
-        new = proxy.connect()
-        new.settimeout(3.0)
-        with pytest.raises(ConnectionResetError):
-            new.recv(100)
-            new.sendall(b"x")
-            new.recv(100)
+        with pytest.raises(ConnectionResetError):  # at connect or at the first read: both are a reset
+            with proxy.connect() as new:
+                new.settimeout(3.0)
+                new.recv(100)
+                new.sendall(b"x")
+                new.recv(100)
     finally:
         old.close()
         proxy.post({"active": False})
