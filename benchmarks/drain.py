@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,10 +153,13 @@ def copy_rate(dsn: str) -> tuple[int, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=50000)
-    parser.add_argument("--partition-events", type=int, default=20000)
+    parser.add_argument("--partition-events", type=int, default=None,
+                        help="events backlogged in the gateway during a cut (default: events/2, at most 20000)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     count: int = args.events
+    if args.partition_events is None:
+        args.partition_events = min(20000, max(1, count // 2))
 
     lab_dir = Path(tempfile.mkdtemp(prefix="gameday-drain-"))
     proc.make_traversable(lab_dir)
@@ -221,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 reporting.kill()
                 reporting.wait()
         lab.down()
+        shutil.rmtree(lab_dir, ignore_errors=True)
 
     if "partition_drain_rate" in figures:
         print(f"after a partition: {figures['partition_backlog']:.0f} events buffered in the gateway; from heal, "

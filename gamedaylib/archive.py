@@ -9,6 +9,7 @@ in place and marks a run that did not reach its end ``aborted``.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ def execute(
     start = time.monotonic()
     reason = ""
     source = headless_notebook(notebook or notebook_path())
+    os.environ["GAMEDAY_HEADLESS"] = "1"  # the kernel inherits it: forms take answers from parameters
     try:
         papermill.execute_notebook(
             source,
@@ -200,12 +202,12 @@ def render_incident_report(
     )
 
 
-_REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>\s*</script>", re.I)
-_REMOTE_LINK = re.compile(r"<link[^>]*\bhref=[\"']?(?:https?:)?//[^>]*>", re.I)
+_REMOTE_SCRIPT = re.compile(r"<script[^>]*\bsrc=[\"']?(?:https?:)?//[^>]*>\s*</script>", re.IGNORECASE)
+_REMOTE_LINK = re.compile(r"<link[^>]*\bhref=[\"']?(?:https?:)?//[^>]*>", re.IGNORECASE)
 _INLINE_REMOTE_SCRIPT = re.compile(
-    r"<script\b[^>]*>(?:(?!</script>).)*?[\"'](?:https?:)?//(?:(?!</script>).)*?</script>", re.S | re.I
+    r"<script\b[^>]*>(?:(?!</script>).)*?[\"'](?:https?:)?//(?:(?!</script>).)*?</script>", re.DOTALL | re.IGNORECASE
 )
-_MATHJAX_BLOCK = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.S | re.I)
+_MATHJAX_BLOCK = re.compile(r"<!-- Load mathjax -->.*?<!-- End of mathjax configuration -->", re.DOTALL | re.IGNORECASE)
 
 
 def render_html(notebook: Path, html_path: Path) -> Path:
@@ -235,12 +237,12 @@ def strip_remote(html: str) -> str:
 def remote_loads(html: str) -> list[str]:
     """What in ``html`` would be fetched from the network when opened (empty = none)."""
     pattern = re.compile(
-        r"<(?:script|img|iframe|link|source|video|audio)\b[^>]*\b(?:src|href)=[\"']?((?:https?:)?//[^\"' >]+)", re.I
+        r"<(?:script|img|iframe|link|source|video|audio)\b[^>]*\b(?:src|href)=[\"']?((?:https?:)?//[^\"' >]+)", re.IGNORECASE
     )
     found = pattern.findall(html)
-    for script in re.findall(r"<script\b[^>]*>(.*?)</script>", html, re.S | re.I):
+    for script in re.findall(r"<script\b[^>]*>(.*?)</script>", html, re.DOTALL | re.IGNORECASE):
         found += re.findall(r"[\"']((?:https?:)?//[^\"']+)[\"']", script)
-    found += re.findall(r"@import\s+url\([\"']?((?:https?:)?//[^)\"']+)", html, re.I)
+    found += re.findall(r"@import\s+url\([\"']?((?:https?:)?//[^)\"']+)", html, re.IGNORECASE)
     return found
 
 

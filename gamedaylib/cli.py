@@ -249,7 +249,6 @@ def _invalid(exc: InvalidParameters, raw: dict[str, Any], output_dir: Path) -> i
 
 def cmd_history(args: argparse.Namespace) -> int:
     from gamedaylib import archive
-
     from gamedaylib.safety import mark_orphaned_runs
 
     output_dir = Path(args.output_dir)

@@ -445,11 +445,11 @@ def load_params_file(path: str) -> dict[str, Any]:
     return data
 
 
-_SECRET_NAME = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential|private[_-]?key)", re.I)
-_DSN_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<post>@)", re.I)
-_KV_SECRET = re.compile(r"(?P<pre>\b(?:password|passwd|token|secret|api[_-]?key)=)(?P<pw>[^\s&;'\"]+)", re.I)
+_SECRET_NAME = re.compile(r"(password|passwd|secret|token|api[_-]?key|credential|private[_-]?key)", re.IGNORECASE)
+_DSN_PASSWORD = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?P<post>@)", re.IGNORECASE)
+_KV_SECRET = re.compile(r"(?P<pre>\b(?:password|passwd|token|secret|api[_-]?key)=)(?P<pw>[^\s&;'\"]+)", re.IGNORECASE)
 _BEARER = re.compile(r"(?P<pre>\bBearer\s+)(?P<pw>[A-Za-z0-9._~+/=-]+)")
-_WEBHOOK = re.compile(r"https://hooks\.slack\.com/\S+", re.I)
+_WEBHOOK = re.compile(r"https://hooks\.slack\.com/\S+", re.IGNORECASE)
 MASK = "***"
 
 

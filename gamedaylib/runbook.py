@@ -11,7 +11,6 @@ Every wait polls, shows progress and has a deadline taken from the parameters.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from gamedaylib.clock import Clock, format_offset, parse_time, utcnow
+from gamedaylib.clock import Clock, parse_time, utcnow
 from gamedaylib.exceptions import (
     GamedayError,
     InvalidParameters,
@@ -35,10 +34,8 @@ from gamedaylib.journal import Journal
 from gamedaylib.parameters import effective_targets, redact, validate
 from gamedaylib.playbook import (
     CRITICAL_EVENT_TYPES,
-    GAMEDAY_ID,
     PHASES_BY_ID,
     PLAYBOOK_METRIC_LABELS,
-    PRE_GAMEDAY_CHECKLIST,
 )
 from gamedaylib.scorecard import Metric, Scorecard, table_markdown
 from gamedaylib.shell import CommandResult, CommandRunner, ShellRunner
@@ -52,6 +49,7 @@ SAMPLES_FILE = "samples.csv"
 REPORT_FILE = "incident-report.md"
 PARAMS_FILE = "params.yaml"
 TIMELINE_PNG = "timeline.png"
+HEADLESS_ENV = "GAMEDAY_HEADLESS"
 
 
 def _display(obj: Any) -> None:
@@ -209,6 +207,8 @@ class Gameday:
         self._stopped_by: StopConditionFired | None = None
         self._probe_cache: dict[str, Any] = {}
         self._alerts_unavailable = False
+        # headless runs (gameday run) set GAMEDAY_HEADLESS=1: answers come from parameters, forms are static
+        self.live = os.environ.get(HEADLESS_ENV) != "1"
 
     # ------------------------------------------------------------------ start
     @classmethod
@@ -280,12 +280,7 @@ class Gameday:
     def _make_sampler(self) -> Any:
         from gamedaylib.sampler import Sampler
 
-        return Sampler.from_gameday(self) if hasattr(Sampler, "from_gameday") else Sampler(
-            self.endpoints,
-            self.archive_dir / SAMPLES_FILE,
-            interval_seconds=self.params["sample_interval_seconds"],
-            canaries=self.canaries,
-        )
+        return Sampler.from_gameday(self)
 
     # ------------------------------------------------------------------ probes
     def _probe(self, name: str) -> Any:
@@ -461,15 +456,16 @@ class Gameday:
         return metric
 
     def observe(self, phase_id: str) -> dict[str, str]:
-        """The team's answers to the phase's questions: from the ``observations`` parameter (headless),
-        journaled and shown as static Markdown. Live sessions add forms (``gamedaylib.forms``)."""
+        """The phase's questions as a form (``gamedaylib.forms``): live, the team types and records;
+        headless, the answers come from the ``observations`` parameter, are journaled, and shown as a
+        static table (no widget state needed). Returns the answers known now."""
         phase = PHASES_BY_ID[phase_id]
         given = self.params["observations"].get(phase_id, {})
         answers = {q: given.get(q, "") for q in phase.questions}
         answers.update({q: a for q, a in given.items() if q not in answers})
-        for q, a in answers.items():
-            if a:
-                self.journal.record("observation", phase=phase_id, question=q, answer=a)
+        from gamedaylib import forms
+
+        forms.observation_form(self.journal, phase_id, answers=given, live=self.live)
         return answers
 
     def _wait(
@@ -558,12 +554,9 @@ class Gameday:
                             "all present" if not missing else f"missing: {missing}", False)
             except ProbeError as exc:
                 self._check(res, "events table reachable", False, exc.reason, True)
-            checklist = self.params["checklist"]
-            for item in PRE_GAMEDAY_CHECKLIST:
-                key = item.split(":")[0]
-                done = checklist.get(item, checklist.get(key))
-                if done is not None:
-                    self.journal.record("checklist", phase="preflight", item=item, done=done)
+            from gamedaylib import forms
+
+            forms.checklist_form(self.journal, checklist=self.params["checklist"], live=self.live)
             dashboards = dict(self.endpoints.dashboards) | dict(self.params["dashboards"])
             if dashboards:
                 _markdown("**Dashboards:** " + " · ".join(f"[{n}]({u})" for n, u in dashboards.items()))
@@ -618,7 +611,7 @@ class Gameday:
             alive, detail = self._sse_alive()
             self._check(res, "Corp Cockpit SSE stream responsive", alive, detail)
             self._run_commands("buffering", res)
-            res.observations = self.observe("buffering")
+            self.observe("buffering")
         return res
 
     def heal(self) -> PhaseResult:
@@ -712,7 +705,7 @@ class Gameday:
                             f"{dups[0]} extra rows over {len(dups[1])} keys; {_fmt(logs)} duplicate_event logs "
                             "(duplicates caught by the consumer)")
             self._run_commands("replay", res)
-            res.observations = self.observe("replay")
+            self.observe("replay")
         return res
 
     def verify_rto(self) -> PhaseResult:
@@ -747,8 +740,8 @@ class Gameday:
             else:
                 self._measure(Metric("lag_recovery_seconds", lag_target, lag_target, "<=", "fail",
                                      f"lag never under {self.params['lag_threshold']:g} within the deadline", "s"))
-            rto = self.scorecard.metric("rto_seconds")
-            res.values["RTO (s)"] = rto.value if rto else None
+            rto_metric = self.scorecard.metric("rto_seconds")
+            res.values["RTO (s)"] = rto_metric.value if rto_metric else None
             for check in self.target.preflight():
                 if "lag" in check.name.lower():
                     continue
@@ -850,20 +843,18 @@ class Gameday:
                             "(Alertmanager/Prometheus) − T+0", unit="s"))
                 except ProbeError as exc:
                     self._measure(Metric.not_measured("alert_fire_seconds", fire_target, exc.reason, unit="s"))
+            from gamedaylib import forms
+
+            forms.stamp_buttons(self.journal, self.clock, stamps=self.params["stamps"], live=self.live)
             self._measure_team_response(res)
-            for stamp, given in self.params["stamps"].items():
-                at = self._stamp_time(given)
-                if at is not None:
-                    self.journal.record("stamp", phase="incident_response", stamp=stamp, at=at.isoformat(),
-                                        given=given)
             self._run_commands("incident_response", res)
-            res.observations = self.observe("incident_response")
+            self.observe("incident_response")
         return res
 
     def postmortem(self) -> PhaseResult:
         """T+90: debrief answers, open questions (unanswered ones), action items."""
         with self._phase("postmortem") as res:
-            res.observations = self.observe("postmortem")
+            self.observe("postmortem")
             for item in self.params["action_items"]:
                 self.journal.record("action_item", phase="postmortem", **item)
             if self.params["action_items"]:
@@ -1043,7 +1034,7 @@ class Gameday:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - URL from the target
+            with urllib.request.urlopen(url, timeout=5) as resp:
                 line = resp.readline()
                 while line and not line.strip():
                     line = resp.readline()
@@ -1096,26 +1087,17 @@ class Gameday:
             f"started ({canary_dup} of them canaries)", comparison="==", unit="rows"))
 
     def _measure_team_response(self, res: PhaseResult) -> None:
+        """First 'acknowledged' stamp (journal: buttons live, parameters headless) − the alert's fire time."""
+        from gamedaylib.forms import team_response_seconds
+
         target = self.params["team_response_target_seconds"]
-        stamps = self.params["stamps"]
-        ack = stamps.get("acknowledged")
-        if ack is None:
-            self._measure(Metric.not_measured("team_response_seconds", target, "no 'acknowledged' stamp recorded",
-                                              unit="s"))
+        response = team_response_seconds(self.journal.entries(), self._alert_at)
+        if response.seconds is None:
+            self._measure(Metric.not_measured("team_response_seconds", target, response.evidence, unit="s"))
             return
-        if self._alert_at is None:
-            self._measure(Metric.not_measured("team_response_seconds", target,
-                                              "no alert fire time to measure the response from", unit="s"))
-            return
-        ack_at = self._stamp_time(ack)
-        if ack_at is None:
-            self._measure(Metric.not_measured("team_response_seconds", target, "no T+0 for a relative stamp",
-                                              unit="s"))
-            return
-        value = (ack_at - self._alert_at).total_seconds()
-        res.values["acknowledged at"] = ack_at
-        self._measure(Metric.judged("team_response_seconds", round(value, 1), target,
-                                    "'acknowledged' stamp − first alert fire time", unit="s"))
+        self._measure(Metric.judged("team_response_seconds", round(response.seconds, 1), target,
+                                    response.evidence, unit="s"))
+        res.values["team response (s)"] = round(response.seconds, 1)
 
     def _stamp_time(self, value: Any) -> datetime | None:
         if isinstance(value, (int, float)):
@@ -1219,4 +1201,4 @@ def load_journal(archive_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return list(Journal.read(Path(archive_dir) / JOURNAL_FILE))
 
 
-__all__ = ["Gameday", "PhaseResult", "Reading", "make_target", "load_journal"]
+__all__ = ["Gameday", "PhaseResult", "Reading", "load_journal", "make_target"]

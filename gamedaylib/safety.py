@@ -8,9 +8,9 @@ lives in the targets; everything here runs before or beside the partition.
 from __future__ import annotations
 
 import fnmatch
-import re
 import json
 import os
+import re
 import socket
 import time
 from collections.abc import Iterable, Mapping
@@ -262,11 +262,15 @@ def find_orphaned_runs(output_dir: str | os.PathLike[str], *, min_age_seconds: f
                 continue
             if quiet < min_age_seconds:
                 continue
-        pids = sorted({int(e.get("runner_pid") or e.get("pid")) for e in runners})
+        pids = sorted({int(e.get("runner_pid") or e.get("pid") or 0) for e in runners})
         last = entries[-1]
         reason = (f"orphaned: the runner ({', '.join(f'pid {p}' for p in pids) or 'unknown'}) died before the "
                   f"run finished; last journal entry #{last.get('seq')} {last.get('kind')} "
                   f"at {last.get('ts')}")
+        requested = next((e for e in entries if e.get("kind") == "partition.requested"), None)
+        if requested is not None and not requested.get("dry_run"):
+            reason += (f"; its partition had a deadline of {requested.get('deadline_seconds')}s after "
+                       f"{requested.get('ts')} (the target heals it by itself)")
         run_id = next((str(e.get("run_id")) for e in entries if e.get("run_id")), path.parent.name)
         found.append(OrphanedRun(path.parent, run_id, reason))
     return found
@@ -401,7 +405,7 @@ def url_problem(value: Any) -> str | None:
 
 # ------------------------------------------------------------------ secrets from the environment
 
-SECRET_ENV_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|CREDENTIAL|PRIVATE_?KEY|DSN|WEBHOOK|HOOK)", re.I)
+SECRET_ENV_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|CREDENTIAL|PRIVATE_?KEY|DSN|WEBHOOK|HOOK)", re.IGNORECASE)
 MASK = "***"
 MIN_SECRET_LENGTH = 6
 _secret_env_names: set[str] = {"GAMEDAY_EVENTS_DSN"}

@@ -3,6 +3,7 @@ journal that survives being killed at any moment."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -92,3 +93,62 @@ def test_journal_survives_kill_at_random_moments(tmp_path: Path) -> None:
         assert seqs == list(range(1, len(seqs) + 1)), "no entry lost or torn in the middle"
         total = len(entries)
         # a torn last line (if any) does not break the next writer: it appends on a line of its own
+
+
+def _archive(root: Path, run_id: str, entries: list[tuple[str, dict]]) -> Path:
+    run_dir = root / "GAMEDAY-001" / run_id
+    journal = Journal(run_dir / "journal.jsonl")
+    for kind, fields in entries:
+        journal.record(kind, **fields)
+    (run_dir / "params.yaml").write_text(f"run_id: {run_id}\ntarget: lab\nprofile: rehearsal\n", encoding="utf-8")
+    return run_dir
+
+
+def test_orphaned_runs_are_found_and_marked_aborted(tmp_path: Path) -> None:
+    from gamedaylib.safety import find_orphaned_runs, mark_orphaned_runs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        orphan = _archive(tmp_path, "orphan", [("note", {"note": "runner", "runner_pid": dead.pid}),
+                                               ("run.started", {"run_id": "orphan", "pid": dead.pid}),
+                                               ("partition.requested", {"deadline_seconds": 18})])
+        _archive(tmp_path, "running", [("note", {"note": "runner", "runner_pid": live.pid})])
+        _archive(tmp_path, "done", [("run.started", {"pid": dead.pid}), ("run.finished", {"verdict": "pass"})])
+        found = find_orphaned_runs(tmp_path)
+        assert [o.path for o in found] == [orphan]
+        assert "died" in found[0].reason and "deadline of 18s" in found[0].reason
+        assert [o.run_id for o in mark_orphaned_runs(tmp_path)] == ["orphan"]
+        assert find_orphaned_runs(tmp_path) == [], "marked once"
+    finally:
+        live.kill()
+        live.wait()
+    card = json.loads((orphan / "scorecard.json").read_text())
+    assert card["verdict"] == "aborted" and "died" in card["reason"]
+    last = list(Journal.read(orphan / "journal.jsonl"))[-1]
+    assert last["kind"] == "run.finished" and "died" in last["reason"]
+    assert (orphan / "report.html").exists() and (orphan / "incident-report.md").exists()
+    assert [o.run_id for o in find_orphaned_runs(tmp_path)] == ["running"], "its runner is dead now"
+
+
+def test_secret_environment_values_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gamedaylib.parameters import redact, redact_text
+
+    monkeypatch.setenv("SOME_API_TOKEN", "tok-9f8e7d6c")
+    monkeypatch.setenv("PLAIN_HOOK_VAR_X", "http://127.0.0.1:9/hooks/abcdef-123456")
+    monkeypatch.setenv("INNOCENT_NAME", "value-named-by-a-param")
+    assert "tok-9f8e7d6c" not in redact_text("curl -H 'X: tok-9f8e7d6c' ...")
+    assert "abcdef-123456" not in redact_text("posted to /hooks/abcdef-123456")
+    assert "value-named-by-a-param" in redact_text("value-named-by-a-param")
+    redact({"notify_webhook_env": "INNOCENT_NAME"})  # a *_env parameter names it: now a secret
+    assert "value-named-by-a-param" not in redact_text("got value-named-by-a-param")
+
+
+def test_limits_name_the_parameter() -> None:
+    from gamedaylib.safety import limit_problems
+
+    assert limit_problems({"partition_seconds": 1e9}).keys() == {"partition_seconds"}
+    assert limit_problems({"prometheus_url": "http://h:99999"}).keys() == {"prometheus_url"}
+    assert limit_problems({"target": "lab", "partition_seconds": 3000, "partition_safety_margin_seconds": 900})
+    assert limit_problems({"partition_seconds": 20, "prometheus_url": "http://127.0.0.1:9090"}) == {}

@@ -19,6 +19,7 @@ from gamedaylib.exceptions import HealFailed, InjectionFailed, InvalidParameters
 from gamedaylib.targets.base import Check, Endpoints, GroundTruth
 
 CONFIRM_SECONDS = 10.0
+MONITORING = ("prometheus", "alertmanager")  # down = the alerting metrics are not measured, no reason to stop
 SETTLE_SECONDS = 5.0
 
 
@@ -58,10 +59,7 @@ class LabTarget:
             self.state = self.lab.status()
             check_knobs(self.knobs, self.state.get("knobs") or {})
         elif start:
-            try:
-                self.state = self.lab.up(self.knobs)
-            except LabError:
-                raise
+            self.state = self.lab.up(self.knobs)
             self.started_here = True
         else:
             raise LabError(f"no lab is up in {self.lab_dir}")
@@ -93,7 +91,8 @@ class LabTarget:
         status = self.lab.status()
         checks.append(Check("lab up", bool(status.get("up")), str(self.lab_dir)))
         for name, info in sorted((status.get("processes") or {}).items()):
-            checks.append(Check(f"process {name} running", bool(info.get("alive")), f"pid {info.get('pid')}"))
+            checks.append(Check(f"process {name} running", bool(info.get("alive")), f"pid {info.get('pid')}",
+                                fatal=name not in MONITORING))
         from gamedaylib.probes import http_request
 
         for service, url in (
@@ -164,13 +163,12 @@ class LabTarget:
             raise LabError(f"cannot read {path}: {exc}") from exc
 
     def ground_truth(self) -> GroundTruth | None:
-        from gamedaylib.lab.truth import read_answers
-        from gamedaylib.probes.events import EventsStore
-        from gamedaylib.probes.metrics import scrape
-
         from datetime import timedelta
 
         from gamedaylib.clock import parse_time
+        from gamedaylib.lab.truth import read_answers
+        from gamedaylib.probes.events import EventsStore
+        from gamedaylib.probes.metrics import scrape
 
         # answers of this run, old enough to have been stored by a healthy pipeline
         until = utcnow() - timedelta(seconds=SETTLE_SECONDS)

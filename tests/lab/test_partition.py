@@ -95,13 +95,13 @@ def test_cut_with_five_second_deadline_heals_by_itself(healthy: RunningLab) -> N
 
 def test_reset_mode_resets_the_services_connections(healthy: RunningLab) -> None:
     before = healthy.log("gateway").count("nats disconnected")
-    status = healthy.partition(True, 4, mode="reset")
+    status = healthy.partition(True, 8, mode="reset")
     assert status["mode"] == "reset"
     # a reset is noticed at once, not after missed pings
-    wait_for(lambda: healthy.log("gateway").count("nats disconnected") > before, 2.5,
+    wait_for(lambda: healthy.log("gateway").count("nats disconnected") > before, 4,
              "the gateway to see its connection reset")
     assert healthy.gateway("nats_connected") == 0
-    healthy.wait_partition_over(8)
+    healthy.wait_partition_over(10)
     healthy.wait_drained(timeout=60)
     stored = healthy.stored()
     assert not [key for key, count in stored.items() if count > 1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from safetytools import FIGURES, lab, start_run  # noqa: F401 - fixtures
+from safetytools import FIGURES, lab, start_run
 
 __all__ = ["lab", "start_run"]
 

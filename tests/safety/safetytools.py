@@ -67,7 +67,7 @@ class LabHandle:
         return self.state["proxy_control_url"].rstrip("/") + "/partition"
 
     def partition(self) -> dict[str, Any]:
-        with urllib.request.urlopen(self.control, timeout=3) as resp:  # noqa: S310 - loopback
+        with urllib.request.urlopen(self.control, timeout=3) as resp:
             return json.loads(resp.read())
 
     def status(self) -> dict[str, Any]:

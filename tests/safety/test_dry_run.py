@@ -19,7 +19,7 @@ from safetytools import ROOT, SHORT, LabHandle, gameday, params_args, read_journ
 from gamedaylib.playbook import PHASE_IDS
 
 sys.path.insert(0, str(ROOT / "tests" / "kubernetes"))
-from fake_apiserver import FakeApiServer, pods_for_lab  # noqa: E402
+from fake_apiserver import FakeApiServer, pods_for_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

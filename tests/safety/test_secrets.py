@@ -9,13 +9,12 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 from safetytools import ROOT, SHORT, LabHandle, gameday, params_args, read_journal
 
 sys.path.insert(0, str(ROOT / "tests" / "kubernetes"))
-from fake_apiserver import FakeApiServer, pods_for_lab  # noqa: E402
+from fake_apiserver import FakeApiServer, pods_for_lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
