@@ -563,7 +563,8 @@ class Gameday:
             failed = [c.name for c in res.checks if c.fatal and not c.ok]
             if failed:
                 res.ok = False
-                raise PreflightFailed(f"pre-flight failed: {', '.join(failed)}; nothing was injected", failed)
+                details = "; ".join(f"{c.name}: {c.detail}" for c in res.checks if c.fatal and not c.ok)
+                raise PreflightFailed(f"pre-flight failed: {details}; nothing was injected", failed)
         return res
 
     def inject(self) -> PhaseResult:
