@@ -1,47 +1,12 @@
-"""Shared fixtures (keep small; other modules may add theirs here)."""
+"""Shared fixtures (keep small; helpers live in runtools.py, imported by name)."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-GAMEDAY = str(Path(sys.executable).with_name("gameday"))
-
-
-def run_gameday(*args: str, cwd: Path | None = None, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    """Run the `gameday` console script as a user would; returns the finished process."""
-    env = dict(os.environ)
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    return subprocess.run(
-        [GAMEDAY, *args], capture_output=True, text=True, timeout=timeout, cwd=str(cwd or ROOT), env=env,
-        check=False,
-    )
-
-
-def archive_of(proc: subprocess.CompletedProcess[str]) -> Path:
-    """The archive folder: the last line on stdout."""
-    lines = [line for line in proc.stdout.splitlines() if line.strip()]
-    assert lines, f"no stdout; stderr:\n{proc.stderr[-3000:]}"
-    return Path(lines[-1].strip())
-
-
-def scorecard(archive: Path) -> dict[str, Any]:
-    return json.loads((archive / "scorecard.json").read_text(encoding="utf-8"))
-
-
-def journal(archive: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (archive / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
-
-
-def metrics(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {m["name"]: m for m in card["metrics"]}
+from runtools import run_gameday
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ an archive marked aborted whose journal shows that no partition was applied."""
 from __future__ import annotations
 
 import pytest
-from conftest import archive_of, journal, run_gameday, scorecard
+from runtools import archive_of, journal, run_gameday, scorecard
 
 pytestmark = pytest.mark.timeout(120)
 

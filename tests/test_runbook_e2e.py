@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import psycopg
 import pytest
-from conftest import archive_of, journal, metrics, run_gameday, scorecard
+from runtools import archive_of, journal, metrics, run_gameday, scorecard
 
 from gamedaylib.archive import ARCHIVE_FILES, remote_loads
 from gamedaylib.lab.supervisor import Lab
