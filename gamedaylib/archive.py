@@ -31,7 +31,10 @@ SCORECARD_FILE = "scorecard.json"
 SAMPLES_FILE = "samples.csv"
 REPORT_FILE = "incident-report.md"
 PARAMS_FILE = "params.yaml"
-ARCHIVE_FILES = (RUNBOOK_FILE, HTML_FILE, JOURNAL_FILE, SCORECARD_FILE, SAMPLES_FILE, REPORT_FILE, PARAMS_FILE)
+ACTION_ITEMS_FILE = "action-items.csv"
+ARCHIVE_FILES = (
+    RUNBOOK_FILE, HTML_FILE, JOURNAL_FILE, SCORECARD_FILE, SAMPLES_FILE, REPORT_FILE, PARAMS_FILE, ACTION_ITEMS_FILE,
+)
 HISTORY_METRICS = METRIC_NAMES[:6]
 
 
@@ -121,6 +124,9 @@ def finalize(archive_dir: Path, params: Mapping[str, Any], execution: Execution)
     samples = archive_dir / SAMPLES_FILE
     if not samples.exists():
         samples.write_text("ts,t_offset_s,phase\n", encoding="utf-8")
+    from gamedaylib.forms import write_action_items_csv
+
+    write_action_items_csv(journal, archive_dir / ACTION_ITEMS_FILE)  # what the team recorded, even if aborted
     report = archive_dir / REPORT_FILE
     try:
         text = render_incident_report(archive_dir, scorecard=data, params=params, journal=journal.entries())
@@ -177,7 +183,9 @@ def render_incident_report(
     journal: Sequence[Mapping[str, Any]],
 ) -> str:
     """``incident-report.md`` from ``docs/incidents/template.md``: timeline, scorecard, observations,
-    open questions (unanswered playbook questions), action items."""
+    open questions (unanswered playbook questions), action items (from the journal: the form live, the
+    parameter headless; the parameter when the run stopped before the post-mortem journaled them)."""
+    from gamedaylib.forms import action_items_of
     from gamedaylib.incident import draft_incident_report, load_template
 
     template = project_root() / "docs" / "incidents" / "template.md"
@@ -198,7 +206,7 @@ def render_incident_report(
         params=params,
         observations=observations,
         open_questions=open_questions,
-        action_items=list(params.get("action_items") or []),
+        action_items=action_items_of(journal) or action_items_of(list(params.get("action_items") or [])),
     )
 
 

@@ -149,6 +149,25 @@ def _str_map(v: Any) -> dict[str, str]:
     return dict(v)
 
 
+def _label_selector(v: Any) -> dict[str, str | list[str]]:
+    """Kubernetes labels: each value one string (``app=nats``) or a non-empty list of strings (``app in
+    (nats, nats-js)``, an ``In`` expression selector in Chaos Mesh)."""
+    if not isinstance(v, Mapping):
+        raise ValueError(f"must be a mapping of label names to a string or a list of strings, got {v!r}")
+    out: dict[str, str | list[str]] = {}
+    for key, value in v.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"label names must be non-empty strings, got {key!r}")
+        if isinstance(value, str):
+            out[key] = value
+        elif (isinstance(value, (list, tuple)) and value
+              and all(isinstance(x, str) and x for x in value)):
+            out[key] = list(value)
+        else:
+            raise ValueError(f"label {key!r}: must be a string or a non-empty list of strings, got {value!r}")
+    return out
+
+
 def _url_map(v: Any) -> dict[str, str]:
     m = _str_map(v)
     for name, url in m.items():
@@ -249,8 +268,9 @@ def _env_name(v: Any) -> str:
 
 def _fault_phase(v: Any) -> str:
     s = _str(v)
-    if s and s not in PHASE_IDS:
-        raise ValueError(f"must be empty or a phase id {list(PHASE_IDS)}, got {s!r}")
+    phase, _, mode = s.partition(":")
+    if s and (phase not in PHASE_IDS or mode not in ("", "hang")):
+        raise ValueError(f"must be empty, a phase id {list(PHASE_IDS)} or '<phase id>:hang', got {s!r}")
     return s
 
 
@@ -317,19 +337,20 @@ SPECS: dict[str, Spec] = {
     "kubeconfig": Spec("", _str),
     "kube_context": Spec("", _str),
     "in_cluster": Spec(False, _bool),
-    "nats_selector": Spec({"app": "nats"}, _str_map),
-    "service_selector": Spec({}, _str_map),
+    "nats_selector": Spec({"app": "nats"}, _label_selector),
+    "service_selector": Spec({}, _label_selector),
     "service_pods": Spec(["api-gateway", "reporting"], _str_list),
     "nats_monitor_url": Spec("", _url),
     "prometheus_url": Spec("", _url),
     "alertmanager_url": Spec("", _url),
     "ingest_url": Spec("", _url),
     "stream_url": Spec("", _url),
+    "service_metrics": Spec({}, _url_map, "service name -> its /metrics URL (scraped directly)"),
     "events_dsn_env": Spec("GAMEDAY_EVENTS_DSN", _env_name),
     "chaos_manifest": Spec("chaos/experiments/nats-partition.yaml", _str),
     "commands": Spec({}, _commands),
     # safety rehearsal
-    "fault_phase": Spec("", _fault_phase, "rehearse the rollback: the cell of this phase raises, empty for none"),
+    "fault_phase": Spec("", _fault_phase, "rehearse a rollback: this phase raises ('<phase>:hang' hangs)"),
 }
 
 LAB_KNOBS: tuple[str, ...] = tuple(n for n in SPECS if n.startswith("lab_") and n != "lab_dir")

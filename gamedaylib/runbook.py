@@ -63,6 +63,33 @@ def _display(obj: Any) -> None:
         display(obj)
 
 
+def _in_kernel() -> bool:
+    """True inside an IPython kernel (a notebook), where widgets can be shown and pressed."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _display_with_id(obj: Any, display_id: str) -> None:
+    """Show ``obj`` so that it can be replaced in place later (``_update_with_id``)."""
+    from IPython import get_ipython
+    from IPython.display import display
+
+    if get_ipython() is not None:
+        display(obj, display_id=display_id)
+
+
+def _update_with_id(obj: Any, display_id: str) -> None:
+    from IPython import get_ipython
+    from IPython.display import update_display
+
+    if get_ipython() is not None:
+        update_display(obj, display_id=display_id)
+
+
 def _markdown(text: str) -> None:
     from IPython.display import Markdown
 
@@ -207,8 +234,19 @@ class Gameday:
         self._stopped_by: StopConditionFired | None = None
         self._probe_cache: dict[str, Any] = {}
         self._alerts_unavailable = False
-        # headless runs (gameday run) set GAMEDAY_HEADLESS=1: answers come from parameters, forms are static
-        self.live = os.environ.get(HEADLESS_ENV) != "1"
+        # headless runs (gameday run) set GAMEDAY_HEADLESS=1: answers come from parameters, forms are
+        # static; so is a run outside a notebook kernel (nobody can press a button there)
+        self.live = os.environ.get(HEADLESS_ENV) != "1" and _in_kernel()
+        from gamedaylib.notify import Notifier
+
+        # webhook URLs come from the environment variables the parameters name; never journaled
+        self.notifier = Notifier.from_env(
+            params["notify_webhook_env"], params["status_page_webhook_env"], params["run_id"],
+            journal=journal, gameday_id=params["gameday_id"],
+        )
+        self._banner_display_id: str | None = None
+        self._chart_display_id: str | None = None
+        self._banner_phase = "start"
 
     # ------------------------------------------------------------------ start
     @classmethod
@@ -377,6 +415,7 @@ class Gameday:
         numbers = {}
         if last is not None:
             numbers = {"lag": last.lag, "buffer": last.buffer_size, "breaker": last.breaker}
+        numbers["canaries_lost"] = self._canaries_lost_so_far()
         try:
             from gamedaylib import banner as banner_mod
 
@@ -397,7 +436,35 @@ class Gameday:
         return html
 
     def _banner(self, phase: str) -> None:
-        _html(self.banner(phase))
+        """Show a new banner (top of a phase); ``_refresh_banner`` updates it in place afterwards."""
+        import uuid
+
+        from IPython.display import HTML
+
+        self._banner_phase = phase
+        self._banner_display_id = f"gameday-banner-{uuid.uuid4().hex}"
+        _display_with_id(HTML(self.banner(phase)), self._banner_display_id)
+
+    def _refresh_banner(self) -> None:
+        """The last banner shown, redrawn in place with the numbers measured since (clock, lag,
+        buffer, canaries lost once known)."""
+        if self._banner_display_id is None:
+            return
+        from IPython.display import HTML
+
+        _update_with_id(HTML(self.banner(self._banner_phase)), self._banner_display_id)
+
+    def _canaries_lost_so_far(self) -> int | None:
+        """Canaries lost, once that is known: after the RPO phase counted them, or after recovery
+        (before recovery an accepted canary not yet stored may still be buffered, not lost)."""
+        rpo = self.scorecard.metric("rpo_seconds")
+        if rpo is not None and rpo.status != "not_measured":
+            lost = self.scorecard.events.get("canaries_lost")
+            return None if lost is None else int(lost)
+        if self.recovered_at is not None and self.canaries is not None:
+            report = self._canary_report()
+            return None if isinstance(report, ProbeError) else int(report.lost)
+        return None
 
     def _partition_state(self) -> bool | None:
         try:
@@ -428,12 +495,14 @@ class Gameday:
             )
             _markdown(result.as_markdown() + f"\n\n**Phase failed:** `{type(exc).__name__}: {exc}`")
             self.rollback(reason=f"{phase_id} failed: {exc}")
+            self._refresh_banner()
             raise
         self.journal.record(
             "phase.finished", phase=phase_id, status="ok" if result.ok else "failed",
             duration_s=round(time.monotonic() - started, 3), values=result.values,
         )
         _markdown(result.as_markdown())
+        self._refresh_banner()  # the banner at the top of the phase now shows what it measured
 
     def _run_commands(self, phase_id: str, result: PhaseResult) -> None:
         for command in self.params["commands"].get(phase_id, []):
@@ -466,7 +535,7 @@ class Gameday:
         from gamedaylib import forms
 
         forms.observation_form(self.journal, phase_id, answers=given, live=self.live)
-        return answers
+        return ShownDict(answers)  # the form and its table are shown; not a third time as a dict
 
     def _wait(
         self,
@@ -478,26 +547,67 @@ class Gameday:
     ) -> Reading | None:
         """Poll every sample interval until ``done`` or the deadline; show progress; judge stop
         conditions while the partition runs. Returns the reading that satisfied ``done`` (or None)."""
+        from gamedaylib.banner import LiveWait
+
         interval = float(self.params["sample_interval_seconds"])
-        progress = _Progress(what)
-        while True:
+        outcome: list[Reading | None] = []
+        self._chart_display_id = None  # each wait draws its chart in its own cell, then redraws it there
+
+        def status() -> str:
+            r = self.readings[-1] if self.readings else None
+            if r is None:
+                return self.clock.offset()
+            return (f"· {self.clock.offset()} · lag {_fmt(r.lag)} · buffer {_fmt(r.buffer_size)}"
+                    f" · gateway connected {_fmt(r.gateway_connected)}")
+
+        def check() -> bool:
             reading = self.read()
-            progress.update(
-                f"{what}: {self.clock.offset()} · lag {_fmt(reading.lag)} · buffer {_fmt(reading.buffer_size)}"
-                f" · gateway connected {_fmt(reading.gateway_connected)}"
-                f" · {max(0.0, (until - reading.at).total_seconds()):.0f}s left"
-            )
             if stop_conditions and (self._stopped_by is not None or self._judge_stop_conditions(reading)):
-                progress.close()
-                return None
+                outcome.append(None)
+                return True
             if done is not None and done(reading):
-                progress.close()
-                return reading
-            remaining = (until - utcnow()).total_seconds()
-            if remaining <= 0:
-                progress.close()
-                return None
-            time.sleep(min(interval, remaining))
+                outcome.append(reading)
+                return True
+            return False
+
+        # live: a progress bar, the banner and a lag/buffer chart redrawn in place; headless: a compact
+        # progress line at most every few seconds (never past the deadline either way)
+        wait = LiveWait(
+            what, max(0.0, (until - utcnow()).total_seconds()), live=self.live, redraw=self._redraw_live,
+            redraw_every=max(5.0, interval), print_every=max(5.0, interval), status=status,
+        )
+        wait.wait_until(check, interval=interval)
+        return outcome[0] if outcome else None
+
+    def _redraw_live(self) -> None:
+        """During a live wait: the banner's numbers and the lag/buffer chart, both in place."""
+        self._refresh_banner()
+        if self.sampler is None:
+            return
+        try:
+            from gamedaylib import charts
+        except ImportError:
+            return
+        import io
+
+        from IPython.display import Image
+
+        try:
+            fig = charts.timeline(self.sampler.rows(), self.journal.entries(), t0=self.clock.t0)
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=72, bbox_inches="tight")
+        except (GamedayError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            # the live chart is an optional observer: it may fail without failing the wait, but says so
+            self.journal.record("error", phase=self.current_phase, error="live chart", message=str(exc))
+            return
+        image = Image(data=buf.getvalue(), format="png")
+        if self._chart_display_id is None:
+            import uuid
+
+            self._chart_display_id = f"gameday-chart-{uuid.uuid4().hex}"
+            _display_with_id(image, self._chart_display_id)
+        else:
+            _update_with_id(image, self._chart_display_id)
 
     def _judge_stop_conditions(self, reading: Reading) -> bool:
         """True when a stop condition fired: journaled, healed at once (the run goes on to verify)."""
@@ -556,7 +666,9 @@ class Gameday:
                 self._check(res, "events table reachable", False, exc.reason, True)
             from gamedaylib import forms
 
-            forms.checklist_form(self.journal, checklist=self.params["checklist"], live=self.live)
+            checklist = forms.checklist_form(self.journal, checklist=self.params["checklist"], live=self.live)
+            if self.live:
+                checklist.record(source="pre-flight")  # the state as it is now (headless: journaled once)
             dashboards = dict(self.endpoints.dashboards) | dict(self.params["dashboards"])
             if dashboards:
                 _markdown("**Dashboards:** " + " · ".join(f"[{n}]({u})" for n, u in dashboards.items()))
@@ -584,6 +696,9 @@ class Gameday:
             self._check(res, "partition confirmed active", active, f"T+0 = {t0.isoformat(timespec='seconds')}", True)
             res.values["T+0"] = t0
             res.values["fault deadline (s)"] = duration
+            self._notify("chaos_start", "injection",
+                         f"chaos started: NATS network partition active at T+0 = {t0.isoformat(timespec='seconds')}"
+                         f" for {self.params['partition_seconds']:g}s (heals itself within {duration:g}s)")
         return res
 
     def buffering(self) -> PhaseResult:
@@ -629,6 +744,8 @@ class Gameday:
             self.healed_at = healed or self.healed_at or utcnow()
             self.journal.record("partition.healed", phase="heal", at=self.healed_at.isoformat(),
                                 offset=self.clock.offset(self.healed_at))
+            self._notify("heal", "heal", f"partition healed at {self.healed_at.isoformat(timespec='seconds')} "
+                         f"({self.clock.offset(self.healed_at)}); watching the replay")
             deadline = self.healed_at + timedelta(seconds=self.params["heal_confirm_seconds"])
             reading = self._wait(
                 "NATS connectivity", deadline,
@@ -856,12 +973,11 @@ class Gameday:
         """T+90: debrief answers, open questions (unanswered ones), action items."""
         with self._phase("postmortem") as res:
             self.observe("postmortem")
-            for item in self.params["action_items"]:
-                self.journal.record("action_item", phase="postmortem", **item)
-            if self.params["action_items"]:
-                _markdown("**Action items**\n\n" + "\n".join(
-                    f"- {a['title']} — owner {a['owner'] or '?'}, due {a['due'] or '?'}, {a['ticket']}"
-                    for a in self.params["action_items"]))
+            from gamedaylib import forms
+
+            # live: a form, each "Add" journals an item; headless: the parameter, journaled once;
+            # both show the static table (archived as action-items.csv by finish())
+            forms.action_items_form(self.journal, items=self.params["action_items"], live=self.live)
             res.values["open questions"] = len(self.open_questions())
         return res
 
@@ -931,9 +1047,13 @@ class Gameday:
             self.scorecard.finished_at = utcnow().isoformat()
             self.scorecard.fill_missing()
             self.scorecard.write(self.archive_dir / SCORECARD_FILE)
+            self.write_action_items()
             self.write_incident_report()
             verdict = self.scorecard.verdict
             self.journal.record("run.finished", verdict=verdict, reason=str(self._stopped_by or "ran to the end"))
+            self._notify("end", next(reversed(self.results), None),
+                         f"gameday finished: verdict {verdict}"
+                         + (f" ({self._stopped_by})" if self._stopped_by else ""))
             _markdown(f"## Verdict: `{verdict}`\n\nArchive: `{self.archive_dir}`")
             return ShownDict(self.scorecard.as_dict())
         finally:
@@ -957,11 +1077,21 @@ class Gameday:
             self.target.close()
 
     def open_questions(self) -> list[tuple[str, str]]:
-        out = []
-        for phase_id, phase in PHASES_BY_ID.items():
-            given = self.params["observations"].get(phase_id, {})
-            out += [(phase_id, q) for q in phase.questions if not given.get(q)]
-        return out
+        """Playbook questions without an answer in the journal (forms live, parameters headless)."""
+        from gamedaylib.forms import open_questions
+
+        return open_questions(self.journal)
+
+    def _notify(self, event: str, phase: str | None, text: str) -> None:
+        """Post to the configured webhooks (journaled; a failed post never stops the gameday)."""
+        self.notifier.send(event, phase, text)  # type: ignore[arg-type]
+
+    def write_action_items(self) -> Path:
+        """``action-items.csv`` from the journal (title, owner, due, ticket, recorded_at)."""
+        from gamedaylib.archive import ACTION_ITEMS_FILE
+        from gamedaylib.forms import write_action_items_csv
+
+        return write_action_items_csv(self.journal, self.archive_dir / ACTION_ITEMS_FILE)
 
     def write_incident_report(self) -> Path:
         from gamedaylib.archive import render_incident_report
@@ -1104,32 +1234,6 @@ class Gameday:
         if isinstance(value, (int, float)):
             return None if self.clock.t0 is None else self.clock.t0 + timedelta(seconds=float(value))
         return parse_time(value)
-
-
-class _Progress:
-    """One line of progress that updates in place in a notebook."""
-
-    def __init__(self, what: str) -> None:
-        self.handle: Any = None
-        self.last = ""
-        try:
-            from IPython import get_ipython
-            from IPython.display import Markdown, display
-
-            if get_ipython() is not None:
-                self.handle = display(Markdown(f"*{what}…*"), display_id=True)
-                self._md = Markdown
-        except ImportError:  # pragma: no cover
-            self.handle = None
-
-    def update(self, text: str) -> None:
-        self.last = text
-        if self.handle is not None:
-            self.handle.update(self._md(f"⏳ {text}"))
-
-    def close(self) -> None:
-        if self.handle is not None and self.last:
-            self.handle.update(self._md(f"✔ {self.last}"))
 
 
 def _delta(now: float | None, before: float | None) -> float | None:

@@ -109,7 +109,7 @@ class GamedayLock:
             self.path.unlink(missing_ok=True)
             self._held = False
 
-    def __enter__(self) -> GamedayLock:
+    def __enter__(self) -> GamedayLock:  # noqa: PYI034 - Python 3.10 has no typing.Self
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -174,9 +174,16 @@ def _num(value: Any) -> float | None:
 
 
 def raise_rehearsed_fault(params: Mapping[str, Any], phase_id: str) -> None:
-    """Raise in the phase named by ``fault_phase`` (a rehearsal of the rollback; empty = never)."""
-    if params.get("fault_phase") and params.get("fault_phase") == phase_id:
-        raise GamedayAborted(f"rehearsed fault: fault_phase={phase_id!r} made this phase raise")
+    """Rehearse the rollback in the phase named by ``fault_phase`` (empty = never): ``<phase>`` makes
+    it raise; ``<phase>:hang`` makes it hang past ``cell_timeout_seconds`` (the per-cell timeout then
+    interrupts it)."""
+    fault = str(params.get("fault_phase") or "")
+    phase, _, mode = fault.partition(":")
+    if not fault or phase != phase_id:
+        return
+    if mode == "hang":
+        time.sleep(float(params.get("cell_timeout_seconds") or 60) * 2 + 60)
+    raise GamedayAborted(f"rehearsed fault: fault_phase={fault!r} made this phase {mode or 'raise'}")
 
 
 # ------------------------------------------------------------------ before a run

@@ -321,12 +321,12 @@ def test_runbook_preflight_and_an_observation_in_the_browser(
                     run_cells(page, [params, start, preflight], timeout=180)
                     banner = page.locator(".jp-Notebook .jp-Cell").nth(preflight).locator(".gameday-banner").first
                     banner.wait_for(timeout=30_000)
+                    # the banner at the top of the phase was redrawn in place with what pre-flight measured
+                    wait_for(lambda: re.search(r"lag \d", banner.get_attribute("aria-label") or ""), 15,
+                             "the measured lag in the banner")
                     banner.screenshot(path=str(ARTIFACTS / "status-banner.png"))
-                    add_cell_below(
-                        page, preflight,
-                        "from gamedaylib import forms\n"
-                        "form = forms.observation_form(gd.journal, 'buffering', answers=None, live=True)",
-                    )
+                    # what the runbook's phases call: the phase's form, live
+                    add_cell_below(page, preflight, "gd.observe('buffering')")
                     run_cells(page, [preflight + 1])
                     cell = page.locator(".jp-Notebook .jp-Cell").nth(preflight + 1)
                     boxes = cell.locator(".widget-textarea textarea")
@@ -341,6 +341,10 @@ def test_runbook_preflight_and_an_observation_in_the_browser(
 
                     (entry,) = wait_for(recorded, 30, "the answer in the runbook's journal")
                     assert entry["question"] == "How quickly did consumer lag start increasing?"
+                    assert entry["source"] == "form"
+                    entries = [json.loads(x) for x in journal.read_text().splitlines()]
+                    checklists = [e for e in entries if e["kind"] == "checklist"]
+                    assert [(e["phase"], e["source"]) for e in checklists] == [("preflight", "pre-flight")]
                     cell.locator(".gameday-static", has_text=answer).first.wait_for(timeout=15_000)
                     page.screenshot(path=str(ARTIFACTS / "runbook-page.png"))
                 except BaseException:

@@ -108,3 +108,23 @@ def test_aborted_before_injection(tmp_path: Path) -> None:
     assert "| RTO (Recovery Time) | — | — | ⚪ Not measured | not in the scorecard |" in text
     assert "_No action items were recorded._" in text
     assert PHASES_BY_ID["postmortem"].title in text
+
+
+def test_archive_report_takes_action_items_and_answers_from_the_journal(tmp_path: Path) -> None:
+    """What the runbook archives: items typed live (journal only, no parameter) reach the report and
+    action-items.csv; an answer recorded live closes its question."""
+    import csv
+
+    from gamedaylib.archive import ACTION_ITEMS_FILE, Execution, finalize, render_incident_report
+
+    journal, card = run_journal(tmp_path)
+    params = {"gameday_id": "GAMEDAY-001", "run_id": "r1", "target": "lab", "profile": "rehearsal",
+              "observations": {}, "action_items": []}
+    text = render_incident_report(tmp_path, scorecard=card, params=params, journal=journal.entries())
+    assert "Add lag alert" in text and "OPS-9" in text
+    open_part = text.split("## Open questions", 1)[1]
+    assert "What could be improved?" not in open_part.split("##", 1)[0]
+    assert "What went well?" in open_part
+    finalize(tmp_path, params, Execution(False, "test"))
+    with open(tmp_path / ACTION_ITEMS_FILE, newline="", encoding="utf-8") as fh:
+        assert [(r["title"], r["ticket"]) for r in csv.DictReader(fh)] == [("Add lag alert", "OPS-9")]

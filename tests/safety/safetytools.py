@@ -90,18 +90,21 @@ class LabHandle:
             time.sleep(0.05)
         return time.time()
 
-    def settle(self, timeout: float = 90) -> None:
-        """Wait until a new gameday's pre-flight would pass: no partition, consumer lag back under 5."""
+    def settle(self, timeout: float = 120) -> None:
+        """Wait until a new gameday's pre-flight would pass: no partition, the gateway buffer empty and
+        consumer lag under 5, on three polls in a row (a heal is followed by a replay surge)."""
+        from gamedaylib.probes.metrics import scrape
         from gamedaylib.probes.nats import NatsMonitor
 
         self.wait_healed(timeout)
         monitor = NatsMonitor(self.state["nats_monitor_url"])
         deadline = time.monotonic() + timeout
-        while True:
+        calm = 0
+        while calm < 3:
             lag = monitor.consumer_lag("EVENTS", "reporting")
-            if lag.num_pending + lag.num_ack_pending < 5:
-                return
-            assert time.monotonic() < deadline, f"lab never settled: {lag}"
+            buffered = scrape(self.state["gateway_metrics_url"]).value("event_buffer_size")
+            calm = calm + 1 if lag.num_pending + lag.num_ack_pending < 5 and not buffered else 0
+            assert time.monotonic() < deadline, f"lab never settled: {lag}, buffer {buffered}"
             time.sleep(0.5)
 
 

@@ -5,6 +5,7 @@ with the reason, the exit status is 2, and the time from the fault to the heal i
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 from safetytools import SHORT, LabHandle, Run, gameday, read_journal, record_figure, scorecard, ts
 
+from gamedaylib.parameters import longest_wait_seconds, validate
 from gamedaylib.safety import GamedayLock
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -115,17 +117,20 @@ def test_sigkill_of_gameday_run_heals_by_deadline_and_is_marked_orphaned(lab: La
 
 def test_cell_timeout_heals(lab: LabHandle, start_run: Any) -> None:
     lab.settle()
-    timeout = 6
-    run = start_run(lab, **{**SHORT, "partition_seconds": 30, "partition_safety_margin_seconds": 15,
-                            "cell_timeout_seconds": timeout})
-    active = lab.wait_active()
-    healed = lab.wait_healed(timeout=40)
+    # validation refuses a cell timeout shorter than a phase's own waits, so the buffering cell is made
+    # to hang (fault_phase=buffering:hang) past the shortest timeout validation accepts
+    params = {**SHORT, "partition_seconds": 40, "partition_safety_margin_seconds": 15, "heal_confirm_seconds": 2,
+              "lag_recovery_deadline_seconds": 10, "alert_fire_target_seconds": 5}
+    timeout = math.ceil(longest_wait_seconds(validate(params))) + 1  # 23 s
+    run = start_run(lab, fault_phase="buffering:hang", cell_timeout_seconds=timeout, **params)
+    active = lab.wait_active(timeout=90)
+    healed = lab.wait_healed(timeout=timeout + 30)
     # the buffering cell starts when the partition is confirmed: it times out `timeout` s later
     record_figure("per-cell timeout (approx.)", healed - (active + timeout))
-    assert healed - active < 30, "healed long before the partition's planned end"
+    assert healed - active < timeout + 10 < 55, "the timeout healed it, long before the fault's deadline (55 s)"
     assert_aborted(run, lab, "")
-    assert "timeout" in scorecard(run.archive())["reason"].lower() or "timed out" in scorecard(
-        run.archive())["reason"].lower()
+    reason = scorecard(run.archive())["reason"].lower()
+    assert "timeout" in reason or "timed out" in reason, reason
 
 
 def test_stop_condition_heals_and_verification_goes_on(lab: LabHandle, start_run: Any) -> None:
