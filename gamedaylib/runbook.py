@@ -1043,7 +1043,8 @@ class Gameday:
                 self.sampler.stop()
             self.finished = True
             self.scorecard.completed = self._stopped_by is None  # a stop condition aborts the run
-            self.scorecard.reason = str(self._stopped_by or "")
+            self.scorecard.reason = str(self._stopped_by or ("dry run: nothing applied, nothing measured"
+                                                              if self.dry_run else ""))
             self.scorecard.finished_at = utcnow().isoformat()
             self.scorecard.fill_missing()
             self.scorecard.write(self.archive_dir / SCORECARD_FILE)

@@ -105,7 +105,7 @@ class Scorecard:
         }
     )
     targets: dict[str, float] = field(default_factory=dict)
-    reason: str = ""  # why the run was aborted
+    reason: str = ""  # why the run was aborted, or that it was a dry run
     extra: dict[str, Any] = field(default_factory=dict)
 
     def set_metric(self, metric: Metric) -> Metric:

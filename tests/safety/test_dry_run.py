@@ -49,7 +49,8 @@ def test_dry_run_on_the_lab_changes_nothing(lab: LabHandle, tmp_path: Path) -> N
     finally:
         stop.set()
         watcher.join()
-    assert proc.returncode in (0, 1, 2), proc.stderr
+    assert proc.returncode == 0, proc.stderr  # a dry run that walked every phase is not a failed gameday
+    assert "dry run" in proc.stderr
     assert seen and not any(seen), "the proxy was never cut"
     assert lab.partition()["cuts"] == before
     assert not marker.exists(), "the shell step was shown, not run"
@@ -94,7 +95,7 @@ def test_dry_run_on_kubernetes_creates_no_networkchaos(lab: LabHandle, cluster: 
     before = lab.partition()["cuts"]
     proc = gameday("run", *_k8s_args(lab, kubeconfig, NAMESPACE), "-p", "dry_run=true",
                    "--output-dir", str(tmp_path / "out"), env=_env(lab))
-    assert proc.returncode in (0, 1, 2), proc.stderr
+    assert proc.returncode == 0, proc.stderr
     assert server.chaos_objects() == [], "no NetworkChaos was created"
     assert lab.partition()["cuts"] == before
     archive = Path(proc.stdout.strip().splitlines()[-1])
