@@ -61,9 +61,10 @@ class ProductionGuard(GamedayError):
 class StopConditionFired(GamedayError):
     """A stop condition fired: the partition was healed early."""
 
-    def __init__(self, condition: str, value: float, limit: float) -> None:
+    def __init__(self, condition: str, value: float, limit: float, detail: str = "") -> None:
         self.condition, self.value, self.limit = condition, value, limit
-        super().__init__(f"stop condition {condition!r} fired: {value:g} > {limit:g}")
+        super().__init__(f"stop condition {condition!r} fired: {value:g} > {limit:g}"
+                         + (f" ({detail})" if detail else ""))
 
 
 class GamedayAborted(GamedayError):

@@ -50,6 +50,10 @@ REPORT_FILE = "incident-report.md"
 PARAMS_FILE = "params.yaml"
 TIMELINE_PNG = "timeline.png"
 HEADLESS_ENV = "GAMEDAY_HEADLESS"
+# consumer lag unreadable (NATS monitoring down) on this many polls in a row while the partition runs:
+# stop_lag_limit can no longer be judged, so the partition is healed at once (stop condition
+# ``lag_unreadable``); one or two failed polls are tolerated as a blip
+LAG_UNREADABLE_POLLS = 3
 
 
 def _display(obj: Any) -> None:
@@ -234,6 +238,8 @@ class Gameday:
         self._stopped_by: StopConditionFired | None = None
         self._probe_cache: dict[str, Any] = {}
         self._alerts_unavailable = False
+        self._lag_ever_read = False  # consumer lag was read at least once (NATS monitoring worked)
+        self._lag_failures = 0  # polls in a row whose consumer lag could not be read
         # headless runs (gameday run) set GAMEDAY_HEADLESS=1: answers come from parameters, forms are
         # static; so is a run outside a notebook kernel (nobody can press a button there)
         self.live = os.environ.get(HEADLESS_ENV) != "1" and _in_kernel()
@@ -370,6 +376,7 @@ class Gameday:
             r.lag = self._lag()
         except ProbeError as exc:
             r.errors["lag"] = exc.reason
+        self._track_lag(r)
         try:
             snaps = self._probe("metrics").sample()
         except ProbeError as exc:
@@ -396,6 +403,32 @@ class Gameday:
             r.retries = (r.retries or 0.0) + (rep.sum("nats_retry_total") or 0.0)
         self.readings.append(r)
         return r
+
+    def _track_lag(self, r: Reading) -> None:
+        """Journal when consumer lag becomes unreadable (NATS monitoring down) and when it is back."""
+        if r.lag is not None:
+            if self._lag_failures and self._lag_ever_read:
+                self.journal.record("note", phase=self.current_phase,
+                                    note=f"NATS monitoring answers again: consumer lag readable after "
+                                         f"{self._lag_failures} failed polls")
+            self._lag_ever_read, self._lag_failures = True, 0
+            return
+        self._lag_failures += 1
+        if self._lag_failures == 1:
+            self.journal.record("error", phase=self.current_phase, error="nats monitoring",
+                                message=f"consumer lag unreadable: {r.errors.get('lag', 'unreadable')}")
+
+    def _lag_blind_since(self, since: datetime | None) -> str | None:
+        """Why recovery by consumer lag cannot be judged: lag was read before, but NATS monitoring did
+        not answer on some of the polls since ``since`` (None when every poll had the lag)."""
+        if since is None or not self._lag_ever_read:
+            return None
+        polls = [r for r in self.readings if r.at >= since]
+        blind = [r for r in polls if r.lag is None]
+        if not blind:
+            return None
+        return (f"consumer lag unreadable on {len(blind)} of {len(polls)} polls since the heal, NATS "
+                f"monitoring: {blind[-1].errors.get('lag', 'unreadable')}")
 
     def _poll_alerts(self, r: Reading) -> None:
         """Alerts are watched while they fire (they may resolve before the incident-response phase)."""
@@ -623,6 +656,15 @@ class Gameday:
             sample["requests_total"] = reading.requests_total - (self.baseline.requests_total or 0)
             sample["requests_failed"] = (reading.requests_failed or 0) - (self.baseline.requests_failed or 0)
         fired = conditions.check(sample)
+        if not fired and self._lag_ever_read and self._lag_failures >= LAG_UNREADABLE_POLLS:
+            detail = (f"consumer lag unreadable on {self._lag_failures} polls in a row, NATS monitoring: "
+                      f"{reading.errors.get('lag', 'unreadable')}; stop_lag_limit cannot be judged blind")
+            self.journal.record("stop_condition", phase=self.current_phase, condition="lag_unreadable",
+                                value=self._lag_failures, limit=LAG_UNREADABLE_POLLS - 1, detail=detail)
+            self._stopped_by = StopConditionFired("lag_unreadable", self._lag_failures, LAG_UNREADABLE_POLLS - 1,
+                                                  detail=detail)
+            self.rollback(reason=str(self._stopped_by))
+            return True
         if fired:
             name, value, limit = fired
             self.journal.record("stop_condition", phase=self.current_phase, condition=name, value=value, limit=limit)
@@ -811,7 +853,8 @@ class Gameday:
             res.values["full recovery at"] = self.recovered_at
             last = self.readings[-1] if self.readings else None
             self._check(res, f"consumer lag < {threshold:g} within deadline", self.lag_recovered_at is not None,
-                        f"lag {_fmt(last.lag if last else None)}")
+                        f"lag {_fmt(last.lag if last else None)}" if last is None or last.lag is not None
+                        else f"lag unreadable: NATS monitoring: {last.errors.get('lag', '?')}")
             self._check(res, "gateway buffer drained", bool(last and last.buffer_size == 0),
                         f"buffer {_fmt(last.buffer_size if last else None)}")
             dups = self._duplicates()
@@ -832,8 +875,13 @@ class Gameday:
         with self._phase("rto") as res:
             t0 = self.clock.t0
             target = self.params["rto_target_seconds"]
+            blind = self._lag_blind_since(self.healed_at)  # NATS monitoring down: recovery unseen
             if t0 is None:
                 self._measure(Metric.not_measured("rto_seconds", target, "no confirmed injection (T+0)", unit="s"))
+            elif self.recovered_at is None and blind:
+                self._measure(Metric.not_measured(
+                    "rto_seconds", target, f"{blind}; full recovery needs consumer lag under "
+                    f"{self.params['lag_threshold']:g}, which could not be seen", unit="s"))
             elif self.recovered_at is not None:
                 rto = (self.recovered_at - t0).total_seconds()
                 self._measure(Metric.judged(
@@ -851,6 +899,10 @@ class Gameday:
             lag_target = self.params["lag_recovery_deadline_seconds"]
             if self.healed_at is None:
                 self._measure(Metric.not_measured("lag_recovery_seconds", lag_target, "never healed", unit="s"))
+            elif self.lag_recovered_at is None and blind:
+                self._measure(Metric.not_measured(
+                    "lag_recovery_seconds", lag_target,
+                    f"{blind}; lag may have gone under {self.params['lag_threshold']:g} unseen", unit="s"))
             elif self.lag_recovered_at is not None:
                 took = max(0.0, (self.lag_recovered_at - self.healed_at).total_seconds())
                 self._measure(Metric.judged("lag_recovery_seconds", round(took, 1), lag_target,

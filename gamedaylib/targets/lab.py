@@ -2,8 +2,10 @@
 
 ``LabTarget`` uses a lab already running at ``lab_dir`` (and leaves it running) or starts its own
 (and stops it in ``close()``). Knobs that differ from those of the running lab are refused with
-``InvalidParameters`` naming the knob. ``inject`` cuts the proxy with a deadline and reads its
-status back; T+0 is when the proxy reports the cut active. ``heal`` heals and confirms.
+``InvalidParameters`` naming the knob. An explicit ``nats_monitor_url`` parameter wins over the lab's
+own monitoring URL (pre-flight and every probe then read NATS through it). ``inject`` cuts the proxy
+with a deadline and reads its status back; T+0 is when the proxy reports the cut active. ``heal``
+heals and confirms.
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ def _norm(value: Any) -> Any:
 class LabTarget:
     name = "lab"
 
-    def __init__(self, lab_dir: str | Path, knobs: Mapping[str, Any] | None = None, *, start: bool = True) -> None:
+    def __init__(self, lab_dir: str | Path, knobs: Mapping[str, Any] | None = None, *, start: bool = True,
+                 nats_monitor_url: str | None = None) -> None:
         from gamedaylib.lab.supervisor import Lab
 
         self.lab_dir = Path(lab_dir).resolve()
+        self.nats_monitor_url = nats_monitor_url or None  # explicit parameter: wins over the lab's own
         self.lab = Lab(self.lab_dir)
         self.knobs = dict(knobs or {})
         self.started_here = False
@@ -68,7 +72,7 @@ class LabTarget:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> LabTarget:
-        return cls(params["lab_dir"], lab_knobs(params))
+        return cls(params["lab_dir"], lab_knobs(params), nats_monitor_url=params.get("nats_monitor_url") or None)
 
     @property
     def endpoints(self) -> Endpoints:
@@ -79,7 +83,7 @@ class LabTarget:
         return Endpoints(
             ingest_url=s["gateway_url"].rstrip("/") + "/v1/events",
             stream_url=s["gateway_url"].rstrip("/") + "/v1/metrics/stream",
-            nats_monitor_url=s.get("nats_monitor_url"),
+            nats_monitor_url=self.nats_monitor_url or s.get("nats_monitor_url"),
             prometheus_url=s.get("prometheus_url"),
             alertmanager_url=s.get("alertmanager_url"),
             events_dsn=s.get("events_dsn"),
@@ -98,7 +102,7 @@ class LabTarget:
         for service, url in (
             ("api-gateway", status.get("gateway_url")),
             ("reporting", _base(status.get("reporting_metrics_url"))),
-            ("nats", status.get("nats_monitor_url")),
+            ("nats", self.nats_monitor_url or status.get("nats_monitor_url")),
         ):
             if not url:
                 checks.append(Check(f"{service} healthy", False, "no URL"))

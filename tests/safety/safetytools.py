@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import os
+import selectors
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
@@ -202,6 +206,103 @@ def start_run(tmp_path: Path) -> Iterator[Any]:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+class TcpForwarder:
+    """A real TCP proxy on ``127.0.0.1:<free port>`` in front of ``upstream`` (an ``http://host:port``
+    URL): every accepted connection is piped, byte for byte, to a new connection to the upstream.
+    ``stop()`` closes the listening socket and every open connection, so from then on the URL refuses
+    connections (ECONNREFUSED), as a monitoring endpoint that went down would."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urllib.parse.urlsplit(upstream)
+        assert parts.hostname and parts.port, upstream
+        self.upstream = (parts.hostname, parts.port)
+        self.accepted = 0  # connections piped so far
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.port = self._listener.getsockname()[1]
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+        self._open: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, name="forwarder-accept", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self._acceptor.start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted += 1
+            thread = threading.Thread(target=self._pipe, args=(client,), name="forwarder-pipe", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _pipe(self, client: socket.socket) -> None:
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=5)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._open.update((client, upstream))
+        sel = selectors.DefaultSelector()
+        sel.register(client, selectors.EVENT_READ, upstream)
+        sel.register(upstream, selectors.EVENT_READ, client)
+        try:
+            while not self._stopped.is_set():
+                for key, _ in sel.select(timeout=0.1):
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+        except OSError:
+            return
+        finally:
+            sel.close()
+            with self._lock:
+                self._open.difference_update((client, upstream))
+            client.close()
+            upstream.close()
+
+    def stop(self) -> None:
+        """Stop listening and cut every open connection; returns once the port refuses connections."""
+        self._stopped.set()
+        self._acceptor.join(timeout=5)
+        self._listener.close()
+        with self._lock:
+            for sock in list(self._open):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def refuses(self) -> bool:
+        """True when a connection to the forwarder's port is refused."""
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def read_journal(archive: Path) -> list[dict[str, Any]]:

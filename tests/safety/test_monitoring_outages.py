@@ -1,8 +1,11 @@
 """Monitoring outages are reported honestly: with Prometheus and Alertmanager down the run goes on and
 the alerting metric is ``not_measured`` with the reason; with the events database down at
 verification time the data metrics are ``not_measured``; with NATS monitoring unreachable the
-gameday refuses to inject (it could not judge lag or stop conditions). A missing measurement never
-yields verdict ``pass``. (Tests run in file order: the database outage breaks the module's lab.)"""
+gameday refuses to inject (it could not judge lag or stop conditions); with NATS monitoring going
+down while the partition runs, the partition is healed at once (stop condition ``lag_unreadable``),
+the verification phases still run and the lag-based metrics are ``not_measured``. A missing
+measurement never yields verdict ``pass``. (Tests run in file order: the database outage breaks the
+module's lab.)"""
 
 from __future__ import annotations
 
@@ -14,7 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from safetytools import ROOT, SHORT, LabHandle, gameday, params_args, read_journal, scorecard
+from safetytools import (
+    ROOT,
+    SHORT,
+    LabHandle,
+    TcpForwarder,
+    gameday,
+    params_args,
+    read_journal,
+    record_figure,
+    scorecard,
+    ts,
+)
 
 sys.path.insert(0, str(ROOT / "tests" / "kubernetes"))
 from fake_apiserver import FakeApiServer, free_port, pods_for_lab
@@ -65,6 +79,56 @@ def test_nats_monitoring_unreachable_refuses_to_inject(lab: LabHandle, tmp_path:
     card = scorecard(archive)
     assert card["verdict"] == "aborted" and "consumer lag baseline" in card["reason"]
     assert all(m["status"] == "not_measured" and m["evidence"] for m in card["metrics"])
+
+
+def test_nats_monitoring_down_during_the_partition(lab: LabHandle, tmp_path: Path, start_run: Any) -> None:
+    """The run reads NATS monitoring through a real TCP forwarder; once the partition is active the
+    forwarder stops, so the monitoring URL refuses connections for the rest of the run."""
+    lab.settle()
+    with TcpForwarder(lab.state["nats_monitor_url"]) as forwarder:
+        run = start_run(lab, output_dir=tmp_path / "out", nats_monitor_url=forwarder.url,
+                        **{**SHORT, "lag_recovery_deadline_seconds": 10})
+        active_at = lab.wait_active()
+        forwarder.stop()
+        down_at = time.time()
+        used = forwarder.accepted
+        assert forwarder.refuses(), "the monitoring URL must refuse connections from now on"
+        healed_at = lab.wait_healed(timeout=60)
+        rc = run.wait(timeout=240)
+        assert forwarder.refuses() and forwarder.accepted == used
+    assert used > 0, "the run read NATS monitoring through the forwarder (the explicit nats_monitor_url won)"
+    record_figure("NATS monitoring down (lag unreadable)", healed_at - down_at)
+    assert lab.partition()["active"] is False
+    assert healed_at < active_at + SHORT["partition_seconds"] - 5, "healed at once, well before the planned end"
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
+    assert rc == 2, run.stderr[-3000:]
+
+    archive = run.archive()
+    entries = read_journal(archive)
+    kinds = [e["kind"] for e in entries]
+    probe = [e for e in entries if e["kind"] == "error" and e.get("error") == "nats monitoring"]
+    assert len(probe) == 1 and "consumer lag unreadable" in probe[0]["message"], probe
+    assert ts(probe[0]) >= down_at - 0.5, "the baseline and the first polls read the lag"
+    stop = next(e for e in entries if e["kind"] == "stop_condition")
+    assert stop["condition"] == "lag_unreadable" and "NATS monitoring" in stop["detail"], stop
+    assert stop["value"] == 3 and stop["limit"] == 2
+    i = kinds.index("stop_condition")
+    assert kinds[i + 1:i + 3] == ["note", "partition.healed"], kinds[i:i + 4]  # rollback note, then the heal
+    assert entries[i + 2]["by"] == "rollback"
+    assert ts(entries[i + 2], "at") - ts(stop) < 5
+    phases = [e["phase"] for e in entries if e["kind"] == "phase.finished"]
+    assert phases[-5:] == ["replay", "rto", "rpo", "incident_response", "postmortem"], phases
+    finished = entries[-1]
+    assert finished["kind"] == "run.finished" and "lag_unreadable" in finished["reason"]
+
+    card = scorecard(archive)
+    assert card["verdict"] == "aborted" and "NATS monitoring" in card["reason"], card.get("reason")
+    m = _metrics(card)
+    for name in ("lag_recovery_seconds", "rto_seconds"):
+        assert m[name]["status"] == "not_measured" and "NATS monitoring" in m[name]["reason"], m[name]
+    for name in ("rpo_seconds", "event_loss_count", "user_facing_errors"):
+        assert m[name]["status"] != "not_measured", m[name]  # canaries and the events table still count
+    assert card["verdict"] != "pass"
 
 
 def test_prometheus_and_alertmanager_down_alerting_not_measured(lab: LabHandle, tmp_path: Path) -> None:
