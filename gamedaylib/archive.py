@@ -84,6 +84,7 @@ def execute(
             execution_timeout=int(params["cell_timeout_seconds"]),
             progress_bar=False,
             cwd=str(cwd or project_root()),
+            kernel_manager_class=_local_kernel_manager(),
         )
     except PapermillExecutionError as exc:
         reason = f"cell {exc.exec_count} raised {exc.ename}: {exc.evalue}"
@@ -96,6 +97,20 @@ def execute(
     if not reason and not finished:
         reason = "the notebook did not reach finish()"
     return Execution(completed=finished and not reason, reason=reason, seconds=time.monotonic() - start)
+
+
+def _local_kernel_manager() -> type:
+    """The kernel talks over local IPC sockets (files in Jupyter's runtime folder), not TCP ports:
+    a headless gameday opens no listening port for its kernel."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class LocalKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _default_transport(self) -> str:
+            return "ipc"
+
+    return LocalKernelManager
 
 
 def headless_notebook(path: Path) -> Any:
@@ -230,8 +245,54 @@ def render_html(notebook: Path, html_path: Path) -> Path:
     exporter.exclude_input_prompt = True
     exporter.exclude_output_prompt = True
     body, _ = exporter.from_notebook_node(nb)
+    card = html_path.parent / SCORECARD_FILE
+    if card.exists():  # the archive's own report: the verdict first, for whoever reads only the top
+        summary = summary_html(json.loads(card.read_text(encoding="utf-8")))
+        body = re.sub(r"(<body\b[^>]*>)", lambda m: m.group(1) + summary, body, count=1)
     html_path.write_text(strip_remote(body), encoding="utf-8")
     return html_path
+
+
+_VERDICT_COLOURS = {"pass": "#1b7a2b", "fail": "#b3261e", "aborted": "#8a5300"}
+_STATUS_MARKS = {"pass": "&#10004; pass", "fail": "&#10008; FAIL", "not_measured": "&ndash; not measured"}
+
+
+def summary_html(card: Mapping[str, Any]) -> str:
+    """The top of ``report.html``: verdict, run, and the success metrics at a glance."""
+    from html import escape
+
+    verdict = str(card.get("verdict", "?"))
+    colour = _VERDICT_COLOURS.get(verdict, "#444")
+    reason = f"<p style='margin:4px 0'>{escape(str(card['reason']))}</p>" if card.get("reason") else ""
+    rows = []
+    for m in card.get("metrics", []):
+        value = "&mdash;" if m.get("value") is None else f"{escape(str(m['value']))} {escape(m.get('unit', ''))}"
+        target = f"{escape(m.get('comparison', ''))} {escape(str(m.get('target', '')))} {escape(m.get('unit', ''))}"
+        note = escape(m.get("reason", "")) if m.get("status") == "not_measured" else ""
+        rows.append(
+            "<tr>" + "".join(
+                f"<td style='text-align:left;padding:3px 10px'>{c}</td>"
+                for c in (escape(m.get("label", m.get("name", ""))) + ("" if m.get("required") else " <i>(info)</i>"),
+                          target, value, _STATUS_MARKS.get(m.get("status"), escape(str(m.get("status")))), note)
+            ) + "</tr>"
+        )
+    files = " &middot; ".join(f"<a href='{f}'>{f}</a>" for f in ARCHIVE_FILES if f != HTML_FILE)
+    return (
+        "<section class='gameday-summary' style='font-family:sans-serif;margin:16px 24px;padding:12px 16px;"
+        f"border-left:8px solid {colour};background:#f6f7f9'>"
+        f"<h1 style='margin:0 0 4px'>{escape(str(card.get('gameday_id', '')))}: verdict "
+        f"<span style='color:{colour};text-transform:uppercase'>{escape(verdict)}</span></h1>"
+        f"<p style='margin:4px 0'>run {escape(str(card.get('run_id', '')))} &middot; target "
+        f"{escape(str(card.get('target', '')))} &middot; profile {escape(str(card.get('profile', '')))} &middot; "
+        f"{escape(str(card.get('started_at', ''))[:19])} &rarr; {escape(str(card.get('finished_at', ''))[:19])} UTC</p>"
+        f"{reason}"
+        "<table style='border-collapse:collapse;margin-top:8px'><thead><tr>"
+        + "".join(f"<th style='text-align:left;padding:3px 10px'>{h}</th>"
+                  for h in ("metric", "target", "result", "status", "why not measured"))
+        + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        "<p style='margin:8px 0 0;font-size:90%'>Metrics marked <i>(info)</i> are not required for a pass. "
+        f"Details, evidence and charts follow below. Archive: {files}</p></section>"
+    )
 
 
 def strip_remote(html: str) -> str:

@@ -66,7 +66,7 @@ class StaticTable:
     def html(self) -> str:
         head = "".join(f"<th style='text-align:left;padding:4px 8px'>{_h(c)}</th>" for c in self.columns)
         body = "".join(
-            "<tr>" + "".join(f"<td style='vertical-align:top;padding:4px 8px'>{_cell_html(v)}</td>" for v in row)
+            "<tr>" + "".join(f"<td style='text-align:left;vertical-align:top;padding:4px 8px'>{_cell_html(v)}</td>" for v in row)
             + "</tr>"
             for row in self.rows
         )

@@ -50,6 +50,19 @@ def test_report_html_hides_code_and_loads_nothing_from_the_network(tmp_path) -> 
     assert "grafana.example.com" in html  # a link is not a load
 
 
+def test_report_html_opens_with_the_verdict_and_the_metrics(tmp_path) -> None:
+    """A reader who stops after the first screen sees the verdict, why, and every metric's status."""
+    params = validate({"archive_dir": str(tmp_path)})
+    Journal(tmp_path / archive.JOURNAL_FILE).record("run.started", run_id=params["run_id"])
+    archive.finalize(tmp_path, params, archive.Execution(False, "interrupted (SIGINT/SIGTERM)"))
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# The runbook body")]), str(tmp_path / "runbook.ipynb"))
+    html = archive.render_html(tmp_path / "runbook.ipynb", tmp_path / "report.html").read_text()
+    top = html[: html.index("The runbook body")]
+    assert "verdict" in top and "aborted" in top and "interrupted (SIGINT/SIGTERM)" in top
+    assert "RTO (Recovery Time)" in top and "not measured" in top
+    assert archive.remote_loads(html) == []
+
+
 def test_remote_loads_detects_what_a_browser_would_fetch() -> None:
     assert archive.remote_loads('<script src="https://cdn.example/x.js"></script>')
     assert archive.remote_loads('<link rel="stylesheet" href="//cdn.example/x.css">')
