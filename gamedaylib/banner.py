@@ -21,7 +21,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, TextIO
 
 import ipywidgets as widgets
@@ -128,14 +128,7 @@ class _Banner:
         self.state = state
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        s = self.state
-        return {
-            "text/html": status_banner_html(
-                phase_title=s.phase_title, t_offset=s.t_offset, partition_active=s.partition_active,
-                lag=s.lag, buffer=s.buffer, canaries_lost=s.canaries_lost, verdict=s.verdict,
-            ),
-            "text/plain": s.text(),
-        }
+        return {"text/html": status_banner_html(**asdict(self.state)), "text/plain": self.state.text()}
 
 
 class StatusBanner:
@@ -157,7 +150,7 @@ class StatusBanner:
         if self.display_id is None or self.state is None:
             self.show(**fields)
             return
-        self.state = BannerState(**{**self.state.__dict__, **fields})
+        self.state = replace(self.state, **fields)
         update_display(_Banner(self.state), display_id=self.display_id)
 
 
@@ -222,14 +215,11 @@ class LiveWait:
         self._sleep = sleep
         self._progress: widgets.FloatProgress | None = None
         self._label: widgets.HTML | None = None
-        self.lines_written = 0
-        self.redraws = 0
 
     def _write(self, line: str) -> None:
         stream = self.stream or sys.stdout
         stream.write(line + "\n")
         stream.flush()
-        self.lines_written += 1
 
     def _show(self, elapsed: float, final: str = "") -> None:
         text = self.status() if self.status else ""
@@ -255,7 +245,12 @@ class LiveWait:
     def _redraw(self) -> None:
         if self.redraw is not None:
             self.redraw()
-            self.redraws += 1
+
+    def _finish(self, elapsed: float, final: str, outcome: bool) -> bool:
+        self._show(elapsed, final)
+        if self.live:
+            self._redraw()
+        return outcome
 
     def wait_until(self, predicate: Callable[[], bool] | None = None, *, interval: float = 1.0) -> bool:
         """True when ``predicate`` held before the deadline; False at the deadline. Without a
@@ -265,16 +260,10 @@ class LiveWait:
         last_show = last_redraw = float("-inf")
         while True:
             if predicate is not None and predicate():
-                self._show(self._monotonic() - start, "done")
-                if self.live:
-                    self._redraw()
-                return True
+                return self._finish(self._monotonic() - start, "done", True)
             now = self._monotonic()
             if now >= deadline:
-                self._show(self.timeout, "deadline reached")
-                if self.live:
-                    self._redraw()
-                return False
+                return self._finish(self.timeout, "deadline reached", False)
             if now - last_show >= (1.0 if self.live else self.print_every):
                 self._show(now - start)
                 last_show = now

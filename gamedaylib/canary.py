@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from itertools import pairwise
 from typing import Any, Protocol
 
 from gamedaylib.exceptions import InvalidParameters
@@ -96,8 +97,7 @@ class CanarySender:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._next_seq = 1
-        self._sent = 0
+        self._next_seq = 1  # only the sending thread numbers canaries
         self._failed = 0
 
     @property
@@ -147,22 +147,11 @@ class CanarySender:
             if time.monotonic() - due > self.interval_seconds:
                 # Far behind (a suspended laptop): re-anchor instead of sending a burst.
                 began, planned = time.monotonic(), 0
-            with self._lock:
-                seq = self._next_seq
-                self._next_seq += 1
+            seq, self._next_seq = self._next_seq, self._next_seq + 1
             planned += 1
             self._pool.submit(self._post, seq).add_done_callback(_log_failure)
 
     # -- one post ---------------------------------------------------------------------------------
-    def send_one(self) -> CanaryResult:
-        """Send the next canary now, in this thread (for a check before the sampler starts)."""
-        with self._lock:
-            seq = self._next_seq
-            self._next_seq += 1
-        self._post(seq)
-        with self._lock:
-            return next(r for r in reversed(self._results) if r.seq == seq)
-
     def _post(self, seq: int) -> None:
         key = canary_key(self.run_id, seq)
         sent_at = datetime.now(timezone.utc)
@@ -197,7 +186,6 @@ class CanarySender:
         result = CanaryResult(seq, key, sent_at, status, error, round(latency_ms, 3))
         with self._lock:
             self._results.append(result)
-            self._sent += 1
             if not result.accepted:
                 self._failed += 1
 
@@ -210,7 +198,8 @@ class CanarySender:
     def counts(self) -> dict[str, int]:
         """``sent`` (answered or given up), ``accepted`` (2xx), ``failed`` (not 2xx or no answer)."""
         with self._lock:
-            return {"sent": self._sent, "accepted": self._sent - self._failed, "failed": self._failed}
+            sent = len(self._results)
+            return {"sent": sent, "accepted": sent - self._failed, "failed": self._failed}
 
 
 # -- accounting -------------------------------------------------------------------------------------
@@ -294,7 +283,7 @@ def _percentile(values: Sequence[float], q: float) -> float | None:
 
 def _infer_interval(results: Sequence[CanaryResult]) -> float:
     times = sorted(r.sent_at for r in results)
-    gaps = sorted((b - a).total_seconds() for a, b in zip(times, times[1:]))
+    gaps = sorted((b - a).total_seconds() for a, b in pairwise(times))
     return gaps[len(gaps) // 2] if gaps else 0.0
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from gamedaylib.clock import format_offset, parse_time
 
 __all__ = [
     "MAX_POINTS",
@@ -47,22 +50,14 @@ _COUNTERS = (
 def _ts(value: Any) -> float | None:
     if value is None or value == "":
         return None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
-    if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        return _ts(parsed)
+    if isinstance(value, (datetime, str)):
+        return parse_time(value.replace("Z", "+00:00") if isinstance(value, str) else value).timestamp()
     return float(value)
 
 
 def _fmt_offset(seconds: float, _pos: Any = None) -> str:
-    sign = "-" if seconds < 0 else "+"
-    total = int(round(abs(seconds)))
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"T{sign}{hours}:{minutes:02d}:{secs:02d}"
-    return f"T{sign}{minutes:02d}:{secs:02d}"
+    """A tick label (``FuncFormatter`` passes the tick position too)."""
+    return format_offset(seconds)
 
 
 def _column(rows: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
@@ -84,7 +79,7 @@ def _gauge(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     if len(edges) == len(values) + 1:
         return values
     out = np.full(len(edges) - 1, np.nan)
-    for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
+    for i, (a, b) in enumerate(pairwise(edges)):
         chunk = values[a:b]
         if np.any(~np.isnan(chunk)):
             out[i] = np.nanmax(chunk)
@@ -125,6 +120,38 @@ def _runs(x: np.ndarray, flags: np.ndarray) -> list[tuple[float, float]]:
     return spans
 
 
+_WIDE = 0.06  # a phase at least this wide (fraction of the axis) is labelled horizontally, centred
+_LABEL_GAP = 0.025  # narrow phases starting closer than this to a vertical label share that label
+
+
+def _label_phases(top: Any, spans: Sequence[tuple[str, float, float]], width: float) -> None:
+    """Phase names in the top panel: a wide phase centred inside it (staggered on two rows); a narrow
+    one written upwards at its start. Narrow phases starting within ``_LABEL_GAP`` of the previous
+    vertical label (the short closing phases of a rehearsal) share it, as ``first – last``, instead of
+    being drawn on top of each other."""
+    box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "lw": 0}
+    where = {"transform": top.get_xaxis_transform(), "va": "top", "clip_on": True, "bbox": box}
+    group: list[tuple[str, float]] = []  # (name, start) of the narrow phases under one vertical label
+
+    def vertical() -> None:
+        if group:
+            name = group[0][0] if len(group) == 1 else f"{group[0][0]} – {group[-1][0]}"
+            label = top.text(group[0][1], 0.97, name, ha="left", rotation=90, fontsize=6, **where)
+            label.set_in_layout(False)
+            group.clear()
+
+    for i, (name, a, b) in enumerate(spans):
+        if b - a >= _WIDE * width:
+            vertical()
+            y = 0.97 if i % 2 == 0 else 0.84
+            top.text((a + b) / 2, y, name, ha="center", fontsize=7, **where).set_in_layout(False)
+        else:
+            if group and a - group[0][1] >= _LABEL_GAP * width:
+                vertical()
+            group.append((name, a))
+    vertical()
+
+
 def _shade(
     axes: Iterable[Any],
     phases: Sequence[tuple[str, Any, Any]],
@@ -138,41 +165,11 @@ def _shade(
         a = (_ts(start) or origin) - origin
         end_ts = _ts(end)
         spans.append((str(name), a, end_ts - origin if end_ts is not None else x_end))
-    lows = [a for _, a, _ in spans] + [0.0]
-    width = max(x_end - min(lows), 1.0)
-    top = axes[0]
-    for i, (name, a, b) in enumerate(spans):
+    for i, (_, a, b) in enumerate(spans):
         for ax in axes:
             ax.axvspan(a, b, color=_PHASE_COLOURS[i % 2], zorder=0, lw=0)
-        box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "lw": 0}
-        if b - a >= 0.06 * width:
-            # Wide enough: centred inside the top panel, staggered on two rows.
-            label = top.text(
-                (a + b) / 2,
-                0.97 if i % 2 == 0 else 0.84,
-                name,
-                transform=top.get_xaxis_transform(),
-                ha="center",
-                va="top",
-                fontsize=7,
-                clip_on=True,
-                bbox=box,
-            )
-        else:
-            # Too narrow for horizontal text (the short closing phases): written upwards at its start.
-            label = top.text(
-                a,
-                0.97,
-                name,
-                transform=top.get_xaxis_transform(),
-                ha="left",
-                va="top",
-                rotation=90,
-                fontsize=6,
-                clip_on=True,
-                bbox=box,
-            )
-        label.set_in_layout(False)
+    width = max(x_end - min([a for _, a, _ in spans] + [0.0]), 1.0)
+    _label_phases(axes[0], spans, width)
     for a, b in partitions:
         for ax in axes:
             ax.axvspan(

@@ -111,14 +111,6 @@ def _cell_md(value: str) -> str:
     return str(value).replace("|", "\\|").replace("\n", "<br>")
 
 
-def _display_widget(widget: widgets.Widget, fallback: str) -> None:
-    """Display a widget whose plain-text fallback is one short line instead of its long repr: an
-    archive without widget state shows that line, and the static table below it carries the values."""
-    bundle = dict(widget._repr_mimebundle_() or {})
-    bundle["text/plain"] = fallback
-    display(bundle, raw=True)
-
-
 class _Shown:
     """A static table displayed once and then updated in place (``display_id``)."""
 
@@ -130,6 +122,28 @@ class _Shown:
     def update(self, table: StaticTable) -> None:
         self.table = table
         update_display(table, display_id=self.display_id)
+
+
+class _Form:
+    """What every form shares: its widget shown with its static table below, the table kept current."""
+
+    widget: widgets.Widget
+    _shown: _Shown | None
+
+    def static_table(self) -> StaticTable:
+        raise NotImplementedError
+
+    def refresh(self) -> None:
+        if self._shown is not None:
+            self._shown.update(self.static_table())
+
+    def _show(self, fallback: str) -> None:
+        """Display the widget with a plain-text fallback of one short line instead of its long repr
+        (an archive without widget state shows that line), then the static table with the values."""
+        bundle = dict(self.widget._repr_mimebundle_() or {})
+        bundle["text/plain"] = fallback
+        display(bundle, raw=True)
+        self._shown = _Shown(self.static_table())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,7 +203,7 @@ def _canonical_question(phase_id: str, question: str) -> str:
 
 
 @dataclass(repr=False)
-class ObservationForm:
+class ObservationForm(_Form):
     """The form of one phase. ``widget`` is what is displayed; ``record()`` is what the button does."""
 
     journal: Journal
@@ -242,10 +256,6 @@ class ObservationForm:
         title = f"Observations: {PHASES_BY_ID[self.phase_id].title}"
         return StaticTable(title, ("question", "answer", "recorded at"), tuple(rows))
 
-    def refresh(self) -> None:
-        if self._shown is not None:
-            self._shown.update(self.static_table())
-
 
 def observation_form(
     journal: Journal,
@@ -294,8 +304,7 @@ def observation_form(
         form.record(source="parameter")
         status.value = "headless run: answers from the <code>observations</code> parameter"
     if show:
-        _display_widget(box, f"[observation form: {PHASES_BY_ID[phase_id].title}; answers in the table below]")
-        form._shown = _Shown(form.static_table())
+        form._show(f"[observation form: {PHASES_BY_ID[phase_id].title}; answers in the table below]")
     return form
 
 
@@ -392,7 +401,7 @@ def parse_stamp_time(text: str, clock: Clock) -> datetime:
 
 
 @dataclass(repr=False)
-class StampButtons:
+class StampButtons(_Form):
     journal: Journal
     clock: Clock
     phase_id: str
@@ -452,10 +461,6 @@ class StampButtons:
                 rows.append((STAMP_LABELS[name], str(first["at"]), str(first.get("t_offset", ""))))
         return StaticTable("Incident-response stamps", ("moment", "time (UTC)", "T-offset / note"), tuple(rows))
 
-    def refresh(self) -> None:
-        if self._shown is not None:
-            self._shown.update(self.static_table())
-
 
 def stamp_buttons(
     journal: Journal,
@@ -502,8 +507,7 @@ def stamp_buttons(
             else:
                 sb.stamp(name, at, source="parameter")
     if show:
-        _display_widget(box, "[incident-response stamp buttons; times in the table below]")
-        sb._shown = _Shown(sb.static_table())
+        sb._show("[incident-response stamp buttons; times in the table below]")
     return sb
 
 
@@ -534,7 +538,7 @@ def _match_checklist(given: Mapping[str, bool]) -> tuple[dict[str, bool], dict[s
 
 
 @dataclass(repr=False)
-class ChecklistForm:
+class ChecklistForm(_Form):
     journal: Journal
     live: bool
     checkboxes: dict[str, widgets.Checkbox]
@@ -568,10 +572,6 @@ class ChecklistForm:
             "Pre-gameday checklist", ("item", "state"), tuple(rows), note=f"{done} of {len(self.checkboxes)} done"
         )
 
-    def refresh(self) -> None:
-        if self._shown is not None:
-            self._shown.update(self.static_table())
-
 
 def checklist_form(
     journal: Journal, *, checklist: Mapping[str, bool] | None, live: bool, show: bool = True
@@ -595,8 +595,7 @@ def checklist_form(
     elif not any(e.get("kind") == "checklist" for e in journal.entries()):
         form.record(source="parameter")
     if show:
-        _display_widget(box, "[pre-gameday checklist form; state in the table below]")
-        form._shown = _Shown(form.static_table())
+        form._show("[pre-gameday checklist form; state in the table below]")
     return form
 
 
@@ -636,7 +635,7 @@ def write_action_items_csv(
 
 
 @dataclass(repr=False)
-class ActionItemsForm:
+class ActionItemsForm(_Form):
     journal: Journal
     live: bool
     fields: dict[str, widgets.Text]
@@ -667,10 +666,6 @@ class ActionItemsForm:
         note = "" if rows else "no action items recorded"
         return StaticTable("Action items", ACTION_ITEMS_CSV_COLUMNS, rows, note=note)
 
-    def refresh(self) -> None:
-        if self._shown is not None:
-            self._shown.update(self.static_table())
-
 
 def action_items_form(
     journal: Journal, *, items: Sequence[Mapping[str, Any]] | None, live: bool, show: bool = True
@@ -694,20 +689,6 @@ def action_items_form(
             if tuple(value[k] for k in ACTION_ITEM_FIELDS) not in already:
                 form.add(value, source="parameter")
     if show:
-        _display_widget(box, "[action items form; items in the table below]")
-        form._shown = _Shown(form.static_table())
+        form._show("[action items form; items in the table below]")
     return form
-
-
-def answered_table(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> StaticTable:
-    """All phases' answers and open questions in one static table (for summaries)."""
-    entries = _entries(journal_entries)
-    got = answered(entries)
-    when = answered_at(entries)
-    rows = []
-    for phase in PHASES_BY_ID.values():
-        for q in phase.questions:
-            a = got.get(phase.id, {}).get(q)
-            rows.append((phase.title, q, a if a is not None else OPEN, when.get((phase.id, q), "") if a else ""))
-    return StaticTable("Observations", ("phase", "question", "answer", "recorded at"), tuple(rows))
 

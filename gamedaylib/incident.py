@@ -176,6 +176,11 @@ def _md(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", "<br>")
 
 
+def _label(metric_name: Any) -> str:
+    """The playbook's name of a metric (its own name when the playbook has none)."""
+    return PLAYBOOK_METRIC_LABELS.get(str(metric_name), str(metric_name))
+
+
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
@@ -189,7 +194,7 @@ def metrics_table(metrics: Sequence[Mapping[str, Any]]) -> str:
     names = list(METRIC_NAMES) + [str(n) for n in by_name if n not in METRIC_NAMES]
     for name in names:
         m = by_name.get(name)
-        label = PLAYBOOK_METRIC_LABELS.get(name, name)
+        label = _label(name)
         if m is None:
             rows.append(f"| {label} | — | — | {status_text['not_measured']} | not in the scorecard |")
             continue
@@ -239,7 +244,7 @@ def _summary(
         m = by_name.get(name)
         if m is None:
             continue
-        label = PLAYBOOK_METRIC_LABELS.get(name, name)
+        label = _label(name)
         if m.get("status") == "not_measured":
             lines.append(f"- {label}: not measured ({m.get('reason') or m.get('evidence', '')}).")
         else:
@@ -249,11 +254,11 @@ def _summary(
                 f"{_fmt(m.get('target'))}{unit}: {'met' if m.get('status') == 'pass' else 'MISSED'}."
             )
     if failed:
-        lines.append("Missed: " + ", ".join(PLAYBOOK_METRIC_LABELS.get(str(m["name"]), str(m["name"])) for m in failed) + ".")
+        lines.append("Missed: " + ", ".join(_label(m["name"]) for m in failed) + ".")
     if unmeasured:
         lines.append(
             f"{len(unmeasured)} metric(s) could not be measured: "
-            + ", ".join(PLAYBOOK_METRIC_LABELS.get(str(m["name"]), str(m["name"])) for m in unmeasured) + "."
+            + ", ".join(_label(m["name"]) for m in unmeasured) + "."
         )
     lines.append(f"{len(open_questions)} playbook question(s) left open; {len(action_items)} action item(s).")
     first, rest = lines[0] + " " + lines[1], lines[2:]
@@ -367,7 +372,7 @@ def _improvements(
     """The playbook's "Improvements from this gameday" list, drafted from what the run found."""
     items: list[str] = []
     for m in metrics:
-        label = PLAYBOOK_METRIC_LABELS.get(str(m.get("name")), str(m.get("name")))
+        label = _label(m.get("name"))
         if m.get("status") == "fail":
             items.append(f"Fix: {label} missed its target ({_fmt(m.get('value'))} vs {m.get('comparison', '')} {_fmt(m.get('target'))}).")
         elif m.get("status") == "not_measured":

@@ -9,6 +9,7 @@ A failed notification is journaled and never stops the gameday.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import urllib.error
@@ -16,14 +17,14 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
 from gamedaylib.journal import Journal
 from gamedaylib.playbook import GAMEDAY_ID
 
 Event = Literal["chaos_start", "heal", "end"]
-EVENTS: tuple[str, ...] = ("chaos_start", "heal", "end")
+EVENTS: tuple[str, ...] = get_args(Event)
 # The playbook sets the status page to "Maintenance" before chaos and posts "resolved" after.
 STATUS_PAGE_STATUS: dict[str, str] = {"chaos_start": "maintenance", "heal": "monitoring", "end": "resolved"}
 
@@ -92,10 +93,6 @@ class Notifier:
             f"{'configured' if self._status_page_url else 'off'} (from ${self.status_page_env or '-'}))"
         )
 
-    @property
-    def configured(self) -> bool:
-        return bool(self._webhook_url or self._status_page_url)
-
     def send(self, event: Event, phase: str | None, text: str) -> list[Delivery]:
         """Post ``event`` to every configured webhook; journal each outcome (kind="notification")."""
         if event not in EVENTS:
@@ -135,7 +132,7 @@ class Notifier:
                 status = int(response.status)
         except urllib.error.HTTPError as exc:
             return Delivery(channel, False, exc.code, f"failed to send to {source}: HTTP {exc.code}")
-        except (TimeoutError, urllib.error.URLError, ConnectionError, OSError, ValueError) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError and timeouts are OSError
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             return Delivery(channel, False, None, f"failed to send to {source}: {_redact(str(reason), url)}")
         ok = 200 <= status < 300

@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from gamedaylib.clock import parse_time
 from gamedaylib.exceptions import GamedayError, InvalidParameters, ProbeError
 from gamedaylib.targets.base import Endpoints
 
@@ -62,10 +63,6 @@ LAB_COLUMNS: tuple[str, ...] = (
 
 class ClockLike(Protocol):
     t0: datetime | None
-
-
-def _utc_ts(at: datetime) -> float:
-    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
 
 
 def _iso(ts: float) -> str:
@@ -113,7 +110,6 @@ class Sampler:
         self.csv_path = Path(csv_path)
         self.clock = clock
         self.errors = 0
-        self.ticks = 0
         self.last_error: str | None = None
         self.tick_seconds: array[float] = array("d")  # how long each sample took (for the benchmark)
         self._ts: array[float] = array("d")
@@ -183,6 +179,11 @@ class Sampler:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def ticks(self) -> int:
+        """Samples taken so far."""
+        return len(self._ts)
+
     def __enter__(self) -> Sampler:
         return self.start()
 
@@ -205,8 +206,8 @@ class Sampler:
 
     # -- one tick ---------------------------------------------------------------------------------
     def _t0_ts(self) -> float | None:
-        t0 = getattr(self.clock, "t0", None) if self.clock is not None else None
-        return _utc_ts(t0) if isinstance(t0, datetime) else None
+        t0 = getattr(self.clock, "t0", None)
+        return parse_time(t0).timestamp() if isinstance(t0, datetime) else None
 
     def tick(self) -> dict[str, Any]:
         """Take one sample now and record it (the thread calls this; tests and benchmarks may too)."""
@@ -234,7 +235,6 @@ class Sampler:
             self._phase_idx.append(self._phase_names.index(phase))
             for column, value in zip(self._values, values):
                 column.append(value)
-            self.ticks += 1
         if self._writer is not None:
             self._writer.writerow(
                 [
