@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gamedaylib.journal import Journal, utcnow
+from gamedaylib.journal import JOURNAL_FILE, Journal, utcnow
 from gamedaylib.parameters import effective_targets, redact
 from gamedaylib.playbook import GAMEDAY_ID, METRIC_NAMES, PHASES_BY_ID
 from gamedaylib.scorecard import Metric, Scorecard
@@ -26,7 +26,6 @@ from gamedaylib.scorecard import Metric, Scorecard
 NOTEBOOK_NAME = "nats_partition_gameday.ipynb"
 RUNBOOK_FILE = "runbook.ipynb"
 HTML_FILE = "report.html"
-JOURNAL_FILE = "journal.jsonl"
 SCORECARD_FILE = "scorecard.json"
 SAMPLES_FILE = "samples.csv"
 REPORT_FILE = "incident-report.md"
@@ -36,6 +35,7 @@ ARCHIVE_FILES = (
     RUNBOOK_FILE, HTML_FILE, JOURNAL_FILE, SCORECARD_FILE, SAMPLES_FILE, REPORT_FILE, PARAMS_FILE, ACTION_ITEMS_FILE,
 )
 HISTORY_METRICS = METRIC_NAMES[:6]
+HEADLESS_ENV = "GAMEDAY_HEADLESS"  # set to "1" for headless runs: forms take answers from parameters
 
 
 def project_root() -> Path:
@@ -74,7 +74,7 @@ def execute(
     start = time.monotonic()
     reason = ""
     source = headless_notebook(notebook or notebook_path())
-    os.environ["GAMEDAY_HEADLESS"] = "1"  # the kernel inherits it: forms take answers from parameters
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it
     try:
         papermill.execute_notebook(
             source,
@@ -129,22 +129,23 @@ def finalize(archive_dir: Path, params: Mapping[str, Any], execution: Execution)
     archive_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(archive_dir / JOURNAL_FILE)
     (archive_dir / PARAMS_FILE).write_text(yaml.safe_dump(redact(dict(params)), sort_keys=True), encoding="utf-8")
+    entries = journal.entries()
     card_path = archive_dir / SCORECARD_FILE
     if execution.completed and card_path.exists():
         data = json.loads(card_path.read_text(encoding="utf-8"))
     else:
-        data = _aborted_scorecard(card_path, params, execution.reason, journal)
-        if not any(e.get("kind") == "run.finished" for e in journal.entries()):
-            journal.record("run.finished", verdict="aborted", reason=execution.reason)
+        data = _aborted_scorecard(card_path, params, execution.reason, entries)
+        if not any(e.get("kind") == "run.finished" for e in entries):
+            entries.append(journal.record("run.finished", verdict="aborted", reason=execution.reason))
     samples = archive_dir / SAMPLES_FILE
     if not samples.exists():
         samples.write_text("ts,t_offset_s,phase\n", encoding="utf-8")
     from gamedaylib.forms import write_action_items_csv
 
-    write_action_items_csv(journal, archive_dir / ACTION_ITEMS_FILE)  # what the team recorded, even if aborted
+    write_action_items_csv(entries, archive_dir / ACTION_ITEMS_FILE)  # what the team recorded, even if aborted
     report = archive_dir / REPORT_FILE
     try:
-        text = render_incident_report(archive_dir, scorecard=data, params=params, journal=journal.entries())
+        text = render_incident_report(archive_dir, scorecard=data, params=params, journal=entries)
     except (ValueError, KeyError, TypeError) as exc:
         # the draft is an optional observer: the archive must exist anyway, and says what went wrong
         journal.record("error", error="incident-report", message=str(exc))
@@ -155,14 +156,16 @@ def finalize(archive_dir: Path, params: Mapping[str, Any], execution: Execution)
     return data
 
 
-def _aborted_scorecard(path: Path, params: Mapping[str, Any], reason: str, journal: Journal) -> dict[str, Any]:
+def _aborted_scorecard(
+    path: Path, params: Mapping[str, Any], reason: str, entries: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
     previous: dict[str, Any] = {}
     if path.exists():
         try:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             previous = {}
-    started = next((e["ts"] for e in journal.entries() if e.get("kind") == "run.started"), None)
+    started = next((e["ts"] for e in entries if e.get("kind") == "run.started"), None)
     card = Scorecard(
         gameday_id=str(params.get("gameday_id") or GAMEDAY_ID),
         run_id=str(params.get("run_id") or ""),
@@ -175,7 +178,7 @@ def _aborted_scorecard(path: Path, params: Mapping[str, Any], reason: str, journ
         targets=effective_targets(params) if "rto_target_seconds" in params else {},
         reason=reason or "aborted",
     )
-    measured = {e["name"]: e for e in journal.entries() if e.get("kind") == "measurement"}
+    measured = {e["name"]: e for e in entries if e.get("kind") == "measurement"}
     for m in previous.get("metrics") or []:
         measured.setdefault(m["name"], m)
     for name, m in measured.items():
@@ -251,6 +254,21 @@ def render_html(notebook: Path, html_path: Path) -> Path:
         body = re.sub(r"(<body\b[^>]*>)", lambda m: m.group(1) + summary, body, count=1)
     html_path.write_text(strip_remote(body), encoding="utf-8")
     return html_path
+
+
+def render_archive_html(archive_dir: Path) -> Path:
+    """The archive's ``report.html`` from its ``runbook.ipynb``; when the run left no readable notebook
+    (it never started, or died mid-write), the blank runbook is copied in first."""
+    import shutil
+
+    import nbformat
+
+    runbook = archive_dir / RUNBOOK_FILE
+    try:
+        nbformat.read(str(runbook), as_version=4)
+    except (OSError, ValueError, nbformat.reader.NotJSONError):
+        shutil.copyfile(notebook_path(), runbook)
+    return render_html(runbook, archive_dir / HTML_FILE)
 
 
 _VERDICT_COLOURS = {"pass": "#1b7a2b", "fail": "#b3261e", "aborted": "#8a5300"}

@@ -190,12 +190,7 @@ def _close_run(
             journal.record("error", error=type(exc).__name__, message=f"heal from outside failed: {exc}")
             print(f"gameday: heal from outside failed: {exc}", file=sys.stderr)
         card = archive.finalize(archive_dir, params, execution)
-        runbook = archive_dir / archive.RUNBOOK_FILE
-        if not runbook.exists():
-            import shutil
-
-            shutil.copyfile(archive.notebook_path(), runbook)
-        archive.render_html(runbook, archive_dir / archive.HTML_FILE)
+        archive.render_archive_html(archive_dir)
     finally:
         if lab is not None:
             lab.down()
@@ -221,7 +216,7 @@ def _invalid(exc: InvalidParameters, raw: dict[str, Any], output_dir: Path) -> i
     """Exit 2 naming the parameter; an archive marked aborted whose journal shows nothing applied."""
     from gamedaylib import archive
     from gamedaylib.journal import Journal
-    from gamedaylib.parameters import new_run_id
+    from gamedaylib.parameters import PROFILES, TARGETS, new_run_id, redact
     from gamedaylib.playbook import GAMEDAY_ID
 
     run_id = raw.get("run_id") if isinstance(raw.get("run_id"), str) and raw.get("run_id") else new_run_id()
@@ -232,21 +227,16 @@ def _invalid(exc: InvalidParameters, raw: dict[str, Any], output_dir: Path) -> i
     minimal = {
         "run_id": run_id,
         "gameday_id": GAMEDAY_ID,
-        "target": raw.get("target") if raw.get("target") in ("lab", "kubernetes") else "lab",
-        "profile": raw.get("profile") if raw.get("profile") in ("rehearsal", "full") else "rehearsal",
+        "target": raw.get("target") if raw.get("target") in TARGETS else "lab",
+        "profile": raw.get("profile") if raw.get("profile") in tuple(PROFILES) else "rehearsal",  # may be unhashable
     }
     card = archive.finalize(archive_dir, minimal, archive.Execution(False, str(exc)))
     import yaml
 
-    from gamedaylib.parameters import redact
-
     (archive_dir / archive.PARAMS_FILE).write_text(
         yaml.safe_dump({"invalid": exc.problems, "given": redact(raw)}, sort_keys=True), encoding="utf-8"
     )
-    import shutil
-
-    shutil.copyfile(archive.notebook_path(), archive_dir / archive.RUNBOOK_FILE)
-    archive.render_html(archive_dir / archive.RUNBOOK_FILE, archive_dir / archive.HTML_FILE)
+    archive.render_archive_html(archive_dir)
     print(f"gameday: {exc}", file=sys.stderr)
     print(f"gameday: verdict {card['verdict']} (nothing was applied)", file=sys.stderr)
     print(archive_dir, flush=True)

@@ -13,9 +13,13 @@ import json
 import os
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from gamedaylib.clock import utcnow
+
+JOURNAL_FILE = "journal.jsonl"  # its name in a run's archive
 
 KINDS = frozenset(
     {
@@ -40,10 +44,6 @@ KINDS = frozenset(
         "error",  # error, message
     }
 )
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _default(value: Any) -> Any:

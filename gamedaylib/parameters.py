@@ -20,6 +20,7 @@ import yaml
 
 from gamedaylib.exceptions import InvalidParameters
 from gamedaylib.playbook import GAMEDAY_ID, INCIDENT_STAMPS, METRIC_NAMES, PHASE_IDS
+from gamedaylib.safety import DEFAULT_PRODUCTION_PATTERNS, limit_problems, mask_secrets, register_secret_envs
 
 PROFILES: dict[str, dict[str, Any]] = {
     "full": {
@@ -32,14 +33,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "team_response_target_seconds": 600.0,
         "sample_interval_seconds": 5.0,
         "cell_timeout_seconds": 3600.0,
-        "required_metrics": [
-            "rto_seconds",
-            "rpo_seconds",
-            "event_loss_count",
-            "user_facing_errors",
-            "alert_fire_seconds",
-            "team_response_seconds",
-        ],
+        "required_metrics": list(METRIC_NAMES[:6]),  # the playbook's six
     },
     "rehearsal": {
         "partition_seconds": 20.0,
@@ -274,10 +268,6 @@ def _fault_phase(v: Any) -> str:
     return s
 
 
-def _optional_str(v: Any) -> str | None:
-    return None if v is None else _str(v)
-
-
 @dataclass(frozen=True)
 class Spec:
     """One parameter: its default (``None`` = from the profile) and its checker."""
@@ -297,7 +287,7 @@ SPECS: dict[str, Spec] = {
     "archive_dir": Spec("", _str, "empty means outputs/<gameday_id>/<run_id>"),
     "dry_run": Spec(False, _bool, "show commands and the fault, change nothing"),
     "confirm_production": Spec(False, _bool),
-    "production_namespace_patterns": Spec(["*-prod", "prod*"], _str_list),
+    "production_namespace_patterns": Spec(list(DEFAULT_PRODUCTION_PATTERNS), _str_list),
     "required_metrics": Spec(None, _metric_list, "metrics that must be measured for a pass", True),
     # timing and targets
     "partition_seconds": Spec(None, _positive, "how long the network stays cut", True),
@@ -401,8 +391,6 @@ def validate(raw: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = spec.check(value)
         except (ValueError, OverflowError) as exc:
             problems.setdefault(name, str(exc))
-    from gamedaylib.safety import limit_problems
-
     for name, why in limit_problems(out).items():
         problems.setdefault(name, why)
     if not problems:
@@ -476,8 +464,6 @@ MASK = "***"
 
 def redact_text(text: str) -> str:
     """Mask passwords in DSNs/URLs, ``password=...`` pairs, bearer tokens and webhook URLs."""
-    from gamedaylib.safety import mask_secrets
-
     text = mask_secrets(text)  # values of secret environment variables, wherever they turn up
     text = _DSN_PASSWORD.sub(lambda m: m["pre"] + MASK + m["post"], text)
     text = _KV_SECRET.sub(lambda m: m["pre"] + MASK, text)
@@ -490,8 +476,6 @@ def redact(value: Any, key: str = "") -> Any:
     if key and _SECRET_NAME.search(key) and not key.endswith("_env"):
         return MASK if value not in (None, "") else value
     if isinstance(value, Mapping):
-        from gamedaylib.safety import register_secret_envs
-
         register_secret_envs(value)  # the variables the *_env parameters name hold secrets
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

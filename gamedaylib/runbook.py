@@ -18,10 +18,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from gamedaylib.archive import (
+    ACTION_ITEMS_FILE,
+    HEADLESS_ENV,
+    PARAMS_FILE,
+    REPORT_FILE,
+    SCORECARD_FILE,
+    project_root,
+    render_incident_report,
+)
 from gamedaylib.clock import Clock, parse_time, utcnow
 from gamedaylib.exceptions import (
     GamedayError,
@@ -30,7 +39,7 @@ from gamedaylib.exceptions import (
     ProbeError,
     StopConditionFired,
 )
-from gamedaylib.journal import Journal
+from gamedaylib.journal import JOURNAL_FILE, Journal
 from gamedaylib.parameters import effective_targets, redact, validate
 from gamedaylib.playbook import (
     CRITICAL_EVENT_TYPES,
@@ -41,15 +50,12 @@ from gamedaylib.scorecard import Metric, Scorecard, table_markdown
 from gamedaylib.shell import CommandResult, CommandRunner, ShellRunner
 from gamedaylib.targets.base import Check, Target
 
+if TYPE_CHECKING:
+    from gamedaylib.probes.alerts import AlertEvent
+
 GATEWAY = "api-gateway"
 REPORTING = "reporting"
-JOURNAL_FILE = "journal.jsonl"
-SCORECARD_FILE = "scorecard.json"
-SAMPLES_FILE = "samples.csv"
-REPORT_FILE = "incident-report.md"
-PARAMS_FILE = "params.yaml"
 TIMELINE_PNG = "timeline.png"
-HEADLESS_ENV = "GAMEDAY_HEADLESS"
 # consumer lag unreadable (NATS monitoring down) on this many polls in a row while the partition runs:
 # stop_lag_limit can no longer be judged, so the partition is healed at once (stop condition
 # ``lag_unreadable``); one or two failed polls are tolerated as a blip
@@ -98,12 +104,6 @@ def _markdown(text: str) -> None:
     from IPython.display import Markdown
 
     _display(Markdown(text))
-
-
-def _html(text: str) -> None:
-    from IPython.display import HTML
-
-    _display(HTML(text))
 
 
 class _Shown:
@@ -449,24 +449,13 @@ class Gameday:
         if last is not None:
             numbers = {"lag": last.lag, "buffer": last.buffer_size, "breaker": last.breaker}
         numbers["canaries_lost"] = self._canaries_lost_so_far()
-        try:
-            from gamedaylib import banner as banner_mod
+        from gamedaylib import banner as banner_mod
 
-            html = banner_mod.render(
-                gameday_id=self.params["gameday_id"], run_id=self.params["run_id"], phase=phase,
-                offset=self.clock.offset(), numbers=numbers, target=self.params["target"],
-                profile=self.params["profile"], partition_active=self._partition_state(),
-            )
-        except (ImportError, AttributeError, TypeError):
-            title = PHASES_BY_ID[phase].title if phase in PHASES_BY_ID else phase
-            nums = " · ".join(f"{k} {_fmt(v)}" for k, v in numbers.items() if v is not None)
-            html = (
-                f"<div style='padding:6px;border-left:6px solid #c33;background:#fafafa'>"
-                f"<b>{self.params['gameday_id']}</b> · run {self.params['run_id']} · "
-                f"{self.params['target']}/{self.params['profile']} · <b>{title}</b> · "
-                f"<code>{self.clock.offset()}</code> {('· ' + nums) if nums else ''}</div>"
-            )
-        return html
+        return banner_mod.render(
+            gameday_id=self.params["gameday_id"], run_id=self.params["run_id"], phase=phase,
+            offset=self.clock.offset(), numbers=numbers, target=self.params["target"],
+            profile=self.params["profile"], partition_active=self._partition_state(),
+        )
 
     def _banner(self, phase: str) -> None:
         """Show a new banner (top of a phase); ``_refresh_banner`` updates it in place afterwards."""
@@ -656,22 +645,19 @@ class Gameday:
             sample["requests_total"] = reading.requests_total - (self.baseline.requests_total or 0)
             sample["requests_failed"] = (reading.requests_failed or 0) - (self.baseline.requests_failed or 0)
         fired = conditions.check(sample)
-        if not fired and self._lag_ever_read and self._lag_failures >= LAG_UNREADABLE_POLLS:
-            detail = (f"consumer lag unreadable on {self._lag_failures} polls in a row, NATS monitoring: "
-                      f"{reading.errors.get('lag', 'unreadable')}; stop_lag_limit cannot be judged blind")
-            self.journal.record("stop_condition", phase=self.current_phase, condition="lag_unreadable",
-                                value=self._lag_failures, limit=LAG_UNREADABLE_POLLS - 1, detail=detail)
-            self._stopped_by = StopConditionFired("lag_unreadable", self._lag_failures, LAG_UNREADABLE_POLLS - 1,
-                                                  detail=detail)
-            self.rollback(reason=str(self._stopped_by))
-            return True
-        if fired:
-            name, value, limit = fired
-            self.journal.record("stop_condition", phase=self.current_phase, condition=name, value=value, limit=limit)
-            self._stopped_by = StopConditionFired(name, value, limit)
-            self.rollback(reason=str(self._stopped_by))
-            return True
-        return False
+        detail: dict[str, str] = {}
+        if fired is None and self._lag_ever_read and self._lag_failures >= LAG_UNREADABLE_POLLS:
+            fired = ("lag_unreadable", self._lag_failures, LAG_UNREADABLE_POLLS - 1)
+            detail["detail"] = (f"consumer lag unreadable on {self._lag_failures} polls in a row, NATS monitoring: "
+                                f"{reading.errors.get('lag', 'unreadable')}; stop_lag_limit cannot be judged blind")
+        if fired is None:
+            return False
+        name, value, limit = fired
+        self.journal.record("stop_condition", phase=self.current_phase, condition=name, value=value, limit=limit,
+                            **detail)
+        self._stopped_by = StopConditionFired(name, value, limit, **detail)
+        self.rollback(reason=str(self._stopped_by))
+        return True
 
     # ------------------------------------------------------------------ phases
     def preflight(self) -> PhaseResult:
@@ -754,17 +740,19 @@ class Gameday:
             base = self.baseline or Reading(at=reading.at)
             res.values["buffer size"] = reading.buffer_size
             res.values["buffer capacity"] = reading.buffer_capacity
-            res.values["retries since start"] = _delta(reading.retries, base.retries)
+            retries = _delta(reading.retries, base.retries)
+            gateway_5xx = _delta(reading.gateway_5xx, base.gateway_5xx)
+            canary_errors = self._canary_errors()
+            res.values["retries since start"] = retries
             res.values["circuit breaker (0 closed, 1 half-open, 2 open)"] = reading.breaker
-            res.values["gateway 5xx since start"] = _delta(reading.gateway_5xx, base.gateway_5xx)
-            res.values["canary errors so far"] = self._canary_errors()
+            res.values["gateway 5xx since start"] = gateway_5xx
+            res.values["canary errors so far"] = canary_errors
             first_rise = self._first_lag_rise()
             res.values["lag started rising (s after T+0)"] = first_rise
             self._check(res, "services buffer events", bool(reading.buffer_size),
                         f"gateway buffer holds {_fmt(reading.buffer_size)} events")
-            retries = _delta(reading.retries, base.retries)
             self._check(res, "retry logic engaged", bool(retries), f"{_fmt(retries)} retries since start")
-            errors = (self._canary_errors() or 0) + int(_delta(reading.gateway_5xx, base.gateway_5xx) or 0)
+            errors = (canary_errors or 0) + int(gateway_5xx or 0)
             self._check(res, "no user-facing errors", errors == 0, f"{errors} non-2xx answers so far")
             alive, detail = self._sse_alive()
             self._check(res, "Corp Cockpit SSE stream responsive", alive, detail)
@@ -997,7 +985,8 @@ class Gameday:
                     try:
                         timeline = probe.timeline(self.clock.started_at)
                         if timeline:
-                            res.values["alert timeline"] = "; ".join(_alert_line(e, self.clock) for e in timeline)
+                            res.values["alert timeline"] = "; ".join(
+                                f"{_alert_label(e)} at {self.clock.offset(e.starts_at)}" for e in timeline)
                     except ProbeError as exc:
                         res.values["alert timeline"] = f"unavailable: {exc.reason}"
                     if event is None:
@@ -1005,11 +994,10 @@ class Gameday:
                         self._measure(Metric("alert_fire_seconds", None, fire_target, "<=", "fail",
                                              f"no gameday alert fired within {waited:.0f}s after T+0", "s"))
                     else:
-                        at = _alert_time(event)
-                        self._alert_at = at
+                        at = self._alert_at = event.starts_at
                         self._measure(Metric.judged(
                             "alert_fire_seconds", round((at - t0).total_seconds(), 1), fire_target,
-                            f"first alert {_alert_name(event)} fired at {at.isoformat(timespec='seconds')} "
+                            f"first alert {_alert_label(event)} fired at {at.isoformat(timespec='seconds')} "
                             "(Alertmanager/Prometheus) − T+0", unit="s"))
                 except ProbeError as exc:
                     self._measure(Metric.not_measured("alert_fire_seconds", fire_target, exc.reason, unit="s"))
@@ -1141,14 +1129,11 @@ class Gameday:
 
     def write_action_items(self) -> Path:
         """``action-items.csv`` from the journal (title, owner, due, ticket, recorded_at)."""
-        from gamedaylib.archive import ACTION_ITEMS_FILE
         from gamedaylib.forms import write_action_items_csv
 
         return write_action_items_csv(self.journal, self.archive_dir / ACTION_ITEMS_FILE)
 
     def write_incident_report(self) -> Path:
-        from gamedaylib.archive import render_incident_report
-
         path = self.archive_dir / REPORT_FILE
         path.write_text(
             render_incident_report(self.archive_dir, scorecard=self.scorecard.as_dict(),
@@ -1164,7 +1149,7 @@ class Gameday:
     def _canary_errors(self) -> int | None:
         if self.canaries is None:
             return None
-        return sum(1 for r in self._canary_results() if not _is_2xx(r))
+        return sum(1 for r in self._canary_results() if not r.accepted)
 
     def _canary_report(self) -> Any:
         if self.canaries is None:
@@ -1176,13 +1161,6 @@ class Gameday:
         except ProbeError as exc:
             return exc
 
-    def _canaries_unaccounted(self) -> int:
-        """Accepted canaries not yet stored (0 when there are no canaries)."""
-        report = self._canary_report()
-        if isinstance(report, ProbeError):
-            return 0
-        return int(report.lost)
-
     def _canaries_flowing(self, since: datetime | None, margin: float | None = None) -> bool:
         """Every canary accepted after ``since`` (and older than the in-flight margin) is stored, and
         there is at least one: events flow end to end again. Canaries lost during the partition do not
@@ -1193,7 +1171,7 @@ class Gameday:
             margin = max(2.0, 2 * self.params["sample_interval_seconds"])
         cutoff = utcnow() - timedelta(seconds=margin)
         recent = [r for r in self._canary_results()
-                  if _is_2xx(r) and (since is None or r.sent_at >= since) and r.sent_at <= cutoff]
+                  if r.accepted and (since is None or r.sent_at >= since) and r.sent_at <= cutoff]
         if not recent:
             return False
         try:
@@ -1245,7 +1223,7 @@ class Gameday:
         base = self.baseline
         last = self.read()
         canary_errors = self._canary_errors()
-        canary_5xx = sum(1 for r in self._canary_results() if (_status(r) or 0) >= 500)
+        canary_5xx = sum(1 for r in self._canary_results() if (r.status or 0) >= 500)
         gw = _delta(last.gateway_5xx, base.gateway_5xx if base else None)
         if canary_errors is None and gw is None:
             self._measure(Metric.not_measured("user_facing_errors", 0, "no canaries and no gateway metrics",
@@ -1295,40 +1273,15 @@ def _delta(now: float | None, before: float | None) -> float | None:
     return now - (before or 0.0)
 
 
-def _status(result: Any) -> int | None:
-    for name in ("status", "status_code", "http_status"):
-        if hasattr(result, name):
-            value = getattr(result, name)
-            return None if value is None else int(value)
-    if isinstance(result, Mapping):
-        value = result.get("status")
-        return None if value is None else int(value)
-    return None
+# the label that tells apart the same alert firing for several services (the lab and Prometheus scrape
+# jobs carry ``job``; Kubernetes service monitors add ``service``), most telling first
+ALERT_SOURCE_LABELS = ("service", "job", "instance")
 
 
-def _is_2xx(result: Any) -> bool:
-    status = _status(result)
-    return status is not None and 200 <= status < 300
-
-
-def _alert_time(event: Any) -> datetime:
-    for name in ("fired_at", "starts_at", "at", "active_at"):
-        value = getattr(event, name, None)
-        if value is not None:
-            return parse_time(value)
-    raise ProbeError("alerts", f"alert event without a time: {event!r}")
-
-
-def _alert_name(event: Any) -> str:
-    return str(getattr(event, "name", None) or getattr(event, "alertname", "?"))
-
-
-def _alert_line(event: Any, clock: Clock) -> str:
-    try:
-        at = _alert_time(event)
-    except ProbeError:
-        return _alert_name(event)
-    return f"{_alert_name(event)} at {clock.offset(at)}"
+def _alert_label(event: AlertEvent) -> str:
+    """``NATSUnreachable (api-gateway)``: the alert's name and where it fired."""
+    where = next((event.labels[k] for k in ALERT_SOURCE_LABELS if event.labels.get(k)), "")
+    return f"{event.name} ({where})" if where else event.name
 
 
 def _provisional(gd: Gameday) -> str:
@@ -1340,7 +1293,7 @@ def _provisional(gd: Gameday) -> str:
 def _base_dir() -> Path:
     """Where relative paths (``lab_dir``, ``outputs/``) point: the project when gamedaylib runs from
     its checkout (a notebook kernel starts in ``notebooks/``), else the working directory."""
-    root = Path(__file__).resolve().parent.parent
+    root = project_root()
     return root if (root / "pyproject.toml").exists() and (root / "notebooks").is_dir() else Path.cwd()
 
 
@@ -1355,8 +1308,4 @@ def make_target(params: Mapping[str, Any]) -> Target:
     return KubernetesTarget.from_params(params)
 
 
-def load_journal(archive_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    return list(Journal.read(Path(archive_dir) / JOURNAL_FILE))
-
-
-__all__ = ["Gameday", "PhaseResult", "Reading", "load_journal", "make_target"]
+__all__ = ["Gameday", "PhaseResult", "Reading", "make_target"]

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from gamedaylib.exceptions import GamedayAborted, GamedayInProgress, ProductionGuard
-from gamedaylib.journal import Journal
+from gamedaylib.journal import JOURNAL_FILE, Journal
 
 LOCK_FILE = "gameday.lock"
-JOURNAL_FILE = "journal.jsonl"
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -62,9 +61,10 @@ class GamedayLock:
 
     def acquire(self, run_id: str, *, pid: int | None = None, what: str = "") -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        pid = pid or os.getpid()
         record = {
             "run_id": run_id,
-            "pid": pid or os.getpid(),
+            "pid": pid,
             "host": socket.gethostname(),
             "since": datetime.now(timezone.utc).isoformat(),
             "what": what,
@@ -73,15 +73,7 @@ class GamedayLock:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                current = self.holder()
-                if current and pid_alive(current.get("pid")) and current.get("pid") != record["pid"]:
-                    raise GamedayInProgress(
-                        f"another gameday is in progress on this target: run {current.get('run_id')} "
-                        f"(pid {current.get('pid')}, since {current.get('since')}); "
-                        f"wait for it to end or remove {self.path} if you are sure it is gone",
-                        holder=str(current.get("run_id")),
-                    ) from None
-                self.stale_holder = current
+                self.stale_holder = self._refuse_live_holder(pid)
                 self.path.unlink(missing_ok=True)
                 continue
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -95,14 +87,19 @@ class GamedayLock:
     def check_free(self) -> None:
         """Raise ``GamedayInProgress`` naming the holder when a live process holds the lock (changes
         nothing: the run that asks has not started yet)."""
+        self._refuse_live_holder(os.getpid())
+
+    def _refuse_live_holder(self, pid: int) -> dict[str, Any] | None:
+        """The current holder; ``GamedayInProgress`` naming it when it is a live process other than ``pid``."""
         current = self.holder()
-        if current and pid_alive(current.get("pid")) and current.get("pid") != os.getpid():
+        if current and pid_alive(current.get("pid")) and current.get("pid") != pid:
             raise GamedayInProgress(
                 f"another gameday is in progress on this target: run {current.get('run_id')} "
                 f"(pid {current.get('pid')}, since {current.get('since')}); "
                 f"wait for it to end or remove {self.path} if you are sure it is gone",
                 holder=str(current.get("run_id")),
-            )
+            ) from None  # raised while acquire handles FileExistsError: not a consequence of it
+        return current
 
     def release(self) -> None:
         if self._held:
@@ -291,12 +288,7 @@ def mark_orphaned(run_dir: str | os.PathLike[str], reason: str) -> dict[str, Any
     run_dir = Path(run_dir)
     params = _archived_params(run_dir)
     card = archive.finalize(run_dir, params, archive.Execution(completed=False, reason=reason))
-    runbook = run_dir / archive.RUNBOOK_FILE
-    if not _readable_notebook(runbook):
-        import shutil
-
-        shutil.copyfile(archive.notebook_path(), runbook)
-    archive.render_html(runbook, run_dir / archive.HTML_FILE)
+    archive.render_archive_html(run_dir)
     return card
 
 
@@ -314,11 +306,12 @@ def mark_orphaned_runs(output_dir: str | os.PathLike[str], *, exclude: Path | No
 def _archived_params(run_dir: Path) -> dict[str, Any]:
     import yaml
 
+    from gamedaylib.archive import PARAMS_FILE
     from gamedaylib.playbook import GAMEDAY_ID
 
     params: dict[str, Any] = {}
     try:
-        loaded = yaml.safe_load((run_dir / "params.yaml").read_text(encoding="utf-8"))
+        loaded = yaml.safe_load((run_dir / PARAMS_FILE).read_text(encoding="utf-8"))
         if isinstance(loaded, dict):
             params = loaded
     except (OSError, yaml.YAMLError):
@@ -326,16 +319,6 @@ def _archived_params(run_dir: Path) -> dict[str, Any]:
     params.setdefault("gameday_id", run_dir.parent.name or GAMEDAY_ID)
     params.setdefault("run_id", run_dir.name)
     return params
-
-
-def _readable_notebook(path: Path) -> bool:
-    import nbformat
-
-    try:
-        nbformat.read(str(path), as_version=4)
-    except (OSError, ValueError, nbformat.reader.NotJSONError):
-        return False
-    return True
 
 
 # ------------------------------------------------------------------ parameter limits

@@ -12,16 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from gamedaylib.playbook import METRIC_NAMES, PLAYBOOK_METRIC_LABELS
 
-Status = Literal["pass", "fail", "not_measured"]
-Verdict = Literal["pass", "fail", "aborted"]
-Comparison = Literal["<=", "<", ">=", ">", "=="]
 STATUSES: tuple[str, ...] = ("pass", "fail", "not_measured")
 VERDICTS: tuple[str, ...] = ("pass", "fail", "aborted")
 
@@ -202,7 +199,7 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-def table_markdown(metrics: Iterable[Metric], targets: Mapping[str, float] | None = None) -> str:
+def table_markdown(metrics: Iterable[Metric]) -> str:
     """The playbook's success-metrics table, filled."""
     rows = ["| Metric | Target | Result | Status | Evidence |", "|---|---|---|---|---|"]
     for m in metrics:

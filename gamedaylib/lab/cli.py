@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from gamedaylib.exceptions import InvalidParameters, LabAlreadyRunning
+from gamedaylib.lab.knobs import validate_knobs
 from gamedaylib.lab.supervisor import DEFAULT_LAB_DIR, DEFAULT_PARTITION_SECONDS, Lab
 
 HUMAN_FIELDS = (
@@ -85,8 +86,6 @@ def _describe(status: dict[str, Any]) -> None:
 def _cmd_up(args: argparse.Namespace) -> int:
     lab = Lab(args.lab_dir)
     knobs = parse_knob_assignments(args.param or [])
-    from gamedaylib.lab.knobs import validate_knobs
-
     wanted = validate_knobs(knobs)
     _out(f"starting the lab in {lab.lab_dir}")
     t0 = time.monotonic()

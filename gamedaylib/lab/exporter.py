@@ -20,17 +20,18 @@ Run: ``python -m gamedaylib.lab.exporter --lab-config <lab_dir>/config.json``.
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+
+from gamedaylib.lab.service import LabConfig, main_for, serve_app
 
 log = logging.getLogger("gamedaylib.lab.exporter")
 
@@ -143,21 +144,14 @@ def make_app(nats_monitor_url: str) -> web.Application:
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gamedaylib.lab.exporter", description=__doc__)
-    parser.add_argument("--lab-config", required=True, help="the lab's config.json")
-    args = parser.parse_args(argv)
-    config = json.loads(Path(args.lab_config).read_text(encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    web.run_app(
-        make_app(f"http://127.0.0.1:{config['ports']['nats_monitor']}"),
-        host="127.0.0.1",
-        port=int(config["ports"]["exporter"]),
-        print=None,
-        access_log=None,
-        shutdown_timeout=1.0,
-    )
+async def serve(config: LabConfig, stop: asyncio.Event) -> None:
+    app = make_app(f"http://127.0.0.1:{config.port('nats_monitor')}")
+    await serve_app(app, config.port("exporter"), stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_for("exporter", serve, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -36,14 +36,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import nats.errors
-import nats.js.errors
 from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gamedaylib.lab.service import (
+    NATS_ERRORS,
     LabConfig,
     connect_nats,
     ensure_stream,
@@ -66,7 +65,6 @@ BACKOFF_CAP_SECONDS = 3.0
 BREAKER_FAILURE_THRESHOLD = 3  # consecutive failed publish rounds
 BREAKER_COOLDOWN_SECONDS = 3.0
 SSE_INTERVAL_SECONDS = 1.0
-PUBLISH_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 
 class BreakerState(enum.IntEnum):
@@ -267,7 +265,7 @@ class Gateway:
                 future = await self.js.publish_async(
                     f"events.{event.type}", event.data, headers=headers
                 )
-            except PUBLISH_ERRORS:
+            except NATS_ERRORS:
                 future = None
             futures.append(future)
         live = [future for future in futures if future is not None]
@@ -287,7 +285,7 @@ class Gateway:
             try:
                 await ensure_stream(self.js, self.config)
                 return
-            except PUBLISH_ERRORS as exc:
+            except NATS_ERRORS as exc:
                 log.warning("cannot ensure stream yet (%r); retrying", exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,16 +86,18 @@ def is_alive(ref: ProcessRef | int) -> bool:
     return True
 
 
+def _live_processes() -> Iterator[ProcStat]:
+    """``/proc/<pid>/stat`` of every live (non-zombie) process."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            stat = proc_stat(int(entry))
+            if stat is not None and stat.state not in ("Z", "X"):
+                yield stat
+
+
 def session_members(sid: int) -> list[int]:
     """PIDs of every live (non-zombie) process whose session id is ``sid``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = proc_stat(int(entry))
-        if stat is not None and stat.sid == sid and stat.state not in ("Z", "X"):
-            members.append(stat.pid)
-    return members
+    return [stat.pid for stat in _live_processes() if stat.sid == sid]
 
 
 def send_signal(pid: int, sig: int) -> None:
@@ -118,6 +120,15 @@ def wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
     return left
 
 
+def _kill_survivors(pids: Iterable[int], grace: float) -> list[int]:
+    """Wait ``grace`` seconds for ``pids`` to end, SIGKILL those still alive; return them."""
+    left = wait_gone(pids, grace)
+    for pid in left:
+        send_signal(pid, signal.SIGKILL)
+    wait_gone(left, 5.0)
+    return left
+
+
 def terminate(refs: Iterable[ProcessRef], *, sig: int = signal.SIGTERM, grace: float = 5.0) -> list[str]:
     """Send ``sig`` to each live process (and its process group's members), SIGKILL what is left
     after ``grace`` seconds. Returns the names of processes that had to be killed."""
@@ -131,22 +142,12 @@ def terminate(refs: Iterable[ProcessRef], *, sig: int = signal.SIGTERM, grace: f
         if stat is not None and stat.pgid == ref.pid:
             for member in group_members(ref.pid):
                 targets.setdefault(member, f"{ref.name}[{member}]")
-    left = wait_gone(list(targets), grace)
-    for pid in left:
-        send_signal(pid, signal.SIGKILL)
-    wait_gone(left, 5.0)
-    return [targets[p] for p in left]
+    return [targets[p] for p in _kill_survivors(list(targets), grace)]
 
 
 def group_members(pgid: int) -> list[int]:
     """PIDs of every live process in process group ``pgid``."""
-    members = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = proc_stat(int(entry))
-            if stat is not None and stat.pgid == pgid and stat.state not in ("Z", "X"):
-                members.append(stat.pid)
-    return members
+    return [stat.pid for stat in _live_processes() if stat.pgid == pgid]
 
 
 def kill_session(sid: int, *, exclude: Iterable[int] = (), grace: float = 2.0) -> list[int]:
@@ -155,10 +156,7 @@ def kill_session(sid: int, *, exclude: Iterable[int] = (), grace: float = 2.0) -
     pids = [p for p in session_members(sid) if p not in skip]
     for pid in pids:
         send_signal(pid, signal.SIGTERM)
-    left = wait_gone(pids, grace)
-    for pid in left:
-        send_signal(pid, signal.SIGKILL)
-    wait_gone(left, 5.0)
+    _kill_survivors(pids, grace)
     return pids
 
 
@@ -300,12 +298,6 @@ def http_json(url: str, *, payload: Any | None = None, timeout: float = 5.0) -> 
         return json.loads(body)
     except json.JSONDecodeError as exc:
         raise LabError(f"{req.method} {url} did not answer JSON: {body[:200]!r}") from exc
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 def wait_for(

@@ -19,7 +19,6 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import nats.errors
 import nats.js.errors
 import psycopg
 from aiohttp import web
@@ -30,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gamedaylib.lab.service import (
     CONSUMER_NAME,
+    NATS_ERRORS,
     STREAM_NAME,
     LabConfig,
     connect_nats,
@@ -45,7 +45,6 @@ FETCH_BATCH = 4000
 FETCH_TIMEOUT_SECONDS = 1.0
 ACK_WAIT_SECONDS = 15.0  # a batch is written in well under a second
 MAX_ACK_PENDING = 20000
-NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 # A batch goes in with one COPY of the raw messages into a temporary table, then one statement that
 # extracts the columns in PostgreSQL and inserts them: Python never parses the events on the fast

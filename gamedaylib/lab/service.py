@@ -1,8 +1,8 @@
 """What every lab service shares: reading ``config.json``, connecting to NATS through the partition
 proxy, ensuring the JetStream stream, serving ``/healthz`` and ``/metrics``, and stopping on SIGTERM.
 
-A service module (``gateway``, ``reporting``, ``users``, ``proxy``) defines ``async def serve(config,
-stop)`` and ends with ``main()``, which parses ``--lab-config`` and calls ``run(serve)``.
+A service module (``gateway``, ``reporting``, ``users``, ``proxy``, ``sink``, ``exporter``) defines
+``async def serve(config, stop)`` and ends with ``main()``, which calls ``main_for(name, serve)``.
 """
 
 from __future__ import annotations
@@ -33,17 +33,21 @@ from gamedaylib.playbook import CONSUMER_NAME, STREAM_NAME
 
 STREAM_SUBJECTS = ["events.>"]
 DUPLICATE_WINDOW_MARGIN_SECONDS = 3600.0  # beyond the longest partition the lab allows
+# what a NATS or JetStream operation raises while the link is cut, reset or slow: retried, never fatal
+NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 log = logging.getLogger("gamedaylib.lab")
 
 __all__ = [
     "CONSUMER_NAME",
+    "NATS_ERRORS",
     "STREAM_NAME",
     "LabConfig",
     "connect_nats",
     "ensure_stream",
     "load_config",
     "main_for",
+    "serve_app",
 ]
 
 
@@ -201,6 +205,15 @@ async def start_http(app: web.Application, port: int) -> web.AppRunner:
     site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
     await site.start()
     return runner
+
+
+async def serve_app(app: web.Application, port: int, stop: asyncio.Event) -> None:
+    """Serve ``app`` on ``127.0.0.1:port`` until ``stop`` is set."""
+    runner = await start_http(app, port)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 Serve = Callable[[LabConfig, asyncio.Event], Awaitable[None]]

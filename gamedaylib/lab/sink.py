@@ -9,7 +9,7 @@ Run: ``python -m gamedaylib.lab.sink --lab-config <lab_dir>/config.json``.
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import json
 import logging
 from datetime import datetime, timezone
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from gamedaylib.lab.service import LabConfig, main_for, serve_app
 
 log = logging.getLogger("gamedaylib.lab.sink")
 
@@ -75,21 +77,13 @@ def make_app(lab_dir: str | Path) -> web.Application:
     return app
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m gamedaylib.lab.sink", description=__doc__)
-    parser.add_argument("--lab-config", required=True, help="the lab's config.json")
-    args = parser.parse_args(argv)
-    config = json.loads(Path(args.lab_config).read_text(encoding="utf-8"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    web.run_app(
-        make_app(config["lab_dir"]),
-        host="127.0.0.1",
-        port=int(config["ports"]["sink"]),
-        print=None,
-        access_log=None,
-        shutdown_timeout=1.0,
-    )
+async def serve(config: LabConfig, stop: asyncio.Event) -> None:
+    await serve_app(make_app(config.lab_dir), config.port("sink"), stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_for("sink", serve, argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

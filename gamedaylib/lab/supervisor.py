@@ -27,7 +27,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -44,9 +43,12 @@ from typing import IO, Any
 import yaml
 
 import gamedaylib
-from gamedaylib.exceptions import LabAlreadyRunning, LabError
+from gamedaylib.exceptions import InvalidParameters, LabAlreadyRunning, LabError, ProbeError
 from gamedaylib.lab import processes as proc
+from gamedaylib.lab.knobs import events_ddl, validate_knobs
 from gamedaylib.lab.processes import ProcessRef
+from gamedaylib.lab.truth import answers_path
+from gamedaylib.probes.metrics import scrape
 
 log = logging.getLogger("gamedaylib.lab.supervisor")
 
@@ -94,7 +96,6 @@ SCRAPE_JOBS = {
     "prometheus": "prometheus",
     "alertmanager": "alertmanager",
 }
-PYTHON_SERVICES = ("sink", "exporter", "proxy", "gateway", "reporting", "users")
 
 MONITORING_DIR = Path(gamedaylib.__file__).resolve().parent.parent / "monitoring"
 
@@ -161,8 +162,6 @@ class Lab:
         ``LabAlreadyRunning`` when a lab is up (or starting) in this folder, ``LabError`` when it
         could not start (then everything it started is stopped). ``progress`` receives each
         progress line of the supervisor (which process is being started or waited for)."""
-        from gamedaylib.lab.knobs import validate_knobs
-
         effective = validate_knobs(knobs)
         if self._supervisor_alive():
             raise LabAlreadyRunning(self._already_running_message())
@@ -326,8 +325,6 @@ class Lab:
             duration = DEFAULT_PARTITION_SECONDS if duration_seconds is None else float(duration_seconds)
             limit = float(state.get("max_partition_seconds", MAX_PARTITION_SECONDS))
             if not 0 < duration <= limit:
-                from gamedaylib.exceptions import InvalidParameters
-
                 raise InvalidParameters(f"must be > 0 and at most {limit:g} seconds", "duration_seconds")
             payload["duration_seconds"] = duration
             payload["mode"] = state["knobs"]["lab_partition_mode"]
@@ -456,7 +453,7 @@ class Supervisor:
             "reporting_metrics_url": local(ports["reporting"]) + "/metrics",
             "exporter_metrics_url": local(ports["exporter"]) + "/metrics",
             "sink_url": local(ports["sink"]),
-            "truth_file": str(self.lab_dir / "truth" / "answers.jsonl"),
+            "truth_file": str(answers_path(self.lab_dir)),
         }
         proc.write_json_atomic(self.lab_dir / "config.json", self.config)
         return self.config
@@ -598,8 +595,6 @@ class Supervisor:
     def prepare_database(self, child: Child) -> None:
         import psycopg
 
-        from gamedaylib.lab.knobs import events_ddl
-
         port = self.config["ports"]["postgres"]
         admin_dsn = f"postgresql://gameday@127.0.0.1:{port}/postgres"
         last_error: list[str] = [""]
@@ -716,7 +711,7 @@ class Supervisor:
         # 3. ready means events flow: the gateway has published at least one event
         log.info("waiting for the first event published by the gateway")
         proc.wait_for(
-            lambda: _metric_sum(self.urls["gateway_metrics_url"], "events_published_total") >= 1,
+            lambda: _published(self.urls["gateway_metrics_url"]) >= 1,
             timeout=30.0,
             what="the gateway's first published event",
             interval=0.1,
@@ -762,19 +757,12 @@ class Supervisor:
             c.popen.poll()
 
 
-def _metric_sum(url: str, name: str) -> float:
-    """Sum of every sample of ``name`` in the Prometheus text at ``url`` (0 when absent/unreachable)."""
+def _published(gateway_metrics_url: str) -> float:
+    """The gateway's ``events_published_total`` (0 while it does not answer)."""
     try:
-        status, body = proc.http_get(url, timeout=1.0)
-    except LabError:
+        return scrape(gateway_metrics_url, timeout=1.0).sum("events_published_total") or 0.0
+    except ProbeError:
         return 0.0
-    if status != 200:
-        return 0.0
-    total = 0.0
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{[^}}]*\}})?\s+(\S+)", re.MULTILINE)
-    for match in pattern.finditer(body.decode("utf-8", "replace")):
-        total += float(match.group(1))
-    return total
 
 
 def write_lab_rules(dest: Path, monitoring_dir: Path = MONITORING_DIR) -> list[Path]:
@@ -832,8 +820,6 @@ def main(argv: list[str] | None = None) -> int:
     except BlockingIOError:
         log.error("another lab supervisor holds %s", lab_dir / "supervisor.lock")
         return EXIT_ALREADY_RUNNING
-
-    from gamedaylib.lab.knobs import validate_knobs
 
     sup = Supervisor(lab_dir, validate_knobs(json.loads(args.knobs)))
     sup.self_ref = ProcessRef.of("supervisor", os.getpid())

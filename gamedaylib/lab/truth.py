@@ -42,8 +42,3 @@ def read_answers(lab_dir: str | Path) -> list[dict[str, Any]]:
                 break
             raise LabError(f"{path}:{number}: unreadable answer line: {exc}") from exc
     return answers
-
-
-def accepted_keys(lab_dir: str | Path) -> set[str]:
-    """Idempotency keys of the events the gateway accepted (answered 202)."""
-    return {a["idempotency_key"] for a in read_answers(lab_dir) if a.get("status") == 202}

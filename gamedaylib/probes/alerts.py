@@ -12,10 +12,8 @@ the runbook calls ``poll`` during the partition; the probe remembers every alert
 from __future__ import annotations
 
 import threading
-import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from gamedaylib.exceptions import ProbeError
 from gamedaylib.probes import get_json, parse_time
@@ -206,33 +204,9 @@ class AlertProbe:
                     return event
         return None
 
-    def silence_url(self, event: AlertEvent) -> str | None:
-        """A link to the alert in Alertmanager's UI (for the timeline table), when there is one."""
-        if self.alertmanager_url is None:
-            return None
-        query = urllib.parse.quote(f'{{alertname="{event.name}"}}')
-        return f"{self.alertmanager_url}/#/alerts?filter={query}"
-
 
 def seconds_after(event: AlertEvent | None, t0: datetime) -> float | None:
     """Seconds from T+0 to the alert firing (the playbook's "alert fire time")."""
     if event is None:
         return None
     return (event.starts_at - _aware(t0)).total_seconds()
-
-
-def describe(events: list[AlertEvent], t0: datetime | None = None) -> list[dict[str, Any]]:
-    """Rows for a timeline table."""
-    rows = []
-    for e in events:
-        rows.append(
-            {
-                "alert": e.name,
-                "starts_at": e.starts_at.isoformat(),
-                "t_offset_s": None if t0 is None else round((e.starts_at - _aware(t0)).total_seconds(), 1),
-                "ends_at": e.ends_at.isoformat() if e.ends_at else None,
-                "source": e.source,
-                "severity": e.labels.get("severity"),
-            }
-        )
-    return rows

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -49,9 +49,6 @@ class MetricsSnapshot:
     url: str
     at: datetime
     samples: dict[str, tuple[Sample, ...]] = field(default_factory=dict)
-
-    def names(self) -> list[str]:
-        return sorted(self.samples)
 
     def value(self, name: str, **labels: str) -> float | None:
         """The value of the one sample whose labels include ``labels``; None when absent.
@@ -224,22 +221,3 @@ class PrometheusProbe:
             return str(json.loads(text)["data"]["name"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ProbeError("prometheus", f"snapshot answer not understood: {text[:200]}") from exc
-
-    def series_values(
-        self, promql: str, start: datetime | float, end: datetime | float, step: str | float = "1s"
-    ) -> list[tuple[float, float]]:
-        """A range query's first series as ``(unix_ts, value)`` pairs (empty when no series)."""
-        result = self.range_query(promql, start, end, step)
-        if not result:
-            return []
-        return [(float(ts), float(v)) for ts, v in result[0].get("values", [])]
-
-
-def first_value(snapshots: Iterable[MetricsSnapshot | ProbeError], name: str, **labels: str) -> float | None:
-    """The first value of ``name`` found in any of the snapshots (ProbeErrors skipped)."""
-    for snap in snapshots:
-        if isinstance(snap, MetricsSnapshot):
-            found = snap.value(name, **labels)
-            if found is not None:
-                return found
-    return None

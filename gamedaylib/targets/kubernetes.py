@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from gamedaylib import chaos
+from gamedaylib.clock import utcnow
 from gamedaylib.exceptions import (
     GamedayError,
     HealFailed,
@@ -43,7 +44,6 @@ from gamedaylib.exceptions import (
     ProbeError,
     TargetError,
 )
-from gamedaylib.journal import utcnow
 from gamedaylib.playbook import CONSUMER_NAME, GAMEDAY_ID, STREAM_NAME
 from gamedaylib.safety import DEFAULT_PRODUCTION_PATTERNS, guard_production
 from gamedaylib.targets.base import Check, Endpoints, GroundTruth
@@ -272,18 +272,34 @@ class KubernetesTarget:
         except (HTTPError, OSError) as exc:
             raise _wrap(error, f"{what}: API server unreachable: {exc}") from exc
 
+    def _chaos_call(
+        self, error: type[GamedayError], what: str, method: str, *args: Any, **kwargs: Any
+    ) -> Any:
+        """``CustomObjectsApi.<method>`` on the NetworkChaos resource of our namespace, via ``_call``."""
+        return self._call(
+            error,
+            what,
+            getattr(self._custom(), method),
+            chaos.GROUP,
+            chaos.VERSION,
+            self.settings.namespace,
+            chaos.PLURAL,
+            *args,
+            **kwargs,
+        )
+
+    def _create_chaos(self, error: type[GamedayError], body: dict[str, Any], *, dry_run: bool = False) -> None:
+        """Create ``body``; with ``dry_run`` the API server validates it (``dryRun=All``) and persists
+        nothing."""
+        what = "create networkchaos (dryRun=All)" if dry_run else f"create networkchaos {self.chaos_name}"
+        options = {"dry_run": "All"} if dry_run else {}
+        self._chaos_call(error, what, "create_namespaced_custom_object", body, **options)
+
     def _get_chaos(self, error: type[GamedayError]) -> dict[str, Any] | None:
         """Our NetworkChaos, or None when it does not exist (404)."""
         try:
-            return self._call(
-                error,
-                f"get networkchaos {self.chaos_name}",
-                self._custom().get_namespaced_custom_object,
-                chaos.GROUP,
-                chaos.VERSION,
-                self.settings.namespace,
-                chaos.PLURAL,
-                self.chaos_name,
+            return self._chaos_call(
+                error, f"get networkchaos {self.chaos_name}", "get_namespaced_custom_object", self.chaos_name
             )
         except GamedayError as exc:
             if _status(exc) == 404:
@@ -363,13 +379,8 @@ class KubernetesTarget:
         Raises ``ProductionGuard`` for a production namespace without ``confirm_production``."""
         if not self.settings.dry_run:
             self._guard()
-        checks: list[Check] = []
-        rbac = self._check_rbac()
-        checks += rbac
-        denied = {c.name for c in rbac if not c.ok}
-        checks += self._check_chaos_objects()
-        checks += self._check_pods()
-        if not any(c.fatal and not c.ok for c in checks) and not denied:
+        checks = self._check_rbac() + self._check_chaos_objects() + self._check_pods()
+        if not any(c.fatal and not c.ok for c in checks):  # a denied permission is a fatal failure
             checks.append(self._check_server_dry_run())
         if self._endpoints.prometheus_url:
             checks.append(self._check_prometheus_up())
@@ -426,15 +437,8 @@ class KubernetesTarget:
         ns = self.settings.namespace
         selector = f"{chaos.MANAGED_BY_LABEL}={chaos.MANAGED_BY}"
         try:
-            answer = self._call(
-                TargetError,
-                f"list networkchaos in {ns}",
-                self._custom().list_namespaced_custom_object,
-                chaos.GROUP,
-                chaos.VERSION,
-                ns,
-                chaos.PLURAL,
-                label_selector=selector,
+            answer = self._chaos_call(
+                TargetError, f"list networkchaos in {ns}", "list_namespaced_custom_object", label_selector=selector
             )
         except TargetError as exc:
             if _status(exc) == 404:
@@ -534,17 +538,7 @@ class KubernetesTarget:
         webhook and persists nothing."""
         try:
             body = self._resolved_manifest(self.settings.planned_duration_seconds, TargetError)
-            self._call(
-                TargetError,
-                "create networkchaos (dryRun=All)",
-                self._custom().create_namespaced_custom_object,
-                chaos.GROUP,
-                chaos.VERSION,
-                self.settings.namespace,
-                chaos.PLURAL,
-                body,
-                dry_run="All",
-            )
+            self._create_chaos(TargetError, body, dry_run=True)
         except TargetError as exc:
             return Check("chaos manifest accepted (server dry run)", False, str(exc))
         self.last_manifest = body
@@ -593,37 +587,16 @@ class KubernetesTarget:
             self._guard()
         body = self._resolved_manifest(duration_seconds, InjectionFailed)
         self.last_manifest = body
-        ns = self.settings.namespace
-        create = self._custom().create_namespaced_custom_object
         if self.settings.dry_run:
-            self._call(
-                InjectionFailed,
-                "create networkchaos (dryRun=All)",
-                create,
-                chaos.GROUP,
-                chaos.VERSION,
-                ns,
-                chaos.PLURAL,
-                body,
-                dry_run="All",
-            )
+            self._create_chaos(InjectionFailed, body, dry_run=True)
             return utcnow()
         try:
-            self._call(
-                InjectionFailed,
-                f"create networkchaos {self.chaos_name}",
-                create,
-                chaos.GROUP,
-                chaos.VERSION,
-                ns,
-                chaos.PLURAL,
-                body,
-            )
+            self._create_chaos(InjectionFailed, body)
         except InjectionFailed as exc:
             if _status(exc) == 409:
                 raise InjectionFailed(
-                    f"a NetworkChaos named {self.chaos_name} already exists in {ns} (another run with this "
-                    f"run_id?); it was left untouched: {exc}"
+                    f"a NetworkChaos named {self.chaos_name} already exists in {self.settings.namespace} "
+                    f"(another run with this run_id?); it was left untouched: {exc}"
                 ) from exc
             raise
         self._created = True
@@ -663,14 +636,8 @@ class KubernetesTarget:
             return None
         was_active = not is_recovered(obj)
         try:
-            self._call(
-                HealFailed,
-                f"delete networkchaos {self.chaos_name}",
-                self._custom().delete_namespaced_custom_object,
-                chaos.GROUP,
-                chaos.VERSION,
-                self.settings.namespace,
-                chaos.PLURAL,
+            self._chaos_call(
+                HealFailed, f"delete networkchaos {self.chaos_name}", "delete_namespaced_custom_object",
                 self.chaos_name,
             )
         except HealFailed as exc:

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gamedaylib.clock import utcnow
+from gamedaylib.clock import parse_time, utcnow
 from gamedaylib.exceptions import HealFailed, InjectionFailed, InvalidParameters, LabError, ProbeError
+from gamedaylib.lab import processes as proc
+from gamedaylib.lab.knobs import DEFAULT_KNOBS
+from gamedaylib.lab.truth import read_answers
+from gamedaylib.probes import http_request
 from gamedaylib.targets.base import Check, Endpoints, GroundTruth
 
 CONFIRM_SECONDS = 10.0
@@ -26,8 +30,6 @@ SETTLE_SECONDS = 5.0
 
 
 def lab_knobs(params: Mapping[str, Any]) -> dict[str, Any]:
-    from gamedaylib.lab.knobs import DEFAULT_KNOBS
-
     return {name: params[name] for name in DEFAULT_KNOBS if name in params}
 
 
@@ -97,8 +99,6 @@ class LabTarget:
         for name, info in sorted((status.get("processes") or {}).items()):
             checks.append(Check(f"process {name} running", bool(info.get("alive")), f"pid {info.get('pid')}",
                                 fatal=name not in MONITORING))
-        from gamedaylib.probes import http_request
-
         for service, url in (
             ("api-gateway", status.get("gateway_url")),
             ("reporting", _base(status.get("reporting_metrics_url"))),
@@ -121,17 +121,21 @@ class LabTarget:
             answer = self.lab.partition(True, duration_seconds)
         except (LabError, InvalidParameters) as exc:
             raise InjectionFailed(f"the lab proxy refused the cut: {exc}") from exc
-        deadline = time.monotonic() + CONFIRM_SECONDS
-        while not answer.get("active"):
-            if time.monotonic() > deadline:
-                raise InjectionFailed(f"the proxy did not report the partition active: {answer}")
-            time.sleep(0.1)
-            answer = self._proxy_status()
+        answer = self._await_partition(answer, active=True)
+        if not answer.get("active"):
+            raise InjectionFailed(f"the proxy did not report the partition active: {answer}")
         return utcnow()
 
-    def _proxy_status(self) -> dict[str, Any]:
-        from gamedaylib.lab import processes as proc
+    def _await_partition(self, answer: dict[str, Any], *, active: bool) -> dict[str, Any]:
+        """Re-read the proxy's status until it reports ``active`` or ``CONFIRM_SECONDS`` pass; the last
+        status read."""
+        deadline = time.monotonic() + CONFIRM_SECONDS
+        while bool(answer.get("active")) != active and time.monotonic() <= deadline:
+            time.sleep(0.1)
+            answer = self._proxy_status()
+        return answer
 
+    def _proxy_status(self) -> dict[str, Any]:
         return proc.http_json(self.state["proxy_control_url"].rstrip("/") + "/partition", timeout=2.0)
 
     def heal(self) -> datetime | None:
@@ -141,13 +145,9 @@ class LabTarget:
             before = self._proxy_status()
             if not before.get("active"):
                 return None
-            answer = self.lab.partition(False)
-            deadline = time.monotonic() + CONFIRM_SECONDS
-            while answer.get("active"):
-                if time.monotonic() > deadline:
-                    raise HealFailed(f"the proxy still reports the partition active: {answer}")
-                time.sleep(0.1)
-                answer = self._proxy_status()
+            answer = self._await_partition(self.lab.partition(False), active=False)
+            if answer.get("active"):
+                raise HealFailed(f"the proxy still reports the partition active: {answer}")
         except LabError as exc:
             raise HealFailed(f"could not heal the lab partition: {exc}") from exc
         return utcnow()
@@ -167,10 +167,6 @@ class LabTarget:
             raise LabError(f"cannot read {path}: {exc}") from exc
 
     def ground_truth(self) -> GroundTruth | None:
-        from datetime import timedelta
-
-        from gamedaylib.clock import parse_time
-        from gamedaylib.lab.truth import read_answers
         from gamedaylib.probes.events import EventsStore
         from gamedaylib.probes.metrics import scrape
 
