@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
+from gamedaylib.exceptions import GamedayError
 from gamedaylib.journal import JOURNAL_FILE, Journal, utcnow
-from gamedaylib.parameters import effective_targets, redact
+from gamedaylib.parameters import effective_targets, redact, redact_text
 from gamedaylib.playbook import GAMEDAY_ID, METRIC_NAMES, PHASES_BY_ID
 from gamedaylib.scorecard import Metric, Scorecard
 
@@ -269,6 +270,39 @@ def render_archive_html(archive_dir: Path) -> Path:
     except (OSError, ValueError, nbformat.reader.NotJSONError):
         shutil.copyfile(notebook_path(), runbook)
     return render_html(runbook, archive_dir / HTML_FILE)
+
+
+def complete_live_archive(archive_dir: Path, saved_notebook: Path) -> Path:
+    """A live run's archive made whole: the notebook as the facilitator saved it, every string in it
+    passed through :func:`redact_text`, becomes ``runbook.ipynb``; ``report.html`` is rendered from it.
+
+    Checks both inputs first and writes nothing when either is wrong."""
+    import nbformat
+
+    if not (archive_dir / JOURNAL_FILE).is_file():
+        raise GamedayError(f"{archive_dir} is not a gameday archive (no {JOURNAL_FILE}); give the folder "
+                           "the runbook's last cell printed")
+    try:
+        nb = nbformat.read(str(saved_notebook), as_version=4)
+    except (OSError, ValueError, nbformat.reader.NotJSONError) as exc:
+        raise GamedayError(f"cannot read the saved notebook {saved_notebook}: {exc}") from exc
+    if not any(c.cell_type == "code" and c.get("outputs") for c in nb.cells):
+        raise GamedayError(f"{saved_notebook} has no outputs: save the notebook after the live run, "
+                           "before closing it")
+    nb = nbformat.from_dict(_redacted_tree(nb))
+    nbformat.write(nb, str(archive_dir / RUNBOOK_FILE))
+    return render_html(archive_dir / RUNBOOK_FILE, archive_dir / HTML_FILE)
+
+
+def _redacted_tree(value: Any, key: str = "") -> Any:
+    """Every string of a notebook with secrets masked; embedded images left as they are."""
+    if isinstance(value, Mapping):
+        return {k: _redacted_tree(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted_tree(v, key) for v in value]
+    if isinstance(value, str) and not key.startswith("image/"):
+        return redact_text(value)
+    return value
 
 
 _VERDICT_COLOURS = {"pass": "#1b7a2b", "fail": "#b3261e", "aborted": "#8a5300"}

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lab_parser(sub)
     add_run_parser(sub)
     add_history_parser(sub)
+    add_archive_parser(sub)
     return parser
 
 
@@ -51,6 +52,32 @@ def add_history_parser(sub: Any) -> None:
     hist = sub.add_parser("history", help="one row per archived run, newest last")
     hist.add_argument("--output-dir", default="outputs", metavar="DIR")
     hist.set_defaults(handler=cmd_history)
+
+
+def add_archive_parser(sub: Any) -> None:
+    arc = sub.add_parser(
+        "archive",
+        help="complete a live run's archive with the saved notebook and report.html",
+        description="After a live session in JupyterLab, save the notebook and run this: it copies the "
+        "saved notebook (outputs and the team's answers, secrets masked) into the archive as "
+        "runbook.ipynb and renders report.html from it. `gameday run` does this by itself.",
+    )
+    arc.add_argument("archive_dir", metavar="ARCHIVE_DIR", help="the folder the runbook's last cell printed")
+    arc.add_argument("--notebook", default=None, metavar="SAVED.ipynb",
+                     help="the notebook as saved after the live run (default: this project's "
+                     "notebooks/nats_partition_gameday.ipynb)")
+    arc.set_defaults(handler=cmd_archive)
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from gamedaylib import archive
+
+    archive_dir = Path(args.archive_dir)
+    saved = Path(args.notebook) if args.notebook else archive.notebook_path()
+    html = archive.complete_live_archive(archive_dir, saved)
+    print(f"gameday: wrote {archive_dir / archive.RUNBOOK_FILE} and {html}", file=sys.stderr)
+    print(archive_dir, flush=True)
+    return 0
 
 
 def _raw_params(args: argparse.Namespace) -> dict[str, Any]:

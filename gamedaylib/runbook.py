@@ -1095,7 +1095,13 @@ class Gameday:
             self._notify("end", next(reversed(self.results), None),
                          f"gameday finished: verdict {verdict}"
                          + (f" ({self._stopped_by})" if self._stopped_by else ""))
-            _markdown(f"## Verdict: `{verdict}`\n\nArchive: `{self.archive_dir}`")
+            finish_note = f"## Verdict: `{verdict}`\n\nArchive: `{self.archive_dir}`"
+            if self.live:  # gameday run writes these itself; a live session needs the saved notebook
+                finish_note += ("\n\nSave the notebook now, then add it and `report.html` to the archive:"
+                                f"\n\n    gameday archive {self.archive_dir}\n\n"
+                                "(add `--notebook PATH` if it is saved anywhere but "
+                                "`notebooks/nats_partition_gameday.ipynb`)")
+            _markdown(finish_note)
             return ShownDict(self.scorecard.as_dict())
         finally:
             self.close()

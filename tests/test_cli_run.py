@@ -52,3 +52,16 @@ def test_history_of_no_runs_and_of_runs(tmp_path) -> None:
     rows = proc.stdout.splitlines()
     assert rows[0].startswith("run_id") and sum("aborted" in r for r in rows) == 2
     assert (tmp_path / "history.png").exists()
+
+
+def test_archive_refuses_a_folder_that_is_no_archive_and_a_notebook_without_outputs(tmp_path) -> None:
+    proc = run_gameday("archive", str(tmp_path))
+    assert proc.returncode == 2 and "not a gameday archive" in proc.stderr
+    (tmp_path / "journal.jsonl").write_text("", encoding="utf-8")
+    proc = run_gameday("archive", str(tmp_path))  # the committed notebook: no outputs
+    assert proc.returncode == 2 and "has no outputs" in proc.stderr
+    bad = tmp_path / "saved.ipynb"
+    bad.write_text("{not json", encoding="utf-8")
+    proc = run_gameday("archive", str(tmp_path), "--notebook", str(bad))
+    assert proc.returncode == 2 and "cannot read the saved notebook" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["journal.jsonl", "saved.ipynb"]  # nothing written

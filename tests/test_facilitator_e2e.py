@@ -23,6 +23,7 @@ import pytest
 import yaml
 from runtools import GAMEDAY, archive_of, journal, metrics, scorecard
 
+from gamedaylib.archive import remote_loads
 from gamedaylib.lab.sink import read_posts
 from gamedaylib.lab.supervisor import Lab
 
@@ -189,3 +190,20 @@ def test_live_run_all_waits_shows_progress_and_redraws_in_place(
     assert not [e for e in entries if e["kind"] == "observation"]  # nobody typed: all open
     checklist = [e for e in entries if e["kind"] == "checklist"]
     assert [(e["phase"], e["source"]) for e in checklist] == [("preflight", "pre-flight")]
+
+    # the last cell tells the facilitator how to finish the archive; doing so adds the notebook and
+    # report.html, secrets masked and nothing loaded from the network
+    finish = "".join(o.get("data", {}).get("text/markdown", "") for o in by_call["gd.finish()"])
+    assert f"gameday archive {archive}" in finish
+    saved = tmp_path / "saved.ipynb"
+    by_call["gd.finish()"].append(nbformat.v4.new_output("stream", text=f"dsn postgresql://u:{SECRET}@db/x\n"))
+    nbformat.write(nb, saved)
+    proc = subprocess.run([GAMEDAY, "archive", str(archive), "--notebook", str(saved)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(archive)
+    html = (archive / "report.html").read_text(encoding="utf-8")
+    assert "Verdict" in html and "gd.finish()" not in html and remote_loads(html) == []
+    archived = nbformat.read(archive / "runbook.ipynb", as_version=4)
+    assert [c for c in archived.cells if c.cell_type == "code" and c.outputs]
+    assert SECRET not in (archive / "runbook.ipynb").read_text(encoding="utf-8") and SECRET not in html
