@@ -44,7 +44,7 @@ def project_root() -> Path:
 
 
 def notebook_path() -> Path:
-    return project_root() / "notebooks" / NOTEBOOK_NAME
+    return Path(__file__).resolve().parent / "gamedays" / "nats_partition" / NOTEBOOK_NAME
 
 
 @dataclass
@@ -207,7 +207,7 @@ def render_incident_report(
     from gamedaylib.forms import action_items_of
     from gamedaylib.incident import draft_incident_report, load_template
 
-    template = project_root() / "docs" / "incidents" / "template.md"
+    from gamedaylib.incident import DEFAULT_TEMPLATE_PATH as template
     observations: dict[str, dict[str, str]] = {
         k: dict(v) for k, v in (params.get("observations") or {}).items()
     }

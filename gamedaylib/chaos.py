@@ -1,6 +1,6 @@
 """Chaos Mesh ``NetworkChaos`` bodies: built from the shipped template, checked like the cluster would.
 
-``build_network_chaos`` fills the template (``chaos/experiments/nats-partition.yaml``) for one run:
+``build_network_chaos`` fills the template shipped with the gameday (``gamedays/nats_partition/nats-partition.yaml``) for one run:
 namespace, a name carrying the run id, the gameday labels, the NATS and service selectors, and
 ``duration`` = planned partition + safety margin (Chaos Mesh stops the fault by itself at
 creationTimestamp + duration, so the cluster heals even if the runbook dies).
@@ -49,7 +49,7 @@ NAME_PREFIX = "nats-partition"
 CRD_ENV = "GAMEDAY_NETWORKCHAOS_CRD"
 CRD_RELATIVE = Path("shared") / "chaos-mesh" / "chaos-mesh.org_networkchaos.yaml"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MANIFEST = REPO_ROOT / "chaos" / "experiments" / "nats-partition.yaml"
+DEFAULT_MANIFEST = Path(__file__).resolve().parent / "gamedays" / "nats_partition" / "nats-partition.yaml"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -130,11 +130,8 @@ def pod_selector(
 
 
 def load_template(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The NetworkChaos template (``chaos_manifest``); a relative path is taken from the repo root
-    when it does not exist from the working directory."""
+    """The NetworkChaos template (``chaos_manifest``; empty = the one shipped with the gameday)."""
     p = Path(path) if path else DEFAULT_MANIFEST
-    if not p.is_absolute() and not p.exists():
-        p = REPO_ROOT / p
     try:
         body = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as exc:

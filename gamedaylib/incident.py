@@ -40,7 +40,7 @@ PLACEHOLDERS: dict[str, str] = {
     "targets": "every effective target (profile + overrides)",
 }
 
-DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent.parent / "docs" / "incidents" / "template.md"
+DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "incident-report.md"
 
 DEFAULT_TEMPLATE = """# Incident report: {{ gameday_id }} {{ title }} (gameday run {{ run_id }})
 

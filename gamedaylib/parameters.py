@@ -337,7 +337,7 @@ SPECS: dict[str, Spec] = {
     "stream_url": Spec("", _url),
     "service_metrics": Spec({}, _url_map, "service name -> its /metrics URL (scraped directly)"),
     "events_dsn_env": Spec("GAMEDAY_EVENTS_DSN", _env_name),
-    "chaos_manifest": Spec("chaos/experiments/nats-partition.yaml", _str),
+    "chaos_manifest": Spec("", _str, "empty means the NetworkChaos template shipped with the gameday"),
     "commands": Spec({}, _commands),
     # safety rehearsal
     "fault_phase": Spec("", _fault_phase, "rehearse a rollback: this phase raises ('<phase>:hang' hangs)"),

@@ -41,6 +41,20 @@ class Endpoints:
 
 
 @dataclass(frozen=True)
+class FaultStatus:
+    """What the target reports of the fault right now, from its own records.
+
+    ``ended_early`` says why a fault stopped before the runbook healed it ("duration expired",
+    "paused", "deleted outside the runbook", "the lab proxy's deadline passed"); ``ended_at`` is when,
+    as the target recorded it (Chaos Mesh's ``Recover`` events, the lab proxy's heal time)."""
+
+    active: bool
+    ended_early: str | None = None
+    ended_at: datetime | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
 class GroundTruth:
     """What the lab knows really happened: every answer a simulated user got."""
 
@@ -73,6 +87,10 @@ class Target(Protocol):
         ...
 
     def partition_active(self) -> bool: ...
+
+    def fault_status(self) -> FaultStatus:
+        """Whether the fault is still in force and, when it ended on its own, why and when."""
+        ...
 
     def service_logs(self, service: str, *, since: datetime | None = None) -> list[str]:
         """Log lines of a service (``api-gateway``, ``reporting``), oldest first."""

@@ -102,7 +102,7 @@ def params_file(lab: dict[str, Any], kubeconfig: Path, tmp_path: Path, **extra: 
         "ingest_url": gateway + "/v1/events",
         "stream_url": gateway + "/v1/metrics/stream",
         "events_dsn_env": "GAMEDAY_E2E_EVENTS_DSN",
-        "chaos_manifest": str(REPO / "chaos" / "experiments" / "nats-partition.yaml"),
+        "chaos_manifest": "",
         "commands": {"injection": ["echo networkchaos applied"]},
         **extra,
     }

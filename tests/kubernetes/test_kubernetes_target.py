@@ -280,13 +280,14 @@ def test_prometheusrule_embeds_the_rule_file(tmp_path: Path) -> None:
 
     import yaml
 
-    (rule,) = _yaml_docs(REPO / "monitoring" / "prometheusrule.yaml")
+    (rule,) = _yaml_docs(REPO / "deploy" / "prometheusrule-gameday-001.yaml")
     plain = yaml.safe_load(
-        (REPO / "monitoring" / "rules" / "gameday-001.rules.yml").read_text(encoding="utf-8")
+        (REPO / "gamedaylib" / "gamedays" / "nats_partition" / "monitoring" / "gameday-001.rules.yml")
+        .read_text(encoding="utf-8")
     )
     assert (rule["apiVersion"], rule["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
     assert rule["spec"]["groups"] == plain["groups"], (
-        "regenerate monitoring/prometheusrule.yaml from the rule file"
+        "regenerate deploy/prometheusrule-gameday-001.yaml from the rule file"
     )
     promtool = shutil.which("promtool")
     if promtool is None:

@@ -19,14 +19,16 @@ import pytest
 import yaml
 
 from gamedaylib.lab.processes import find_binary
-from gamedaylib.lab.supervisor import MONITORING_DIR, Lab, write_lab_rules
+from gamedaylib.gamedays import monitoring_dirs
+from gamedaylib.lab.supervisor import Lab, write_lab_rules
 
 pytestmark = pytest.mark.timeout(240)
 
 PROMTOOL = find_binary("promtool")
 PROMETHEUS = find_binary("prometheus")
 ALERTMANAGER = find_binary("alertmanager", "prometheus-alertmanager")
-RULE_FILES = sorted((MONITORING_DIR / "rules").glob("*.yml"))
+MONITORING_DIRS = monitoring_dirs()
+RULE_FILES = sorted(p for d in MONITORING_DIRS for p in d.glob("*.rules.yml"))
 REQUIRED_ALERTS = {"NATSUnreachable", "NATSConsumerLagHigh", "EventBufferGrowing"}
 
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
@@ -68,16 +70,17 @@ def test_promtool_check_rules_passes() -> None:
 
 @needs_promtool
 def test_promtool_unit_tests_pass() -> None:
-    tests = sorted((MONITORING_DIR / "tests").glob("*.yml"))
-    assert tests
-    result = subprocess.run(
-        [PROMTOOL, "test", "rules", *map(str, tests)],
-        capture_output=True,
-        text=True,
-        cwd=MONITORING_DIR,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    for monitoring_dir in MONITORING_DIRS:
+        tests = sorted((monitoring_dir / "tests").glob("*.yml"))
+        assert tests, f"{monitoring_dir} has no promtool unit tests"
+        result = subprocess.run(
+            [PROMTOOL, "test", "rules", *map(str, tests)],
+            capture_output=True,
+            text=True,
+            cwd=monitoring_dir,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
 
 
 @needs_promtool

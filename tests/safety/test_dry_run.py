@@ -86,7 +86,7 @@ def _k8s_args(lab: LabHandle, kubeconfig: Path, namespace: str) -> list[str]:
         "namespace": namespace, "kubeconfig": str(kubeconfig), "kube_context": "fake-cluster",
         "nats_monitor_url": s["nats_monitor_url"], "ingest_url": s["gateway_url"] + "/v1/events",
         "stream_url": s["gateway_url"] + "/v1/metrics/stream",
-        "chaos_manifest": str(ROOT / "chaos" / "experiments" / "nats-partition.yaml"), **SHORT,
+        "chaos_manifest": "", **SHORT,
     }), "-p", "nats_selector={app.kubernetes.io/name: nats}"]
 
 

@@ -66,7 +66,7 @@ def test_nats_monitoring_unreachable_refuses_to_inject(lab: LabHandle, tmp_path:
         proc = gameday("run", "--target", "kubernetes", *params_args({
             **SHORT, "namespace": NAMESPACE, "kubeconfig": str(kubeconfig), "kube_context": "fake-cluster",
             "nats_monitor_url": closed, "prometheus_url": closed, "ingest_url": s["gateway_url"] + "/v1/events",
-            "chaos_manifest": str(ROOT / "chaos" / "experiments" / "nats-partition.yaml"),
+            "chaos_manifest": "",
         }), "-p", "nats_selector={app.kubernetes.io/name: nats}", "--output-dir", str(tmp_path / "out"),
             env={**os.environ, "PYTHONWARNINGS": "ignore", "GAMEDAY_EVENTS_DSN": s["events_dsn"]})
         assert server.chaos_objects() == []

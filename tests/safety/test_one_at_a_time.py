@@ -61,7 +61,7 @@ def test_second_run_on_a_cluster_with_a_gameday_networkchaos_is_refused(lab: Lab
         proc = gameday("run", "--target", "kubernetes", *params_args({
             **SHORT, "namespace": namespace, "kubeconfig": str(kubeconfig), "kube_context": "fake-cluster",
             "nats_monitor_url": s["nats_monitor_url"], "ingest_url": s["gateway_url"] + "/v1/events",
-            "chaos_manifest": str(ROOT / "chaos" / "experiments" / "nats-partition.yaml"),
+            "chaos_manifest": "",
         }), "-p", "nats_selector={app.kubernetes.io/name: nats}", "--output-dir", str(tmp_path / "out"),
             env={**os.environ, "PYTHONWARNINGS": "ignore", "GAMEDAY_EVENTS_DSN": s["events_dsn"]})
         names = [o["metadata"]["name"] for o in server.chaos_objects()]

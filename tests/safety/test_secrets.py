@@ -63,7 +63,7 @@ def test_planted_secrets_never_appear_in_the_archive(lab: LabHandle, tmp_path: P
                 **common, "namespace": NAMESPACE, "kubeconfig": str(kubeconfig), "kube_context": "fake-cluster",
                 "nats_monitor_url": s["nats_monitor_url"], "ingest_url": s["gateway_url"] + "/v1/events",
                 "stream_url": s["gateway_url"] + "/v1/metrics/stream", "events_dsn_env": "SAFETY_EVENTS_DSN",
-                "chaos_manifest": str(ROOT / "chaos" / "experiments" / "nats-partition.yaml"),
+                "chaos_manifest": "",
             }), "-p", "nats_selector={app.kubernetes.io/name: nats}", "-p", commands, "--output-dir", str(out),
                 env=env)
     else:
