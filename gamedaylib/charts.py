@@ -1,5 +1,6 @@
-"""Charts of a gameday with matplotlib: the timeline (phases shaded and labelled, the partition
-highlighted), the canaries, and the history across runs.
+"""Charts of a gameday with matplotlib: the timeline (phases shaded and labelled, the fault
+highlighted), the canaries, and the history across runs. The time series come as the sampler's
+pandas DataFrame (``Sampler.frame()``, ``read_samples``).
 
 Figures are built with ``matplotlib.figure.Figure`` directly (no pyplot state, any backend, Agg in
 headless runs) and returned; the caller saves or displays them. The x axis is the T-offset in
@@ -17,6 +18,7 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
@@ -27,6 +29,7 @@ __all__ = [
     "canary_figure",
     "history_figure",
     "phases_from_journal",
+    "save",
     "timeline",
     "timeline_figure",
 ]
@@ -37,14 +40,6 @@ _PHASE_COLOURS = ("#e8eef7", "#f6f1e4")
 _PARTITION_COLOUR = "#d62728"
 _OUTCOME_COLOURS = {"stored": "#2ca02c", "duplicated": "#ff7f0e", "lost": "#d62728", "rejected": "#9467bd"}
 
-_GAUGES = ("lag_pending", "lag_ack_pending", "buffer_size", "buffer_capacity", "partition_active")
-_COUNTERS = (
-    "retry_total",
-    "events_stored_total",
-    "events_published_total",
-    "canaries_sent",
-    "canaries_failed",
-)
 
 
 def _ts(value: Any) -> float | None:
@@ -60,13 +55,15 @@ def _fmt_offset(seconds: float, _pos: Any = None) -> str:
     return format_offset(seconds)
 
 
-def _column(rows: Sequence[Mapping[str, Any]], name: str) -> np.ndarray:
-    out = np.full(len(rows), np.nan)
-    for i, row in enumerate(rows):
-        value = row.get(name)
-        if value is not None and value != "":
-            out[i] = float(value)
-    return out
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame:
+        return np.full(len(frame), np.nan)
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
+
+
+def save(fig: Figure, path: Any, dpi: int = 100) -> None:
+    """Write ``fig`` as a PNG (static: no widget, no script)."""
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
 
 
 def _bucket_edges(n: int, max_points: int) -> np.ndarray:
@@ -187,23 +184,26 @@ def _shade(
 
 
 def timeline_figure(
-    rows: Sequence[Mapping[str, Any]],
+    frame: pd.DataFrame,
     phases: Sequence[tuple[str, Any, Any]] = (),
     t0: datetime | None = None,
     *,
     partition: tuple[Any, Any] | None = None,
     max_points: int = MAX_POINTS,
-    title: str = "GAMEDAY-001 timeline",
+    title: str = "Gameday timeline",
 ) -> Figure:
     """Five panels over T-offset: consumer lag, gateway buffer, retry rate, events per second,
-    canary outcomes. ``partition`` = (start, end) overrides the ``partition_active`` column."""
+    canary outcomes. ``partition`` = (start, end) of the fault overrides the ``fault_active`` column."""
     fig = Figure(figsize=(11, 11), layout="constrained")
     axes = fig.subplots(5, 1, sharex=True)
     fig.suptitle(title)
-    stamps = [_ts(r.get("ts")) for r in rows]
-    keep = [i for i, s in enumerate(stamps) if s is not None]
-    rows = [rows[i] for i in keep]
-    ts = np.array([stamps[i] for i in keep], dtype=float)
+    if "ts" in frame and len(frame):
+        stamps = pd.to_datetime(frame["ts"], utc=True)
+        frame = frame[stamps.notna()]
+        ts = (stamps[stamps.notna()].astype("int64") / 1e9).to_numpy(dtype=float)
+    else:
+        ts = np.array([], dtype=float)
+    rows = frame
     if t0 is not None:
         origin = _ts(t0) or 0.0
     elif len(ts):
@@ -235,10 +235,10 @@ def timeline_figure(
         if np.any(~np.isnan(buffered)) and float(np.nanmax(buffered)) > 0.2 * cap:
             buf_ax.plot(x, capacity, label="capacity", color="grey", ls=":", lw=0.8)
     buf_ax.set_title(buf_title, fontsize=9, loc="left")
-    retry_ax.plot(x, _rate(counter("retry_total"), x), color="#8c564b", label="retries/s")
+    retry_ax.plot(x, _rate(counter("retries_total"), x), color="#8c564b", label="retries/s")
     retry_ax.set_title("NATS retry rate (per s)", fontsize=9, loc="left")
-    eps_ax.plot(x, _rate(counter("events_stored_total"), x), color="#2ca02c", label="stored/s")
-    eps_ax.plot(x, _rate(counter("events_published_total"), x), color="#bcbd22", lw=0.8, label="published/s")
+    eps_ax.plot(x, _rate(counter("stored_total"), x), color="#2ca02c", label="stored/s")
+    eps_ax.plot(x, _rate(counter("published_total"), x), color="#bcbd22", lw=0.8, label="published/s")
     eps_ax.set_title("Events per second", fontsize=9, loc="left")
     sent, failed = _rate(counter("canaries_sent"), x), _rate(counter("canaries_failed"), x)
     canary_ax.plot(x, sent - np.nan_to_num(failed), color=_OUTCOME_COLOURS["stored"], label="accepted/s")
@@ -249,7 +249,7 @@ def timeline_figure(
         a, b = _ts(partition[0]), _ts(partition[1])
         spans = [((a or origin) - origin, (b - origin) if b is not None else x_end)]
     else:
-        spans = _runs(x_all, _column(rows, "partition_active")) if len(rows) else []
+        spans = _runs(x_all, _column(rows, "fault_active")) if len(rows) else []
     _shade(axes, phases, spans, origin, x_end)
     for ax in axes:
         ax.grid(True, alpha=0.3)
@@ -378,20 +378,22 @@ def phases_from_journal(entries: Iterable[Mapping[str, Any]]) -> list[tuple[str,
 def _partition_from_journal(entries: Sequence[Mapping[str, Any]]) -> tuple[Any, Any] | None:
     start = end = None
     for e in entries:
-        if e.get("kind") == "partition.active" and start is None:
+        if e.get("kind") == "fault.active" and start is None:
             start = e.get("t0") or e.get("at") or e.get("ts")
-        elif e.get("kind") == "partition.healed" and start is not None and end is None:
+        elif e.get("kind") == "fault.healed" and start is not None and end is None:
             end = e.get("at") or e.get("ts")
     return (start, end) if start is not None else None
 
 
 def timeline(
-    rows: Sequence[Mapping[str, Any]],
+    frame: pd.DataFrame,
     journal_entries: Sequence[Mapping[str, Any]],
     t0: datetime | None = None,
+    title: str = "Gameday timeline",
 ) -> Figure:
-    """``timeline_figure`` with phases and the partition window read from the journal."""
+    """``timeline_figure`` with phases and the fault's window read from the journal."""
     entries = list(journal_entries)
-    # The journal has the exact moments (T+0 confirmed, heal confirmed); the samples' partition_active
+    # The journal has the exact moments (T+0 confirmed, heal confirmed); the samples' fault_active
     # column is only as fine as the sample interval, so it is the fallback.
-    return timeline_figure(rows, phases_from_journal(entries), t0, partition=_partition_from_journal(entries))
+    return timeline_figure(frame, phases_from_journal(entries), t0, partition=_partition_from_journal(entries),
+                           title=title)

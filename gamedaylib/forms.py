@@ -13,22 +13,19 @@ Every form works two ways:
 In live sessions the static rendering is displayed as well and updated in place on every Record, so
 a notebook saved after a live session also reads without a kernel.
 
-Reading the journal back: ``answered(entries)`` (latest answer wins), ``open_questions(entries)``,
-``team_response_seconds(entries, alert_fire_at)`` and ``write_action_items_csv(...)``.
+Reading the journal back (answers, open questions, team response, action items) is
+``gamedaylib.observations``: no widgets there.
 """
 
 from __future__ import annotations
 
-import csv
 import html
-import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import ipywidgets as widgets
 from IPython.display import display, update_display
@@ -36,7 +33,8 @@ from IPython.display import display, update_display
 from gamedaylib.clock import Clock, parse_time
 from gamedaylib.exceptions import InvalidParameters
 from gamedaylib.journal import Journal
-from gamedaylib.playbook import INCIDENT_STAMPS, PHASES_BY_ID, PRE_GAMEDAY_CHECKLIST
+from gamedaylib.observations import ACTION_ITEM_FIELDS, ACTION_ITEMS_CSV_COLUMNS, action_items_of, answered, answered_at
+from gamedaylib.playbook import INCIDENT_STAMPS, Playbook
 
 OPEN = "open"
 STAMP_LABELS: dict[str, str] = {
@@ -45,8 +43,6 @@ STAMP_LABELS: dict[str, str] = {
     "acknowledged": "acknowledged",
     "status_page_updated": "status page updated",
 }
-ACTION_ITEM_FIELDS: tuple[str, ...] = ("title", "owner", "due", "ticket")
-ACTION_ITEMS_CSV_COLUMNS: tuple[str, ...] = (*ACTION_ITEM_FIELDS, "recorded_at")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -124,7 +120,7 @@ class _Shown:
         update_display(table, display_id=self.display_id)
 
 
-class _Form:
+class Form:
     """What every form shares: its widget shown with its static table below, the table kept current."""
 
     widget: widgets.Widget
@@ -137,11 +133,11 @@ class _Form:
         if self._shown is not None:
             self._shown.update(self.static_table())
 
-    def _show(self, fallback: str) -> None:
+    def show(self, fallback: str | None = None) -> None:
         """Display the widget with a plain-text fallback of one short line instead of its long repr
         (an archive without widget state shows that line), then the static table with the values."""
         bundle = dict(self.widget._repr_mimebundle_() or {})
-        bundle["text/plain"] = fallback
+        bundle["text/plain"] = fallback or repr(self)
         display(bundle, raw=True)
         self._shown = _Shown(self.static_table())
 
@@ -150,49 +146,11 @@ class _Form:
 # reading the journal
 
 
-def _entries(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> list[Mapping[str, Any]]:
-    if isinstance(journal_entries, Journal):
-        return list(journal_entries.entries())
-    return sorted(journal_entries, key=lambda e: int(e.get("seq", 0)))
-
-
-def answered(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> dict[str, dict[str, str]]:
-    """``{phase: {question: answer}}`` from the journal's observations; the latest answer wins. An
-    answer recorded empty (cleared) makes the question open again."""
-    out: dict[str, dict[str, str]] = {}
-    for e in _entries(journal_entries):
-        if e.get("kind") != "observation" or not e.get("phase") or "question" not in e:
-            continue
-        phase, question, answer = str(e["phase"]), str(e["question"]), str(e.get("answer") or "")
-        if answer.strip():
-            out.setdefault(phase, {})[question] = answer
-        else:
-            out.get(phase, {}).pop(question, None)
-    return {p: a for p, a in out.items() if a}
-
-
-def answered_at(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> dict[tuple[str, str], str]:
-    """``{(phase, question): ts}`` of the latest recorded answer of each question."""
-    out: dict[tuple[str, str], str] = {}
-    for e in _entries(journal_entries):
-        if e.get("kind") == "observation" and e.get("phase") and "question" in e:
-            out[(str(e["phase"]), str(e["question"]))] = str(e.get("ts", ""))
-    return out
-
-
-def open_questions(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> list[tuple[str, str]]:
-    """Every playbook question without a (non-empty) answer, in playbook order."""
-    done = answered(journal_entries)
-    return [
-        (phase.id, q) for phase in PHASES_BY_ID.values() for q in phase.questions if q not in done.get(phase.id, {})
-    ]
-
-
-def _canonical_question(phase_id: str, question: str) -> str:
+def _canonical_question(playbook: Playbook, phase_id: str, question: str) -> str:
     """The playbook's wording of ``question`` (matched ignoring case and surrounding blanks), or the
     question itself when the playbook does not ask it."""
     wanted = " ".join(question.split()).casefold()
-    for q in PHASES_BY_ID[phase_id].questions:
+    for q in playbook.phase(phase_id).questions:
         if " ".join(q.split()).casefold() == wanted:
             return q
     return question
@@ -203,10 +161,11 @@ def _canonical_question(phase_id: str, question: str) -> str:
 
 
 @dataclass(repr=False)
-class ObservationForm(_Form):
+class ObservationForm(Form):
     """The form of one phase. ``widget`` is what is displayed; ``record()`` is what the button does."""
 
     journal: Journal
+    playbook: Playbook
     phase_id: str
     live: bool
     textareas: dict[str, widgets.Textarea]
@@ -249,16 +208,17 @@ class ObservationForm(_Form):
         rows = []
         for q in self.questions:
             if q in latest:
-                suffix = "" if q in PHASES_BY_ID[self.phase_id].questions else " (not a playbook question)"
+                suffix = "" if q in self.playbook.phase(self.phase_id).questions else " (not a playbook question)"
                 rows.append((q + suffix, latest[q], when.get((self.phase_id, q), "")))
             else:
                 rows.append((q, OPEN, ""))
-        title = f"Observations: {PHASES_BY_ID[self.phase_id].title}"
+        title = f"Observations: {self.playbook.title_of(self.phase_id)}"
         return StaticTable(title, ("question", "answer", "recorded at"), tuple(rows))
 
 
 def observation_form(
     journal: Journal,
+    playbook: Playbook,
     phase_id: str,
     *,
     answers: Mapping[str, str] | None,
@@ -270,10 +230,10 @@ def observation_form(
     Live: ``answers`` only pre-fill the boxes; "Record" journals them. Headless: ``answers`` are
     journaled once (not again when the cell runs twice), the widgets are disabled, and the static
     table (question, answer, recorded at; ``open`` when unanswered) is displayed."""
-    if phase_id not in PHASES_BY_ID:
+    if phase_id not in playbook.phase_ids:
         raise InvalidParameters(f"unknown phase id {phase_id!r}", "phase_id")
-    given = {_canonical_question(phase_id, q): a for q, a in (answers or {}).items()}
-    questions = list(PHASES_BY_ID[phase_id].questions)
+    given = {_canonical_question(playbook, phase_id, q): a for q, a in (answers or {}).items()}
+    questions = list(playbook.phase(phase_id).questions)
     extra = tuple(q for q in given if q not in questions)
     areas: dict[str, widgets.Textarea] = {}
     rows: list[widgets.Widget] = []
@@ -297,62 +257,19 @@ def observation_form(
     status = widgets.HTML("")
     rows.append(widgets.HBox([button, status]))
     box = widgets.VBox(rows)
-    form = ObservationForm(journal, phase_id, live, areas, button, status, box, extra)
+    form = ObservationForm(journal, playbook, phase_id, live, areas, button, status, box, extra)
     if live:
         button.on_click(lambda _b: form.record())
     else:
         form.record(source="parameter")
         status.value = "headless run: answers from the <code>observations</code> parameter"
     if show:
-        form._show(f"[observation form: {PHASES_BY_ID[phase_id].title}; answers in the table below]")
+        form.show(f"[observation form: {playbook.title_of(phase_id)}; answers in the table below]")
     return form
 
 
 # --------------------------------------------------------------------------------------------------
 # incident-response stamps
-
-
-class TeamResponse(NamedTuple):
-    """Team response time: ``seconds`` (None when it cannot be measured) and why / how measured."""
-
-    seconds: float | None
-    evidence: str
-
-
-def stamp_times(journal_entries: Iterable[Mapping[str, Any]] | Journal) -> dict[str, list[datetime]]:
-    """Every recorded time of each stamp, oldest first (stamps whose time was unknown are skipped)."""
-    out: dict[str, list[datetime]] = {}
-    for e in _entries(journal_entries):
-        if e.get("kind") == "stamp" and e.get("at"):
-            out.setdefault(str(e.get("stamp")), []).append(parse_time(str(e["at"])))
-    return {k: sorted(v) for k, v in out.items()}
-
-
-def team_response_seconds(
-    journal_entries: Iterable[Mapping[str, Any]] | Journal, alert_fire_at: datetime | str | None
-) -> TeamResponse:
-    """First "acknowledged" stamp − the alert's fire time.
-
-    The fire time comes from monitoring (``alert_fire_at``) where it exists, else from the first
-    "alert seen" stamp. Returns ``TeamResponse(None, reason)`` when it cannot be measured."""
-    stamps = stamp_times(journal_entries)
-    acks = stamps.get("acknowledged", [])
-    if not acks:
-        return TeamResponse(None, "no 'acknowledged' stamp was recorded")
-    if alert_fire_at is not None:
-        fired, source = parse_time(alert_fire_at), "alert fire time from monitoring"
-    elif stamps.get("alert_seen"):
-        fired, source = stamps["alert_seen"][0], "no alert fire time from monitoring; used the 'alert seen' stamp"
-    else:
-        return TeamResponse(None, "no alert fire time: monitoring saw no alert and no 'alert seen' stamp was recorded")
-    seconds = (acks[0] - fired).total_seconds()
-    if seconds < 0:
-        return TeamResponse(
-            None, f"first acknowledgement ({acks[0].isoformat()}) is before the alert fired ({fired.isoformat()})"
-        )
-    return TeamResponse(
-        seconds, f"first acknowledged {acks[0].isoformat()} − alert {fired.isoformat()} ({source})"
-    )
 
 
 def _resolve_stamp(value: Any, clock: Clock) -> tuple[datetime | None, str]:
@@ -401,7 +318,7 @@ def parse_stamp_time(text: str, clock: Clock) -> datetime:
 
 
 @dataclass(repr=False)
-class StampButtons(_Form):
+class StampButtons(Form):
     journal: Journal
     clock: Clock
     phase_id: str
@@ -410,6 +327,7 @@ class StampButtons(_Form):
     widget: widgets.Widget
     when: widgets.Text
     status: widgets.HTML
+    on_stamp: Callable[[str], None] | None = None  # told after every stamp (the run re-measures)
     _shown: _Shown | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -443,6 +361,8 @@ class StampButtons(_Form):
         button.description = f"{STAMP_LABELS[name]} ✓ {at.strftime('%H:%M:%S')}"
         button.button_style = "success"
         self.refresh()
+        if self.on_stamp is not None:
+            self.on_stamp(name)
         return entry
 
     def static_table(self) -> StaticTable:
@@ -470,6 +390,7 @@ def stamp_buttons(
     live: bool,
     phase_id: str = "incident_response",
     show: bool = True,
+    on_stamp: Callable[[str], None] | None = None,
 ) -> StampButtons:
     """Buttons "alert seen", "paged", "acknowledged", "status page updated"; each press journals
     ``kind="stamp"`` with its time. Headless: ``stamps`` (ISO time or seconds after T+0) are
@@ -490,7 +411,7 @@ def stamp_buttons(
     )
     status = widgets.HTML("")
     box = widgets.VBox([widgets.HBox(list(buttons.values())), widgets.HBox([when, status])])
-    sb = StampButtons(journal, clock, phase_id, live, buttons, box, when, status)
+    sb = StampButtons(journal, clock, phase_id, live, buttons, box, when, status, on_stamp)
     if live:
         for name, button in buttons.items():
             button.on_click(lambda _b, name=name: sb.press(name))
@@ -507,7 +428,7 @@ def stamp_buttons(
             else:
                 sb.stamp(name, at, source="parameter")
     if show:
-        sb._show("[incident-response stamp buttons; times in the table below]")
+        sb.show("[incident-response stamp buttons; times in the table below]")
     return sb
 
 
@@ -519,11 +440,11 @@ def _checklist_label(item: str) -> str:
     return item.split(":", 1)[0].strip()
 
 
-def _match_checklist(given: Mapping[str, bool]) -> tuple[dict[str, bool], dict[str, bool]]:
+def _match_checklist(items: Sequence[str], given: Mapping[str, bool]) -> tuple[dict[str, bool], dict[str, bool]]:
     """Map given keys (the full item text or its bold label, e.g. "Backup") onto the playbook's
     items; returns (known, unknown)."""
     by_key: dict[str, str] = {}
-    for item in PRE_GAMEDAY_CHECKLIST:
+    for item in items:
         by_key[item.casefold()] = item
         by_key[_checklist_label(item).casefold()] = item
     known: dict[str, bool] = {}
@@ -538,7 +459,7 @@ def _match_checklist(given: Mapping[str, bool]) -> tuple[dict[str, bool], dict[s
 
 
 @dataclass(repr=False)
-class ChecklistForm(_Form):
+class ChecklistForm(Form):
     journal: Journal
     live: bool
     checkboxes: dict[str, widgets.Checkbox]
@@ -574,18 +495,18 @@ class ChecklistForm(_Form):
 
 
 def checklist_form(
-    journal: Journal, *, checklist: Mapping[str, bool] | None, live: bool, show: bool = True
+    journal: Journal, items: Sequence[str], *, checklist: Mapping[str, bool] | None, live: bool, show: bool = True
 ) -> ChecklistForm:
     """The playbook's pre-gameday checklist as checkboxes. Live: ticking is free; "Record checklist"
     (and the runbook's pre-flight, via ``record()``) journals the state. Headless: the ``checklist``
     parameter (keys: the item text or its label, e.g. ``"Backup"``) is journaled once, now."""
-    known, unknown = _match_checklist(checklist or {})
+    known, unknown = _match_checklist(items, checklist or {})
     boxes = {
         item: widgets.Checkbox(
             value=known.get(item, False), description=item, disabled=not live, indent=False,
             layout=widgets.Layout(width="98%"),
         )
-        for item in PRE_GAMEDAY_CHECKLIST
+        for item in items
     }
     button = widgets.Button(description="Record checklist", button_style="primary", disabled=not live)
     box = widgets.VBox([*boxes.values(), button])
@@ -595,7 +516,7 @@ def checklist_form(
     elif not any(e.get("kind") == "checklist" for e in journal.entries()):
         form.record(source="parameter")
     if show:
-        form._show("[pre-gameday checklist form; state in the table below]")
+        form.show("[pre-gameday checklist form; state in the table below]")
     return form
 
 
@@ -603,39 +524,8 @@ def checklist_form(
 # action items
 
 
-def _item(value: Mapping[str, Any]) -> dict[str, str]:
-    return {k: "" if value.get(k) is None else str(value.get(k)) for k in ACTION_ITEM_FIELDS}
-
-
-def action_items_of(entries_or_items: Iterable[Mapping[str, Any]] | Journal) -> list[dict[str, str]]:
-    """Action items from journal entries (``kind="action_item"``) or plain item dicts, with
-    ``recorded_at`` (the journal time; empty for plain items)."""
-    out = []
-    for e in (entries_or_items.entries() if isinstance(entries_or_items, Journal) else entries_or_items):
-        if "kind" in e and e.get("kind") != "action_item":
-            continue
-        if not str(e.get("title") or "").strip():
-            continue
-        out.append({**_item(e), "recorded_at": str(e.get("ts", e.get("recorded_at", "")) or "")})
-    return out
-
-
-def write_action_items_csv(
-    entries_or_items: Iterable[Mapping[str, Any]] | Journal, path: str | os.PathLike[str]
-) -> Path:
-    """Write ``action-items.csv`` (title, owner, due, ticket, recorded_at) and return its path."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    with open(p, "w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(ACTION_ITEMS_CSV_COLUMNS))
-        writer.writeheader()
-        for item in action_items_of(entries_or_items):
-            writer.writerow(item)
-    return p
-
-
 @dataclass(repr=False)
-class ActionItemsForm(_Form):
+class ActionItemsForm(Form):
     journal: Journal
     live: bool
     fields: dict[str, widgets.Text]
@@ -689,6 +579,6 @@ def action_items_form(
             if tuple(value[k] for k in ACTION_ITEM_FIELDS) not in already:
                 form.add(value, source="parameter")
     if show:
-        form._show("[action items form; items in the table below]")
+        form.show("[action items form; items in the table below]")
     return form
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from gamedaylib.clock import format_offset, parse_time
-from gamedaylib.playbook import GAMEDAY_ID, METRIC_NAMES, PHASES_BY_ID, PLAYBOOK_METRIC_LABELS, TITLE
+from gamedaylib.playbook import Playbook
 
 PLACEHOLDERS: dict[str, str] = {
     "gameday_id": "the gameday id (GAMEDAY-001)",
@@ -90,8 +90,8 @@ DEFAULT_TEMPLATE = """# Incident report: {{ gameday_id }} {{ title }} (gameday r
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 _TIMELINE_KINDS = {
-    "run.started", "run.finished", "phase.started", "partition.requested", "partition.active",
-    "partition.healed", "stop_condition", "stamp", "notification", "error", "checklist",
+    "run.started", "run.finished", "phase.started", "fault.requested", "fault.active",
+    "fault.healed", "stop_condition", "stamp", "notification", "error", "checklist",
 }
 _TARGET_PARAMS = (
     ("rto_target_seconds", "RTO target", "s"),
@@ -123,6 +123,7 @@ def draft_incident_report(
     observations: Mapping[str, Mapping[str, str]],
     open_questions: Sequence[tuple[str, str]],
     action_items: Sequence[Mapping[str, Any]],
+    playbook: Playbook,
 ) -> str:
     """The incident report (Markdown) with every placeholder of ``template_text`` filled
     (``None`` = ``DEFAULT_TEMPLATE``)."""
@@ -130,8 +131,8 @@ def draft_incident_report(
     t0 = _t0(entries)
     metrics = list(scorecard.get("metrics") or [])
     values = {
-        "gameday_id": str(scorecard.get("gameday_id") or params.get("gameday_id") or GAMEDAY_ID),
-        "title": TITLE,
+        "gameday_id": str(scorecard.get("gameday_id") or params.get("gameday_id") or playbook.id),
+        "title": playbook.title,
         "run_id": str(scorecard.get("run_id") or params.get("run_id") or ""),
         "target": str(scorecard.get("target") or params.get("target") or ""),
         "profile": str(scorecard.get("profile") or params.get("profile") or ""),
@@ -139,14 +140,14 @@ def draft_incident_report(
         "finished_at": str(scorecard.get("finished_at") or "—"),
         "t0": t0.isoformat() if t0 else "not reached (no confirmed injection)",
         "verdict": str(scorecard.get("verdict") or "unknown").upper(),
-        "summary": _summary(scorecard, metrics, params, t0, open_questions, action_items),
-        "metrics_table": metrics_table(metrics),
+        "summary": _summary(scorecard, metrics, entries, t0, open_questions, action_items, playbook),
+        "metrics_table": metrics_table(metrics, playbook),
         "events": _events(scorecard.get("events") or {}),
-        "timeline": timeline_table(entries, t0),
-        "observations": _observations(observations, entries),
-        "open_questions": _open(open_questions),
+        "timeline": timeline_table(entries, t0, playbook),
+        "observations": _observations(observations, entries, playbook),
+        "open_questions": _open(open_questions, playbook),
         "action_items": _action_items(action_items),
-        "improvements": _improvements(metrics, observations, open_questions, action_items),
+        "improvements": _improvements(metrics, observations, open_questions, action_items, playbook),
         "checklist": _checklist(entries),
         "targets": _targets(params, scorecard),
     }
@@ -159,7 +160,7 @@ def draft_incident_report(
 
 def _t0(entries: Sequence[Mapping[str, Any]]) -> datetime | None:
     for e in entries:
-        if e.get("kind") == "partition.active":
+        if e.get("kind") == "fault.active":
             return parse_time(str(e.get("t0") or e.get("at") or e["ts"]))
     return None
 
@@ -176,25 +177,25 @@ def _md(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", "<br>")
 
 
-def _label(metric_name: Any) -> str:
+def _label(metric_name: Any, playbook: Playbook) -> str:
     """The playbook's name of a metric (its own name when the playbook has none)."""
-    return PLAYBOOK_METRIC_LABELS.get(str(metric_name), str(metric_name))
+    return playbook.label(str(metric_name))
 
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def metrics_table(metrics: Sequence[Mapping[str, Any]]) -> str:
+def metrics_table(metrics: Sequence[Mapping[str, Any]], playbook: Playbook) -> str:
     """The success-metrics table in the playbook's order; a metric missing from the scorecard is
     shown as not measured, never as passed."""
     by_name = {m.get("name"): m for m in metrics}
     status_text = {"pass": "✅ Pass", "fail": "❌ Fail", "not_measured": "⚪ Not measured"}
     rows = ["| Metric | Target | Result | Status | Evidence |", "|---|---|---|---|---|"]
-    names = list(METRIC_NAMES) + [str(n) for n in by_name if n not in METRIC_NAMES]
+    names = list(playbook.metric_names) + [str(n) for n in by_name if n not in playbook.metric_names]
     for name in names:
         m = by_name.get(name)
-        label = _label(name)
+        label = _label(name, playbook)
         if m is None:
             rows.append(f"| {label} | — | — | {status_text['not_measured']} | not in the scorecard |")
             continue
@@ -209,27 +210,26 @@ def metrics_table(metrics: Sequence[Mapping[str, Any]]) -> str:
 def _summary(
     scorecard: Mapping[str, Any],
     metrics: Sequence[Mapping[str, Any]],
-    params: Mapping[str, Any],
+    entries: Sequence[Mapping[str, Any]],
     t0: datetime | None,
     open_questions: Sequence[tuple[str, str]],
     action_items: Sequence[Mapping[str, Any]],
+    playbook: Playbook,
 ) -> str:
     verdict = str(scorecard.get("verdict") or "unknown")
-    target = scorecard.get("target") or params.get("target") or "?"
-    profile = scorecard.get("profile") or params.get("profile") or "?"
-    partition = params.get("partition_seconds")
+    target = scorecard.get("target") or "?"
+    profile = scorecard.get("profile") or "?"
+    fault = next((str(e.get("fault")) for e in entries if e.get("kind") == "fault.requested" and e.get("fault")),
+                 "the fault")
     lines = []
     if t0 is None:
         lines.append(
-            f"The gameday ({profile} profile, {target} target) did not reach the partition: "
+            f"The gameday ({profile} profile, {target} target) did not reach its fault: "
             "no fault was confirmed injected."
         )
     else:
-        what = f"for {_duration(float(partition))}" if isinstance(partition, (int, float)) else ""
-        lines.append(
-            f"NATS was cut off from the services {what} on the {target} target ({profile} profile), "
-            f"starting {t0.strftime('%Y-%m-%d %H:%M:%S')} UTC (T+0).".replace("  ", " ")
-        )
+        lines.append(f"{playbook.title}: {fault}, on the {target} target ({profile} profile), confirmed in force at "
+                     f"{t0.strftime('%Y-%m-%d %H:%M:%S')} UTC (T+0).")
     verdict_line = {
         "pass": "**Verdict: PASS.** Every measured target was met.",
         "fail": "**Verdict: FAIL.** At least one target was missed or a required metric could not be measured.",
@@ -244,7 +244,7 @@ def _summary(
         m = by_name.get(name)
         if m is None:
             continue
-        label = _label(name)
+        label = _label(name, playbook)
         if m.get("status") == "not_measured":
             lines.append(f"- {label}: not measured ({m.get('reason') or m.get('evidence', '')}).")
         else:
@@ -254,11 +254,11 @@ def _summary(
                 f"{_fmt(m.get('target'))}{unit}: {'met' if m.get('status') == 'pass' else 'MISSED'}."
             )
     if failed:
-        lines.append("Missed: " + ", ".join(_label(m["name"]) for m in failed) + ".")
+        lines.append("Missed: " + ", ".join(_label(m["name"], playbook) for m in failed) + ".")
     if unmeasured:
         lines.append(
             f"{len(unmeasured)} metric(s) could not be measured: "
-            + ", ".join(_label(m["name"]) for m in unmeasured) + "."
+            + ", ".join(_label(m["name"], playbook) for m in unmeasured) + "."
         )
     lines.append(f"{len(open_questions)} playbook question(s) left open; {len(action_items)} action item(s).")
     first, rest = lines[0] + " " + lines[1], lines[2:]
@@ -274,11 +274,10 @@ def _events(events: Mapping[str, Any]) -> str:
     return "Canaries: " + ", ".join(f"{k.removeprefix('canaries_')} {events.get(k, 0)}" for k in keys) + "."
 
 
-def _describe(e: Mapping[str, Any]) -> str:
+def _describe(e: Mapping[str, Any], playbook: Playbook) -> str:
     kind = e.get("kind")
     if kind == "phase.started":
-        phase = str(e.get("phase") or "")
-        return f"phase started: {PHASES_BY_ID[phase].title if phase in PHASES_BY_ID else phase}"
+        return f"phase started: {playbook.title_of(str(e.get('phase') or ''))}"
     if kind == "stamp":
         at = e.get("at")
         return f"stamp: {str(e.get('stamp', '')).replace('_', ' ')}" + ("" if at else f" (time unknown: {e.get('reason', '')})")
@@ -293,15 +292,16 @@ def _describe(e: Mapping[str, Any]) -> str:
     if kind == "checklist":
         return "pre-gameday checklist recorded: " + ("complete" if e.get("complete") else f"{len(e.get('missing') or [])} item(s) not done")
     if kind == "stop_condition":
-        return f"stop condition fired: {e.get('condition', '')} {e.get('value', '')} > {e.get('limit', '')}"
+        return f"stop condition {e.get('condition', '')}: {e.get('detail', '')}"
+    if kind == "fault.healed":
+        return f"fault ended ({e.get('by', 'runbook')})"
     return {
-        "partition.requested": "partition requested",
-        "partition.active": "partition confirmed active (T+0)",
-        "partition.healed": "partition healed",
+        "fault.requested": "fault requested",
+        "fault.active": "fault confirmed in force (T+0)",
     }.get(str(kind), str(kind))
 
 
-def timeline_table(entries: Sequence[Mapping[str, Any]], t0: datetime | None) -> str:
+def timeline_table(entries: Sequence[Mapping[str, Any]], t0: datetime | None, playbook: Playbook) -> str:
     """The journal's key moments in time order (a stamp counts at the time it names)."""
     timed = []
     for e in entries:
@@ -314,17 +314,18 @@ def timeline_table(entries: Sequence[Mapping[str, Any]], t0: datetime | None) ->
     rows = ["| T-offset | Time (UTC) | Phase | Event |", "|---|---|---|---|"]
     for at, e in sorted(timed, key=lambda pair: pair[0]):
         offset = format_offset((at - t0).total_seconds()) if t0 else "before T+0"
-        rows.append(f"| {offset} | {at.strftime('%H:%M:%S')} | {e.get('phase') or ''} | {_md(_describe(e))} |")
+        rows.append(f"| {offset} | {at.strftime('%H:%M:%S')} | {e.get('phase') or ''} | {_md(_describe(e, playbook))} |")
     return "\n".join(rows)
 
 
-def _observations(observations: Mapping[str, Mapping[str, str]], entries: Sequence[Mapping[str, Any]]) -> str:
+def _observations(observations: Mapping[str, Mapping[str, str]], entries: Sequence[Mapping[str, Any]],
+                  playbook: Playbook) -> str:
     when: dict[tuple[str, str], str] = {}
     for e in entries:
         if e.get("kind") == "observation":
             when[(str(e.get("phase")), str(e.get("question")))] = str(e.get("ts", ""))
     out = []
-    for phase in PHASES_BY_ID.values():
+    for phase in playbook.phases:
         answers = observations.get(phase.id, {})
         questions = list(phase.questions) + [q for q in answers if q not in phase.questions]
         if not questions:
@@ -343,12 +344,10 @@ def _observations(observations: Mapping[str, Mapping[str, str]], entries: Sequen
     return "\n".join(out).strip()
 
 
-def _open(open_questions: Sequence[tuple[str, str]]) -> str:
+def _open(open_questions: Sequence[tuple[str, str]], playbook: Playbook) -> str:
     if not open_questions:
         return "None: every playbook question was answered."
-    return "\n".join(
-        f"- [ ] {PHASES_BY_ID[p].title if p in PHASES_BY_ID else p}: {q}" for p, q in open_questions
-    )
+    return "\n".join(f"- [ ] {playbook.title_of(p)}: {q}" for p, q in open_questions)
 
 
 def _action_items(items: Sequence[Mapping[str, Any]]) -> str:
@@ -368,11 +367,12 @@ def _improvements(
     observations: Mapping[str, Mapping[str, str]],
     open_questions: Sequence[tuple[str, str]],
     action_items: Sequence[Mapping[str, Any]],
+    playbook: Playbook,
 ) -> str:
     """The playbook's "Improvements from this gameday" list, drafted from what the run found."""
     items: list[str] = []
     for m in metrics:
-        label = _label(m.get("name"))
+        label = _label(m.get("name"), playbook)
         if m.get("status") == "fail":
             items.append(f"Fix: {label} missed its target ({_fmt(m.get('value'))} vs {m.get('comparison', '')} {_fmt(m.get('target'))}).")
         elif m.get("status") == "not_measured":
@@ -386,7 +386,7 @@ def _improvements(
     if open_questions:
         items.append(f"Answer the {len(open_questions)} playbook question(s) left open during the gameday.")
     lines = [f"- [ ] {x}" for x in items] or ["- [ ] (nothing found by the runbook)"]
-    return "\n".join(lines) + "\n\n**Next gameday:** PostgreSQL failover (GAMEDAY-002), date TBD."
+    return "\n".join(lines)
 
 
 def _checklist(entries: Sequence[Mapping[str, Any]]) -> str:

@@ -30,9 +30,9 @@ KINDS = frozenset(
         "phase.finished",  # status: ok | failed | skipped, duration_s
         "check",  # name, ok, detail
         "command",  # command, returncode, duration_s, stdout_tail, stderr_tail, dry_run
-        "partition.requested",
-        "partition.active",  # t0: the confirmed injection
-        "partition.healed",
+        "fault.requested",  # fault (what it does), deadline_seconds, dry_run
+        "fault.active",  # t0: the confirmed injection
+        "fault.healed",  # at, by
         "stop_condition",
         "measurement",  # name, value, unit, evidence
         "observation",  # question, answer

@@ -17,11 +17,14 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from gamedaylib.journal import Journal
-from gamedaylib.playbook import GAMEDAY_ID
+from gamedaylib.observers import RunObserver
+from gamedaylib.secrets import redact_url
+
+if TYPE_CHECKING:
+    from gamedaylib.run import Run
 
 Event = Literal["chaos_start", "heal", "end"]
 EVENTS: tuple[str, ...] = get_args(Event)
@@ -51,7 +54,7 @@ class Notifier:
         journal: Journal | None = None,
         webhook_env: str = "",
         status_page_env: str = "",
-        gameday_id: str = GAMEDAY_ID,
+        gameday_id: str = "",
         timeout: float = 5.0,
     ) -> None:
         self._webhook_url = webhook_url or None
@@ -134,16 +137,33 @@ class Notifier:
             return Delivery(channel, False, exc.code, f"failed to send to {source}: HTTP {exc.code}")
         except (OSError, http.client.HTTPException, ValueError) as exc:  # URLError and timeouts are OSError
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            return Delivery(channel, False, None, f"failed to send to {source}: {_redact(str(reason), url)}")
+            return Delivery(channel, False, None, f"failed to send to {source}: {redact_url(str(reason), url)}")
         ok = 200 <= status < 300
         verb = "sent to" if ok else "failed to send to"
         return Delivery(channel, ok, status, f"{verb} {source}: {status}")
 
 
-def _redact(message: str, url: str) -> str:
-    """Remove the URL and its parts (host, path, query) from an error message."""
-    parts = urlsplit(url)
-    for secret in sorted({url, parts.netloc, parts.hostname or "", parts.path, parts.query}, key=len, reverse=True):
-        if secret and len(secret) > 1:
-            message = message.replace(secret, "<redacted>")
-    return message
+class Notifications(RunObserver):
+    """The run's observer that posts at chaos start, heal and end (the playbook's communication)."""
+
+    def __init__(self, notifier: Notifier) -> None:
+        self.notifier = notifier
+
+    @classmethod
+    def for_run(cls, params: Any, journal: Journal) -> Notifications:
+        return cls(Notifier.from_env(params.notify_webhook_env, params.status_page_webhook_env, params.run_id,
+                                     journal=journal, gameday_id=params.gameday_id))
+
+    def fault_injected(self, run: Run, t0: datetime) -> None:
+        self.notifier.send("chaos_start", run.current_phase,
+                           f"chaos started: {run.fault.description}, in force at T+0 = "
+                           f"{t0.isoformat(timespec='seconds')} (ends by itself within its deadline)")
+
+    def fault_healed(self, run: Run, at: datetime, by: str) -> None:
+        self.notifier.send("heal", run.current_phase, f"{run.scenario.fault_word} ended at "
+                           f"{at.isoformat(timespec='seconds')} ({run.clock.offset(at)}, {by}); watching recovery")
+
+    def run_finished(self, run: Run, scorecard: dict[str, Any]) -> None:
+        reason = f" ({scorecard['reason']})" if scorecard.get("reason") else ""
+        self.notifier.send("end", next(reversed(run.results), None),
+                           f"gameday finished: verdict {scorecard['verdict']}{reason}")

@@ -1,10 +1,16 @@
 """The scorecard: each success metric measured, judged against its target, and the run's verdict.
 
 Statuses are ``pass``, ``fail`` or ``not_measured`` (a probe failed; ``evidence`` says why, never
-``pass``). Verdict: ``aborted`` when the run did not reach its end; else ``fail`` when any metric
-fails or a metric in ``required_metrics`` is not measured; else ``pass``.
+``pass``). The verdict, as a scheduler acts on it:
+
+- ``aborted`` (exit 2): the run could not judge the system: it did not reach its end (invalid
+  parameters, failed pre-flight, interrupted, tool error) or it lost sight of what it measures;
+- ``fail`` (exit 1): the system missed a target: a metric failed, a required metric could not be
+  measured, or a stop condition fired because of what the system did (``stopped_by``);
+- ``pass`` (exit 0) otherwise.
+
 ``scorecard.json`` follows DESIGN.md's schema, with ``required``, ``unit``, ``label``, ``reason``,
-``targets`` and ``profile`` added.
+``targets``, ``stopped_by`` and ``profile`` added.
 """
 
 from __future__ import annotations
@@ -12,12 +18,11 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gamedaylib.playbook import METRIC_NAMES, PLAYBOOK_METRIC_LABELS
 
 STATUSES: tuple[str, ...] = ("pass", "fail", "not_measured")
 VERDICTS: tuple[str, ...] = ("pass", "fail", "aborted")
@@ -47,6 +52,7 @@ class Metric:
     evidence: str
     unit: str = ""
     required: bool = False
+    label: str = ""
 
     @classmethod
     def judged(
@@ -65,16 +71,20 @@ class Metric:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["label"] = PLAYBOOK_METRIC_LABELS.get(self.name, self.name)
+        d["label"] = self.label or self.name
         if self.status == "not_measured":
             d["reason"] = self.evidence.removeprefix("not measured: ")
         return d
 
 
-def verdict(metrics: Iterable[Metric], *, completed: bool, required: Iterable[str] = ()) -> str:
-    """``aborted`` unless completed; ``fail`` on any failed metric or unmeasured required one."""
-    if not completed:
+def verdict(metrics: Iterable[Metric], *, completed: bool, required: Iterable[str] = (),
+            stopped_by: Mapping[str, Any] | None = None) -> str:
+    """``aborted`` unless completed (or stopped blind); ``fail`` on a stop condition the system fired,
+    a failed metric or an unmeasured required one; else ``pass``."""
+    if not completed or (stopped_by is not None and stopped_by.get("blind")):
         return "aborted"
+    if stopped_by is not None:
+        return "fail"
     required_set = set(required)
     for m in metrics:
         if m.status == "fail" or (m.status == "not_measured" and m.name in required_set):
@@ -93,7 +103,9 @@ class Scorecard:
     completed: bool = False
     metrics: list[Metric] = field(default_factory=list)
     required_metrics: list[str] = field(default_factory=list)
-    events: dict[str, int] = field(
+    metric_names: tuple[str, ...] = ()  # the playbook's order
+    labels: dict[str, str] = field(default_factory=dict)  # the playbook's labels
+    events: dict[str, Any] = field(
         default_factory=lambda: {
             "canaries_sent": 0,
             "canaries_stored": 0,
@@ -102,15 +114,22 @@ class Scorecard:
         }
     )
     targets: dict[str, float] = field(default_factory=dict)
-    reason: str = ""  # why the run was aborted, or that it was a dry run
+    reason: str = ""  # why the run was aborted or stopped, or that it was a dry run
+    stopped_by: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def set_metric(self, metric: Metric) -> Metric:
-        """Add or replace a metric (the last measurement wins); marks required ones."""
+        """Add or replace a metric (the last measurement wins); marks required ones, labels it."""
+        changes: dict[str, Any] = {}
         if metric.name in self.required_metrics and not metric.required:
-            metric = Metric(**{**asdict(metric), "required": True})
+            changes["required"] = True
+        if not metric.label and metric.name in self.labels:
+            changes["label"] = self.labels[metric.name]
+        if changes:
+            metric = Metric(**{**asdict(metric), **changes})
+        order = list(self.metric_names)
         self.metrics = [m for m in self.metrics if m.name != metric.name] + [metric]
-        self.metrics.sort(key=lambda m: METRIC_NAMES.index(m.name) if m.name in METRIC_NAMES else 99)
+        self.metrics.sort(key=lambda m: order.index(m.name) if m.name in order else len(order))
         return metric
 
     def metric(self, name: str) -> Metric | None:
@@ -118,14 +137,15 @@ class Scorecard:
 
     def fill_missing(self, reason: str = "the run did not reach this measurement") -> None:
         """Every metric of the playbook appears; those never measured say why."""
-        for name in METRIC_NAMES:
+        for name in self.metric_names:
             if self.metric(name) is None:
                 target = self.targets.get(name, 0)
                 self.set_metric(Metric.not_measured(name, target, reason))
 
     @property
     def verdict(self) -> str:
-        return verdict(self.metrics, completed=self.completed, required=self.required_metrics)
+        return verdict(self.metrics, completed=self.completed, required=self.required_metrics,
+                       stopped_by=self.stopped_by)
 
     def as_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -140,6 +160,7 @@ class Scorecard:
             "events": dict(self.events),
             "required_metrics": list(self.required_metrics),
             "targets": dict(self.targets),
+            "stopped_by": self.stopped_by,
         }
         if self.reason:
             d["reason"] = self.reason
@@ -203,11 +224,11 @@ def table_markdown(metrics: Iterable[Metric]) -> str:
     """The playbook's success-metrics table, filled."""
     rows = ["| Metric | Target | Result | Status | Evidence |", "|---|---|---|---|---|"]
     for m in metrics:
-        label = PLAYBOOK_METRIC_LABELS.get(m.name, m.name)
         result = "—" if m.value is None else f"{_fmt(m.value)} {m.unit}".strip()
         status = {"pass": "✔ Pass", "fail": "✘ Fail", "not_measured": "– Not measured"}[m.status]
         evidence = m.evidence.replace("|", "\\|").replace("\n", " ")
-        rows.append(f"| {label} | {m.comparison} {_fmt(m.target)} {m.unit} | {result} | {status} | {evidence} |")
+        rows.append(f"| {m.label or m.name} | {m.comparison} {_fmt(m.target)} {m.unit} | {result} | {status} | "
+                    f"{evidence} |")
     return "\n".join(rows)
 
 

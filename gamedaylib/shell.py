@@ -15,7 +15,7 @@ from typing import Protocol
 
 from gamedaylib.exceptions import CommandFailed
 from gamedaylib.journal import Journal
-from gamedaylib.parameters import redact_text
+from gamedaylib.secrets import redact_text
 
 TAIL = 4000
 

@@ -220,9 +220,3 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         help=f"heal by itself after SECONDS (default {DEFAULT_PARTITION_SECONDS:g})",
     )
     part.set_defaults(handler=_cmd_partition)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from gamedaylib.cli import main
-
-    sys.exit(main(["lab", *sys.argv[1:]]))

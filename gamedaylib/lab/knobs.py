@@ -1,129 +1,98 @@
-"""Lab knobs: the switches that stage real flaws in the lab (DESIGN.md "Lab knobs").
+"""Lab knobs: the switches that shape the lab and stage real flaws in it (DESIGN.md "Lab knobs").
 
-Public API:
+Each knob is declared once, here, as a typed parameter (``gamedaylib.parameters.param``): the
+gamedays' parameters include these classes, ``gameday lab up -p lab_NAME=VALUE`` and the supervisor
+check them with the same rules. Defaults make a healthy, production-shaped system.
 
-- ``DEFAULT_KNOBS``: the healthy system.
-- ``validate_knobs(knobs) -> dict``: the defaults overlaid with ``knobs``, coerced and checked.
-  Strings as they come from ``-p NAME=VALUE`` are accepted ("true", "5", "2.5"). Raises
-  ``InvalidParameters`` naming every bad knob (unknown name, wrong type, rate or capacity not
-  positive, value outside its enum).
+- ``LabKnobs``: every lab (the GAMEDAY-001 stack: NATS cluster, gateway and reporting replicas,
+  simulated users, the partition proxy).
+- ``validate_knobs(knobs) -> dict``: the defaults overlaid with ``knobs``, checked (raises
+  ``InvalidParameters`` naming every bad knob).
 - ``events_ddl(knobs) -> str``: the SQL that creates the ``events`` table (``gamedaylib/sql/events.sql``)
-  for these knobs; the supervisor runs it once against the lab's database. With
-  ``lab_idempotency=False`` the index on ``idempotency_key`` is not unique, so the consumer's plain
-  INSERT stores duplicates.
+  for these knobs. With ``lab_idempotency=False`` the index on ``idempotency_key`` is not unique, so
+  the consumer's plain INSERT stores duplicates.
 
 Knobs are fixed when a lab starts; services read them from ``config.json``.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from gamedaylib.exceptions import InvalidParameters, LabError
-
-DEFAULT_KNOBS: dict[str, Any] = {
-    "lab_event_rate": 5.0,
-    "lab_buffer_capacity": 10000,
-    "lab_overflow": "reject",
-    "lab_retry": True,
-    "lab_idempotency": True,
-    "lab_partition_mode": "blackhole",
-}
+from gamedaylib.parameters import as_dict, check_bool, check_int, check_values, choice, number_param, param
 
 OVERFLOW_MODES = ("reject", "drop")
 PARTITION_MODES = ("blackhole", "reset")
 
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-
 _UNIQUE_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS events_idempotency_key_idx"
 _PLAIN_INDEX = "CREATE INDEX IF NOT EXISTS events_idempotency_key_idx"
+_SECTION = "Lab"
 
 
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise ValueError(f"expected true or false, got {value!r}")
+@dataclass(frozen=True, kw_only=True)
+class LabKnobs:
+    """The lab's shape and its staged flaws."""
+
+    lab_event_rate: float = number_param(5.0, "simulated user events per second", limit=(0.01, 10_000.0),
+                                         section=_SECTION)
+    lab_buffer_capacity: int = param(10000, "events each gateway replica holds while NATS is unreachable",
+                                     type="int", check=check_int, limit=(1, 10_000_000), section=_SECTION)
+    lab_overflow: str = param("reject", "full buffer: reject (503) | drop (oldest silently lost)", type="str",
+                              check=choice(*OVERFLOW_MODES), section=_SECTION)
+    lab_retry: bool = param(True, "false: a failed publish is not retried", type="bool", check=check_bool,
+                            section=_SECTION)
+    lab_idempotency: bool = param(True, "false: no Nats-Msg-Id and no unique key in the consumer", type="bool",
+                                  check=check_bool, section=_SECTION)
+    lab_partition_mode: str = param("blackhole", "blackhole (bytes dropped, like iptables DROP) | reset",
+                                    type="str", check=choice(*PARTITION_MODES), section=_SECTION)
+    lab_nats_nodes: int = param(3, "NATS cluster size (1 means a single server)", type="int", check=check_int,
+                                limit=(1, 5), section=_SECTION)
+    lab_service_replicas: int = param(2, "processes of api-gateway and of reporting", type="int",
+                                      check=check_int, limit=(1, 4), section=_SECTION)
 
 
-def _as_positive_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"expected a number, got {value!r}") from exc
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError(f"must be a positive number, got {value!r}")
-    return number
+DEFAULT_KNOBS: dict[str, Any] = as_dict(LabKnobs())
 
 
-def _as_positive_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"expected an integer, got {value!r}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"expected an integer, got {value!r}")
-        value = int(value)
-    if isinstance(value, str):
-        try:
-            value = int(value.strip())
-        except ValueError as exc:
-            raise ValueError(f"expected an integer, got {value!r}") from exc
-    if not isinstance(value, int):
-        raise ValueError(f"expected an integer, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"must be a positive integer, got {value!r}")
-    return value
+def knob_names(cls: type[LabKnobs] = LabKnobs) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def _as_choice(choices: tuple[str, ...]) -> Any:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or value.strip().lower() not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return value.strip().lower()
-
-    return check
+def validate_knobs(knobs: Mapping[str, Any] | None = None, cls: type[LabKnobs] = LabKnobs) -> dict[str, Any]:
+    """The effective knobs (defaults overlaid with ``knobs``), or ``InvalidParameters`` naming each
+    unknown or wrong knob."""
+    return check_values(cls, dict(knobs or {}))
 
 
-_COERCE = {
-    "lab_event_rate": _as_positive_float,
-    "lab_buffer_capacity": _as_positive_int,
-    "lab_overflow": _as_choice(OVERFLOW_MODES),
-    "lab_retry": _as_bool,
-    "lab_idempotency": _as_bool,
-    "lab_partition_mode": _as_choice(PARTITION_MODES),
-}
+def knobs_of(params: Any, cls: type[LabKnobs] = LabKnobs) -> dict[str, Any]:
+    """The lab knobs a gameday's parameters carry (what a lab it starts is started with)."""
+    return {name: getattr(params, name) for name in knob_names(cls) if hasattr(params, name)}
 
 
-def validate_knobs(knobs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Return the effective knobs (defaults overlaid with ``knobs``), or raise ``InvalidParameters``."""
-    knobs = dict(knobs or {})
-    problems: dict[str, str] = {}
-    effective = dict(DEFAULT_KNOBS)
-    for name, value in knobs.items():
-        coerce = _COERCE.get(name)
-        if coerce is None:
-            problems[name] = f"unknown lab knob (known: {', '.join(DEFAULT_KNOBS)})"
-            continue
-        try:
-            effective[name] = coerce(value)
-        except ValueError as exc:
-            problems[name] = str(exc)
+def check_knobs(wanted: Mapping[str, Any], running: Mapping[str, Any]) -> None:
+    """Refuse knobs that differ from those the running lab was started with, naming each."""
+    problems = {
+        name: f"the running lab has {name}={running.get(name)!r}, this run asks for {value!r} "
+        "(stop it with `gameday lab down` or use the same knobs)"
+        for name, value in wanted.items()
+        if name in running and _norm(running[name]) != _norm(value)
+    }
     if problems:
         raise InvalidParameters(problems)
-    return effective
 
 
-def events_ddl(knobs: dict[str, Any] | None = None) -> str:
+def _norm(value: Any) -> Any:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def events_ddl(knobs: Mapping[str, Any] | None = None) -> str:
     """The ``events`` table DDL for these knobs (unique key index only with ``lab_idempotency``)."""
-    effective = validate_knobs(knobs)
+    effective = validate_knobs({k: v for k, v in (knobs or {}).items() if k in DEFAULT_KNOBS})
     sql = resources.files("gamedaylib").joinpath("sql/events.sql").read_text(encoding="utf-8")
     if _UNIQUE_INDEX not in sql:
         raise LabError("gamedaylib/sql/events.sql lost its idempotency_key index")

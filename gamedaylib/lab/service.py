@@ -29,7 +29,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_cr
 
 from gamedaylib.exceptions import LabError
 from gamedaylib.lab.knobs import validate_knobs
-from gamedaylib.playbook import CONSUMER_NAME, STREAM_NAME
 
 STREAM_SUBJECTS = ["events.>"]
 DUPLICATE_WINDOW_MARGIN_SECONDS = 3600.0  # beyond the longest partition the lab allows
@@ -37,6 +36,9 @@ DUPLICATE_WINDOW_MARGIN_SECONDS = 3600.0  # beyond the longest partition the lab
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 log = logging.getLogger("gamedaylib.lab")
+
+STREAM_NAME = "EVENTS"  # the stream every gateway publishes to
+CONSUMER_NAME = "reporting"  # the durable pull consumer the reporting replicas share
 
 __all__ = [
     "CONSUMER_NAME",

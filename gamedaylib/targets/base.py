@@ -30,14 +30,18 @@ class Endpoints:
 
     ingest_url: str | None = None  # POST {"type","idempotency_key","payload"} here (gateway /v1/events)
     stream_url: str | None = None  # the Corp Cockpit SSE stream
-    nats_monitor_url: str | None = None  # nats-server monitoring (/jsz, /healthz)
+    nats_monitor_url: str | None = None  # one nats-server's monitoring (/jsz, /healthz)
+    nats_monitor_urls: tuple[str, ...] = ()  # every server's: the lag is read from the consumer leader
+    nats_account: str = "$G"
     prometheus_url: str | None = None
+    prometheus_selectors: dict[str, str] = field(default_factory=dict)  # service -> PromQL label matchers
     alertmanager_url: str | None = None
     events_dsn: str | None = None
-    service_metrics: dict[str, str] = field(default_factory=dict)  # service -> its /metrics URL
+    service_metrics: dict[str, tuple[str, ...]] = field(default_factory=dict)  # service -> every replica's /metrics
     stream_name: str = "EVENTS"
     consumer_name: str = "reporting"
     dashboards: dict[str, str] = field(default_factory=dict)
+    namespace: str = ""  # the cluster namespace (alerts of other environments are filtered out)
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,32 @@ class GroundTruth:
     errors: int  # any other non-2xx, or no answer
     dropped_total: int  # gateway's events_dropped_total
     stored_keys: dict[str, int]  # idempotency_key -> rows in events
+
+
+@runtime_checkable
+class Fault(Protocol):
+    """One fault a gameday injects, with a deadline after which it ends by itself (whatever happens
+    to the runbook). ``heal`` is safe to call twice and after any failure."""
+
+    description: str  # what it does, in words ("the services cut off from every NATS server")
+
+    def preflight(self) -> list[Check]:
+        """Can the fault be applied (and healed)? Changes nothing (a server-side dry run at most)."""
+        ...
+
+    def inject(self, *, deadline_seconds: float) -> datetime:
+        """Apply the fault, wait until it is confirmed, return that moment (T+0). InjectionFailed."""
+        ...
+
+    def heal(self) -> datetime | None:
+        """End the fault and confirm it ended; when (None when nothing was in force). HealFailed."""
+        ...
+
+    def status(self) -> FaultStatus: ...
+
+    def manifest(self) -> str:
+        """What would be applied, for a dry run and the archive (secrets masked by the caller)."""
+        ...
 
 
 @runtime_checkable

@@ -44,9 +44,11 @@ from gamedaylib.exceptions import (
     ProbeError,
     TargetError,
 )
-from gamedaylib.playbook import CONSUMER_NAME, GAMEDAY_ID, STREAM_NAME
-from gamedaylib.safety import DEFAULT_PRODUCTION_PATTERNS, guard_production
-from gamedaylib.targets.base import Check, Endpoints, GroundTruth
+from gamedaylib.guard import guard_production
+from gamedaylib.parameters import DEFAULT_PRODUCTION_PATTERNS
+from gamedaylib.targets.base import Check, Endpoints, FaultStatus, GroundTruth
+
+GAMEDAY_ID = "GAMEDAY-001"
 
 T = TypeVar("T")
 
@@ -182,13 +184,15 @@ class KubernetesTarget:
             ingest_url=params.get("ingest_url") or None,
             stream_url=params.get("stream_url") or None,
             nats_monitor_url=params.get("nats_monitor_url") or None,
+            nats_monitor_urls=tuple(params.get("nats_monitor_urls") or ()),
+            nats_account=str(params.get("nats_account") or "$G"),
             prometheus_url=params.get("prometheus_url") or None,
+            prometheus_selectors=dict(params.get("prometheus_selectors") or {}),
             alertmanager_url=params.get("alertmanager_url") or None,
             events_dsn=os.environ.get(dsn_env) or None,
-            service_metrics=dict(params.get("service_metrics") or {}),
-            stream_name=STREAM_NAME,
-            consumer_name=CONSUMER_NAME,
+            service_metrics={k: (v,) for k, v in (params.get("service_metrics") or {}).items()},
             dashboards=dict(params.get("dashboards") or {}),
+            namespace=str(params.get("namespace") or ""),
         )
         planned = float(params.get("partition_seconds") or 0) + float(
             params.get("partition_safety_margin_seconds") or 0
@@ -665,6 +669,17 @@ class KubernetesTarget:
             return False
         obj = self._get_chaos(TargetError)
         return obj is not None and is_injected(obj)
+
+    def fault_status(self) -> FaultStatus:
+        """Whether the NetworkChaos is in force (AllInjected with desiredPhase Run)."""
+        if self.settings.dry_run:
+            return FaultStatus(False, None, None, "dry run")
+        obj = self._get_chaos(TargetError)
+        if obj is None:
+            return FaultStatus(False, "deleted outside the runbook" if self._created else None)
+        if is_injected(obj):
+            return FaultStatus(True)
+        return FaultStatus(False, f"desiredPhase {desired_phase(obj)}" if self._created else None)
 
     def service_logs(self, service: str, *, since: datetime | None = None) -> list[str]:
         """Log lines of every pod of ``service`` (``read_namespaced_pod_log``), pod by pod."""

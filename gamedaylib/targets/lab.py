@@ -1,17 +1,18 @@
-"""The embedded lab behind the ``Target`` protocol.
+"""The embedded lab behind the ``Target`` protocol, and its partition fault.
 
 ``LabTarget`` uses a lab already running at ``lab_dir`` (and leaves it running) or starts its own
 (and stops it in ``close()``). Knobs that differ from those of the running lab are refused with
-``InvalidParameters`` naming the knob. An explicit ``nats_monitor_url`` parameter wins over the lab's
-own monitoring URL (pre-flight and every probe then read NATS through it). ``inject`` cuts the proxy
-with a deadline and reads its status back; T+0 is when the proxy reports the cut active. ``heal``
-heals and confirms.
+``InvalidParameters`` naming the knob. An explicit ``nats_monitor_url(s)`` parameter wins over the
+lab's own monitoring URLs (pre-flight and every reading then read NATS through it).
+
+``LabPartition`` cuts the services off every NATS node through the lab's partition proxy, with a
+deadline after which the proxy heals by itself; T+0 is when the proxy reports the cut in force.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,45 +20,34 @@ from typing import Any
 from gamedaylib.clock import parse_time, utcnow
 from gamedaylib.exceptions import HealFailed, InjectionFailed, InvalidParameters, LabError, ProbeError
 from gamedaylib.lab import processes as proc
-from gamedaylib.lab.knobs import DEFAULT_KNOBS
+from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.knobs import check_knobs
 from gamedaylib.lab.truth import read_answers
 from gamedaylib.probes import http_request
-from gamedaylib.targets.base import Check, Endpoints, GroundTruth
+from gamedaylib.targets.base import Check, Endpoints, FaultStatus, GroundTruth
+
+__all__ = ["LabPartition", "LabTarget"]
 
 CONFIRM_SECONDS = 10.0
 MONITORING = ("prometheus", "alertmanager")  # down = the alerting metrics are not measured, no reason to stop
 SETTLE_SECONDS = 5.0
 
 
-def lab_knobs(params: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: params[name] for name in DEFAULT_KNOBS if name in params}
-
-
-def check_knobs(wanted: Mapping[str, Any], running: Mapping[str, Any]) -> None:
-    """Refuse knobs that differ from those the running lab was started with."""
-    problems = {
-        name: f"the running lab has {name}={running.get(name)!r}, this run asks for {value!r} "
-        "(stop it with `gameday lab down` or use the same knobs)"
-        for name, value in wanted.items()
-        if name in running and _norm(running[name]) != _norm(value)
-    }
-    if problems:
-        raise InvalidParameters(problems)
-
-
-def _norm(value: Any) -> Any:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+def _urls(state: Mapping[str, Any], plural: str, singular: str) -> tuple[str, ...]:
+    many = state.get(plural)
+    if isinstance(many, list) and many:
+        return tuple(str(u) for u in many)
+    one = state.get(singular)
+    return (str(one),) if one else ()
 
 
 class LabTarget:
     name = "lab"
 
     def __init__(self, lab_dir: str | Path, knobs: Mapping[str, Any] | None = None, *, start: bool = True,
-                 nats_monitor_url: str | None = None) -> None:
-        from gamedaylib.lab.supervisor import Lab
-
+                 nats_monitor_urls: Sequence[str] = ()) -> None:
         self.lab_dir = Path(lab_dir).resolve()
-        self.nats_monitor_url = nats_monitor_url or None  # explicit parameter: wins over the lab's own
+        self.nats_monitor_urls = tuple(nats_monitor_urls)  # explicit parameter: wins over the lab's own
         self.lab = Lab(self.lab_dir)
         self.knobs = dict(knobs or {})
         self.started_here = False
@@ -72,24 +62,21 @@ class LabTarget:
         self._closed = False
         self.since = utcnow()  # ground truth counts the answers of this run only
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> LabTarget:
-        return cls(params["lab_dir"], lab_knobs(params), nats_monitor_url=params.get("nats_monitor_url") or None)
-
     @property
     def endpoints(self) -> Endpoints:
         s = self.state
-        metrics = {"api-gateway": s["gateway_metrics_url"], "reporting": s["reporting_metrics_url"]}
-        if s.get("exporter_metrics_url"):
-            metrics["nats-exporter"] = s["exporter_metrics_url"]
+        monitors = self.nats_monitor_urls or _urls(s, "nats_monitor_urls", "nats_monitor_url")
+        metrics = {"api-gateway": _urls(s, "gateway_metrics_urls", "gateway_metrics_url"),
+                   "reporting": _urls(s, "reporting_metrics_urls", "reporting_metrics_url")}
         return Endpoints(
             ingest_url=s["gateway_url"].rstrip("/") + "/v1/events",
             stream_url=s["gateway_url"].rstrip("/") + "/v1/metrics/stream",
-            nats_monitor_url=self.nats_monitor_url or s.get("nats_monitor_url"),
+            nats_monitor_url=monitors[0] if monitors else None,
+            nats_monitor_urls=monitors,
             prometheus_url=s.get("prometheus_url"),
             alertmanager_url=s.get("alertmanager_url"),
             events_dsn=s.get("events_dsn"),
-            service_metrics=metrics,
+            service_metrics={k: v for k, v in metrics.items() if v},
         )
 
     def preflight(self) -> list[Check]:
@@ -98,12 +85,12 @@ class LabTarget:
         checks.append(Check("lab up", bool(status.get("up")), str(self.lab_dir)))
         for name, info in sorted((status.get("processes") or {}).items()):
             checks.append(Check(f"process {name} running", bool(info.get("alive")), f"pid {info.get('pid')}",
-                                fatal=name not in MONITORING))
-        for service, url in (
-            ("api-gateway", status.get("gateway_url")),
-            ("reporting", _base(status.get("reporting_metrics_url"))),
-            ("nats", self.nats_monitor_url or status.get("nats_monitor_url")),
-        ):
+                                fatal=not name.startswith(MONITORING)))
+        health = [("api-gateway", status.get("gateway_url"))]
+        health += [(f"reporting {i}", _base(u)) for i, u in enumerate(_urls(status, "reporting_metrics_urls",
+                                                                             "reporting_metrics_url"), 1)]
+        health += [(f"nats {i}", u) for i, u in enumerate(self.endpoints.nats_monitor_urls, 1)]
+        for service, url in health:
             if not url:
                 checks.append(Check(f"{service} healthy", False, "no URL"))
                 continue
@@ -112,59 +99,24 @@ class LabTarget:
                 checks.append(Check(f"{service} healthy", answer.status == 200, f"/healthz → {answer.status}"))
             except ProbeError as exc:
                 checks.append(Check(f"{service} healthy", False, exc.reason))
-        active = status.get("partition_active")
-        checks.append(Check("no partition active", active is False, f"partition_active={active}"))
         return checks
 
-    def inject(self, *, duration_seconds: float) -> datetime:
-        try:
-            answer = self.lab.partition(True, duration_seconds)
-        except (LabError, InvalidParameters) as exc:
-            raise InjectionFailed(f"the lab proxy refused the cut: {exc}") from exc
-        answer = self._await_partition(answer, active=True)
-        if not answer.get("active"):
-            raise InjectionFailed(f"the proxy did not report the partition active: {answer}")
-        return utcnow()
-
-    def _await_partition(self, answer: dict[str, Any], *, active: bool) -> dict[str, Any]:
-        """Re-read the proxy's status until it reports ``active`` or ``CONFIRM_SECONDS`` pass; the last
-        status read."""
-        deadline = time.monotonic() + CONFIRM_SECONDS
-        while bool(answer.get("active")) != active and time.monotonic() <= deadline:
-            time.sleep(0.1)
-            answer = self._proxy_status()
-        return answer
-
-    def _proxy_status(self) -> dict[str, Any]:
+    def proxy_status(self) -> dict[str, Any]:
         return proc.http_json(self.state["proxy_control_url"].rstrip("/") + "/partition", timeout=2.0)
 
-    def heal(self) -> datetime | None:
-        try:
-            if not self.lab.is_up():
-                return None
-            before = self._proxy_status()
-            if not before.get("active"):
-                return None
-            answer = self._await_partition(self.lab.partition(False), active=False)
-            if answer.get("active"):
-                raise HealFailed(f"the proxy still reports the partition active: {answer}")
-        except LabError as exc:
-            raise HealFailed(f"could not heal the lab partition: {exc}") from exc
-        return utcnow()
-
-    def partition_active(self) -> bool:
-        try:
-            return bool(self._proxy_status().get("active"))
-        except LabError:
-            return False
-
     def service_logs(self, service: str, *, since: datetime | None = None) -> list[str]:
+        """Every replica's log lines of ``service`` (``api-gateway``, ``reporting``)."""
         name = {"api-gateway": "gateway"}.get(service, service)
-        path = self.lab_dir / "logs" / f"{name}.log"
-        try:
-            return path.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError as exc:
-            raise LabError(f"cannot read {path}: {exc}") from exc
+        paths = sorted((self.lab_dir / "logs").glob(f"{name}*.log"))
+        if not paths:
+            raise LabError(f"no log of {service} in {self.lab_dir / 'logs'}")
+        lines: list[str] = []
+        for path in paths:
+            try:
+                lines += path.read_text(encoding="utf-8", errors="replace").splitlines()
+            except OSError as exc:
+                raise LabError(f"cannot read {path}: {exc}") from exc
+        return lines
 
     def ground_truth(self) -> GroundTruth | None:
         from gamedaylib.probes.events import EventsStore
@@ -177,19 +129,18 @@ class LabTarget:
         rejected = sum(1 for a in answers if a.get("status") == 503)
         errors = sum(1 for a in answers if a.get("status") not in (202, 503))
         dropped = 0
-        try:
-            dropped = int(scrape(self.state["gateway_metrics_url"]).value("events_dropped_total") or 0)
-        except ProbeError:
-            dropped = -1
+        for url in self.endpoints.service_metrics.get("api-gateway", ()):
+            try:
+                dropped += int(scrape(url).value("events_dropped_total") or 0)
+            except ProbeError:
+                continue  # a dead replica: its drops are in the truth's loss, not in this counter
         store = EventsStore(self.state["events_dsn"])
         try:
             info = store.lookup_keys(sorted(accepted)) if accepted else {}
         finally:
             store.close()
-        return GroundTruth(
-            accepted_keys=accepted, rejected=rejected, errors=errors, dropped_total=dropped,
-            stored_keys={k: v.count for k, v in info.items()},
-        )
+        return GroundTruth(accepted_keys=accepted, rejected=rejected, errors=errors, dropped_total=dropped,
+                           stored_keys={k: v.count for k, v in info.items()})
 
     def close(self) -> None:
         if self._closed:
@@ -197,6 +148,80 @@ class LabTarget:
         self._closed = True
         if self.started_here:
             self.lab.down()
+
+
+class LabPartition:
+    """The services cut off every NATS node by the lab's partition proxy (blackhole or reset)."""
+
+    description = "the services (api-gateway, reporting) cut off from every NATS server"
+
+    def __init__(self, target: LabTarget) -> None:
+        self.target = target
+        self._heals_at: datetime | None = None
+        self._injected = False
+
+    def preflight(self) -> list[Check]:
+        try:
+            status = self.target.proxy_status()
+        except LabError as exc:
+            return [Check("partition proxy answers", False, str(exc))]
+        active = bool(status.get("active"))
+        return [Check("no partition in force", not active, f"partition proxy: active={active}")]
+
+    def manifest(self) -> str:
+        mode = (self.target.state.get("knobs") or {}).get("lab_partition_mode", "blackhole")
+        return f"POST {self.target.state['proxy_control_url']}/partition {{\"active\": true, \"mode\": \"{mode}\"}}"
+
+    def inject(self, *, deadline_seconds: float) -> datetime:
+        try:
+            answer = self.target.lab.partition(True, deadline_seconds)
+        except (LabError, InvalidParameters) as exc:
+            raise InjectionFailed(f"the lab proxy refused the cut: {exc}") from exc
+        answer = self._await(answer, active=True)
+        if not answer.get("active"):
+            raise InjectionFailed(f"the proxy did not report the partition active: {answer}")
+        self._injected = True
+        self._heals_at = _time(answer.get("deadline"))
+        return utcnow()
+
+    def _await(self, answer: dict[str, Any], *, active: bool) -> dict[str, Any]:
+        """Re-read the proxy's status until it reports ``active`` or ``CONFIRM_SECONDS`` pass."""
+        deadline = time.monotonic() + CONFIRM_SECONDS
+        while bool(answer.get("active")) != active and time.monotonic() <= deadline:
+            time.sleep(0.1)
+            answer = self.target.proxy_status()
+        return answer
+
+    def heal(self) -> datetime | None:
+        try:
+            if not self.target.lab.is_up():
+                return None
+            if not self.target.proxy_status().get("active"):
+                return None
+            answer = self._await(self.target.lab.partition(False), active=False)
+            if answer.get("active"):
+                raise HealFailed(f"the proxy still reports the partition active: {answer}")
+        except LabError as exc:
+            raise HealFailed(f"could not heal the lab partition: {exc}") from exc
+        return utcnow()
+
+    def status(self) -> FaultStatus:
+        try:
+            status = self.target.proxy_status()
+        except LabError as exc:
+            return FaultStatus(False, None, None, f"partition proxy unreadable: {exc}")
+        if status.get("active"):
+            return FaultStatus(True, detail=f"since {status.get('since')}, heals by itself at {status.get('deadline')}")
+        if self._injected and self._heals_at is not None and utcnow() >= self._heals_at:
+            return FaultStatus(False, "the lab proxy's deadline passed", self._heals_at, str(status))
+        return FaultStatus(False, "healed outside the runbook" if self._injected else None, None, str(status))
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return parse_time(value) if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _base(url: str | None) -> str | None:
