@@ -21,7 +21,9 @@ TARGET_MS = 200.0
 
 
 def measure(dsn: str, rows: int, report: common.Report, *, repeat: int = 5) -> None:
-    from gamedaylib.playbook import CRITICAL_EVENT_TYPES  # noqa: PLC0415
+    from gamedaylib.gamedays.nats_partition.playbook import PLAYBOOK  # noqa: PLC0415
+
+    CRITICAL_EVENT_TYPES = PLAYBOOK.critical_event_types
     from gamedaylib.probes.events import EventsStore  # noqa: PLC0415
 
     store = EventsStore(dsn)

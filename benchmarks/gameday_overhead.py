@@ -45,29 +45,28 @@ def empty_notebook_seconds(work: Path) -> float:
 
 def scenario_wait_seconds(journal: list[dict]) -> float:
     """T+0 → heal, plus the replay phase (waiting for recovery) and the alert wait, from the journal."""
-    t0 = next(datetime.fromisoformat(e["t0"]) for e in journal if e["kind"] == "partition.active")
-    healed = next(datetime.fromisoformat(e["at"]) for e in journal if e["kind"] == "partition.healed")
+    t0 = next(datetime.fromisoformat(e["t0"]) for e in journal if e["kind"] == "fault.active")
+    healed = next(datetime.fromisoformat(e["at"]) for e in journal if e["kind"] == "fault.healed")
     durations = {e["phase"]: e.get("duration_s", 0.0) for e in journal if e["kind"] == "phase.finished"}
     return (healed - t0).total_seconds() + durations.get("replay", 0.0) + durations.get("incident_response", 0.0)
 
 
 def sampler_tick_seconds(state: dict, n: int = 20) -> list[float]:
-    from gamedaylib.sampler import lab_sample_fn
-    from gamedaylib.targets.lab import LabTarget
+    """One reading of the running lab, as the runbook's sampler takes it each tick."""
+    from gamedaylib.readings import PipelineReader
+    from gamedaylib.targets.lab import LabPartition, LabTarget
 
     target = LabTarget(state["lab_dir"], start=False)
-    fn = lab_sample_fn(target.endpoints, canary_sender=None, target=target)
+    reader = PipelineReader(target.endpoints, fault_status=LabPartition(target).status)
     times = []
     try:
         for _ in range(n):
             start = time.perf_counter()
-            fn()
+            reader.read()
             times.append(time.perf_counter() - start)
             time.sleep(0.05)
     finally:
-        closer = getattr(fn, "close", None)
-        if callable(closer):
-            closer()
+        reader.close()
     return times
 
 

@@ -1,4 +1,4 @@
-"""Cost of one sampler tick against real endpoints, and memory per row.
+"""Cost of one sampler tick (one reading of the whole pipeline) against real endpoints, and memory per row.
 
 Usage:
     .venv/bin/python benchmarks/sampler_tick.py [--ticks 200] [--lab-dir .gameday/lab]
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from gamedaylib.probes.nats import NatsMonitor
-from gamedaylib.sampler import LAB_COLUMNS, Sampler, lab_sample_fn
+from gamedaylib.readings import PipelineReader, Reading
+from gamedaylib.sampler import Sampler
 from gamedaylib.targets.base import Endpoints
 
 
@@ -99,7 +100,7 @@ class OwnEndpoints:
             p = _free_port()
             self.servers.append(start_http_server(p, addr="127.0.0.1", registry=registry))
             urls[name] = f"http://127.0.0.1:{p}/metrics"
-        return Endpoints(nats_monitor_url=monitor_url, service_metrics=urls)
+        return Endpoints(nats_monitor_url=monitor_url, service_metrics={k: (v,) for k, v in urls.items()})
 
     def __exit__(self, *exc: object) -> None:
         for server, thread in self.servers:
@@ -111,12 +112,6 @@ class OwnEndpoints:
         self.tmp.cleanup()
 
 
-def _lab_endpoints(lab_dir: str) -> Endpoints:
-    state = json.loads((Path(lab_dir) / "state.json").read_text())
-    metrics = {"api-gateway": state["gateway_metrics_url"], "reporting": state["reporting_metrics_url"]}
-    if state.get("exporter_metrics_url"):
-        metrics["nats-exporter"] = state["exporter_metrics_url"]
-    return Endpoints(nats_monitor_url=state.get("nats_monitor_url"), service_metrics=metrics)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -129,25 +124,39 @@ class _Counts:
         return {"sent": 0, "accepted": 0, "failed": 0}
 
 
-def measure(endpoints: Endpoints, ticks: int, target: Any = None) -> dict[str, Any]:
+class _Full:
+    """A reader whose every input is read (for memory per row)."""
+
+    reading_type = Reading
+
+    def read(self) -> Reading:
+        from gamedaylib.clock import utcnow
+
+        return Reading(utcnow(), **{c: 1.0 for c in Reading.columns() if c != "fault_active"}, fault_active=True)
+
+    def close(self) -> None:
+        return None
+
+
+def measure(endpoints: Endpoints, ticks: int, fault_status: Any = None, interval: float = 1.0) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        fn = lab_sample_fn(endpoints, canary_sender=_Counts(), target=target)
-        sampler = Sampler(fn, 1.0, Path(tmp) / "samples.csv")
+        reader = PipelineReader(endpoints, canaries=_Counts(), fault_status=fault_status)
+        sampler = Sampler(reader, interval, Path(tmp) / "samples.csv")
         sampler.open()  # no background thread: ticks are driven and timed here
-        durations = []
+        durations, cpu = [], []
         for _ in range(5):
             sampler.tick()  # warm-up (connections, thread pool)
         for _ in range(ticks):
-            started = time.perf_counter()
-            row = sampler.tick()
+            started, cpu_started = time.perf_counter(), time.process_time()
+            reading = sampler.tick()
+            cpu.append(time.process_time() - cpu_started)
             durations.append((time.perf_counter() - started) * 1000)
         sampler.stop()
-        missing = [c for c in LAB_COLUMNS if row.get(c) is None]
+        missing = {c: reading.errors.get(c, "") for c in Reading.columns() if getattr(reading, c) is None}
 
     # Memory per row: 2 h at 1 Hz of full rows, measured by tracemalloc around the ticks.
     with tempfile.TemporaryDirectory() as tmp:
-        full = dict.fromkeys(LAB_COLUMNS, 1.0)
-        mem_sampler = Sampler(lambda: full, 1.0, Path(tmp) / "s.csv", columns=LAB_COLUMNS)
+        mem_sampler = Sampler(_Full(), 1.0, Path(tmp) / "s.csv")
         for _ in range(10):
             mem_sampler.tick()
         tracemalloc.start()
@@ -162,6 +171,8 @@ def measure(endpoints: Endpoints, ticks: int, target: Any = None) -> dict[str, A
         "tick_ms_p50": round(statistics.median(durations), 2),
         "tick_ms_p95": round(_percentile(durations, 95), 2),
         "tick_ms_max": round(max(durations), 2),
+        "cpu_share_of_one_core": round(statistics.mean(cpu) / interval, 4),
+        "source": reader.service_source,
         "columns_without_value": missing,
         "bytes_per_row_tracemalloc": round((after - before) / rows, 1),
         "bytes_per_row_arrays": round(mem_sampler.memory_bytes() / mem_sampler.ticks, 1),
@@ -175,10 +186,10 @@ def main() -> None:
     parser.add_argument("--lab-dir", default=None)
     args = parser.parse_args()
     if args.lab_dir:
-        from gamedaylib.targets.lab import LabTarget
+        from gamedaylib.targets.lab import LabPartition, LabTarget
 
-        target = LabTarget(args.lab_dir, None, start=False)  # the running lab's proxy: partition_active
-        figures = measure(_lab_endpoints(args.lab_dir), args.ticks, target)
+        target = LabTarget(args.lab_dir, None, start=False)
+        figures = measure(target.endpoints, args.ticks, LabPartition(target).status)
         figures["endpoints"] = f"lab {args.lab_dir}"
     else:
         with OwnEndpoints() as endpoints:
@@ -186,7 +197,8 @@ def main() -> None:
         figures["endpoints"] = "own: nats-server -js + 2 prometheus_client /metrics"
     print(
         f"sampler tick: p50 {figures['tick_ms_p50']} ms, p95 {figures['tick_ms_p95']} ms, "
-        f"max {figures['tick_ms_max']} ms over {figures['ticks']} ticks ({figures['endpoints']})"
+        f"max {figures['tick_ms_max']} ms over {figures['ticks']} ticks ({figures['endpoints']}); "
+        f"CPU {figures['cpu_share_of_one_core'] * 100:.2f} % of one core at 1 reading/s"
     )
     print(
         f"memory per row: {figures['bytes_per_row_tracemalloc']} B (tracemalloc), "

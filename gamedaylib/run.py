@@ -53,6 +53,10 @@ from gamedaylib.targets.base import Check, Fault, Target
 __all__ = ["Run", "check_can_start", "resolve_paths"]
 
 RUNNER_NOTE = "runner"
+# input groups whose outages are journaled: group -> the reading field that tells
+READABILITY = {"nats monitoring": ("lag_pending", "consumer lag"),
+               "service readings": ("buffer_size", "gateway buffer"),
+               "fault status": ("fault_active", "the fault's state")}
 
 
 def _project_root() -> Path | None:
@@ -75,8 +79,8 @@ def resolve_paths(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def check_can_start(params: RunParams) -> None:
     """Refusals that need no side effect: a production namespace without ``confirm_production``, and
-    a lab another live gameday holds. Dry runs are never refused for the lock (they change nothing)."""
-    if params.target == "kubernetes":
+    a lab another live gameday holds. Dry runs change nothing, so neither refuses them."""
+    if params.target == "kubernetes" and not params.dry_run:
         guard_production(params.namespace, params.production_namespace_patterns, params.confirm_production)
     if params.target == "lab" and not params.dry_run:
         GamedayLock(Path(params.lab_dir) / LOCK_FILE).check_free()
@@ -140,6 +144,7 @@ class Run:
         self._probes: dict[str, Any] = {}
         self._conditions = conditions_of(params)
         self._canary_report: CanaryReport | str | None = None
+        self._readable: dict[str, bool] = {}
 
     # ------------------------------------------------------------------ start
     @classmethod
@@ -196,7 +201,23 @@ class Run:
         if ingest:
             self.canaries = CanarySender(ingest, self.params.run_id, self.params.canary_rate).start()
         self.sampler = Sampler(self.scenario.make_reader(self), float(self.params.sample_interval_seconds or 1),
-                               self.archive_dir / SAMPLES_FILE, clock=self.clock).start()
+                               self.archive_dir / SAMPLES_FILE, clock=self.clock,
+                               on_reading=self._note_readability).start()
+
+    def _note_readability(self, reading: Reading) -> None:
+        """Journal when an input group stops being readable and when it is back (the post-mortem's
+        timeline of monitoring outages); runs in the sampler's thread."""
+        for group, (name, what) in READABILITY.items():
+            readable = getattr(reading, name, None) is not None
+            was = self._readable.get(group)
+            self._readable[group] = readable
+            if was is None or was == readable:
+                continue
+            if readable:
+                self.journal.record("note", phase=self.current_phase, note=f"{group} readable again")
+            else:
+                self.journal.record("error", phase=self.current_phase, error=group,
+                                    message=f"{what} unreadable: {reading.errors.get(name, 'unreadable')}")
 
     # ------------------------------------------------------------------ probes
     def _probe(self, name: str, make: Callable[[], Any]) -> Any:
@@ -575,7 +596,8 @@ class Run:
             self.write_incident_report()
             card = self.scorecard.as_dict()
             self.journal.record("run.finished", verdict=card["verdict"],
-                                reason=str(self.stopped_by or "ran to the end"))
+                                reason=(f"{self.stopped_by.condition}: {self.stopped_by.words}" if self.stopped_by
+                                        else "ran to the end"))
             self.observers.run_finished(self, card)
             return card
         finally:

@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -65,7 +65,7 @@ class Sampler:
     """Takes one reading per interval in a thread; records and hands them out."""
 
     def __init__(self, reader: Reader, interval_seconds: float, csv_path: str | os.PathLike[str],
-                 clock: ClockLike | None = None) -> None:
+                 clock: ClockLike | None = None, on_reading: Callable[[Reading], None] | None = None) -> None:
         if interval_seconds <= 0:
             raise InvalidParameters(f"must be positive, not {interval_seconds}", parameter="sample_interval_seconds")
         self.reader = reader
@@ -73,6 +73,7 @@ class Sampler:
         self.interval_seconds = float(interval_seconds)
         self.csv_path = Path(csv_path)
         self.clock = clock
+        self.on_reading = on_reading  # told of every reading, in the sampler's thread (must not raise)
         self.errors = 0
         self.last_error: str | None = None
         self.tick_seconds: array[float] = array("d")  # how long each reading took (for the benchmark)
@@ -197,6 +198,8 @@ class Sampler:
                                        *map(_cell, row), error])
                 self._fh.flush()
             self._tick.notify_all()
+        if self.on_reading is not None:
+            self.on_reading(reading)
         return reading
 
     def _rewrite_offsets(self) -> None:

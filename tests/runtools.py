@@ -40,3 +40,22 @@ def journal(archive: Path) -> list[dict[str, Any]]:
 
 def metrics(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["name"]: m for m in card["metrics"]}
+
+
+def cluster_endpoints(state: dict[str, Any]) -> dict[str, Any]:
+    """The URL parameters of a Kubernetes-target run whose services are a lab's (``lab status --json``):
+    every NATS server's monitoring, Prometheus for the service readings (or, in a lab without it, the
+    services' /metrics scraped directly), the ingest path and the SSE stream."""
+    params: dict[str, Any] = {
+        "nats_monitor_urls": state.get("nats_monitor_urls") or [state["nats_monitor_url"]],
+        "ingest_url": state["gateway_url"] + "/v1/events",
+        "stream_url": state["gateway_url"] + "/v1/metrics/stream",
+    }
+    if state.get("prometheus_url"):
+        params["prometheus_url"] = state["prometheus_url"]
+    else:
+        params["service_metrics"] = {"api-gateway": state["gateway_metrics_url"],
+                                     "reporting": state["reporting_metrics_url"]}
+    if state.get("alertmanager_url"):
+        params["alertmanager_url"] = state["alertmanager_url"]
+    return params

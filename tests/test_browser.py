@@ -53,14 +53,17 @@ def own_notebook(folder: Path, journal: Path) -> Path:
         nbformat.v4.new_markdown_cell("# GAMEDAY-001 facilitator screen (browser test)"),
         nbformat.v4.new_code_cell(
             "from gamedaylib.journal import Journal\n"
-            "from gamedaylib import banner, forms\n"
+            "from gamedaylib import forms\n"
+            "from gamedaylib.banner import Banner\n"
+            "from gamedaylib.gamedays.nats_partition.playbook import PLAYBOOK\n"
+            "from gamedaylib.scenario import Tile\n"
             f"journal = Journal({str(journal)!r})"
         ),
         nbformat.v4.new_code_cell(
-            "b = banner.show_banner(phase_title='Event Buffering', t_offset='T+05:12', partition_active=True,\n"
-            "                       lag=1234, buffer=56, canaries_lost=0)"
+            "Banner('Event Buffering', 'T+05:12', (Tile('partition', 'ACTIVE', 'alarm'), Tile('consumer lag', '1,234'),\n"
+            "       Tile('gateway buffer', '56', 'warn'), Tile('canaries lost', '0', 'ok')), 'GAMEDAY-001', 'alarm')"
         ),
-        nbformat.v4.new_code_cell("form = forms.observation_form(journal, 'buffering', answers=None, live=True)"),
+        nbformat.v4.new_code_cell("form = forms.observation_form(journal, PLAYBOOK, 'buffering', answers=None, live=True)"),
     ]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = folder / "facilitator.ipynb"
@@ -287,12 +290,12 @@ def test_runbook_preflight_and_an_observation_in_the_browser(
     nb = nbformat.read(RUNBOOK, as_version=4)
     params = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     source = nb.cells[params].source
-    assert "lab_dir = '.gameday/lab'" in source and "archive_dir = ''" in source
-    nb.cells[params].source = source.replace("lab_dir = '.gameday/lab'", f"lab_dir = {str(lab_dir)!r}").replace(
-        "archive_dir = ''", f"archive_dir = {str(archive)!r}"
+    assert "lab_dir: 'str' = '.gameday/lab'" in source and "archive_dir: 'str' = ''" in source
+    nb.cells[params].source = source.replace("lab_dir: 'str' = '.gameday/lab'", f"lab_dir = {str(lab_dir)!r}").replace(
+        "archive_dir: 'str' = ''", f"archive_dir = {str(archive)!r}"
     )
     start = next(i for i, c in enumerate(nb.cells) if "Gameday.start" in c.source)
-    preflight = next(i for i, c in enumerate(nb.cells) if c.source.strip() == "gd.preflight()")
+    preflight = next(i for i, c in enumerate(nb.cells) if c.source.strip() == 'gd.phase("preflight")')
     nbformat.write(nb, root / RUNBOOK.name)
     answer = f"lag rose within 2 s; retries logged ({secrets.token_hex(3)})"
     outside: list[str] = []
@@ -322,11 +325,11 @@ def test_runbook_preflight_and_an_observation_in_the_browser(
                     banner = page.locator(".jp-Notebook .jp-Cell").nth(preflight).locator(".gameday-banner").first
                     banner.wait_for(timeout=30_000)
                     # the banner at the top of the phase was redrawn in place with what pre-flight measured
-                    wait_for(lambda: re.search(r"lag \d", banner.get_attribute("aria-label") or ""), 15,
+                    wait_for(lambda: re.search(r"consumer lag \d", banner.get_attribute("aria-label") or ""), 15,
                              "the measured lag in the banner")
                     banner.screenshot(path=str(ARTIFACTS / "status-banner.png"))
                     # what the runbook's phases call: the phase's form, live
-                    add_cell_below(page, preflight, "gd.observe('buffering')")
+                    add_cell_below(page, preflight, "gd.run.observe('buffering')")
                     run_cells(page, [preflight + 1])
                     cell = page.locator(".jp-Notebook .jp-Cell").nth(preflight + 1)
                     boxes = cell.locator(".widget-textarea textarea")

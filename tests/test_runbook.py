@@ -1,25 +1,26 @@
-"""The Gameday object against a fake target (no lab): journaling, T+0, rollback safe twice, pre-flight
-refusing before any fault, and probes that cannot measure turning into not_measured with a reason."""
+"""The ``Gameday`` facade and its run against a fake target (no lab): journaling, T+0, rollback safe
+twice, pre-flight refusing before any fault, invalid parameters writing nothing, and probes that cannot
+measure turning into ``not_measured`` with a reason."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from gamedaylib.exceptions import PreflightFailed
+from gamedaylib import Gameday
+from gamedaylib.exceptions import InvalidParameters, PreflightFailed
 from gamedaylib.journal import Journal
-from gamedaylib.runbook import Gameday
-from gamedaylib.targets.base import Check, Endpoints, GroundTruth
+from gamedaylib.targets.base import Check, Endpoints, FaultStatus, GroundTruth
 
 pytestmark = pytest.mark.timeout(60)
 
 
 class FakeTarget:
-    """A target whose partition is a flag; no endpoints, so every probe has nothing to read."""
+    """A cluster-like target whose fault is a flag; no endpoints, so every probe has nothing to read."""
 
-    name = "lab"
+    name = "kubernetes"
 
     def __init__(self, healthy: bool = True) -> None:
         self.healthy = healthy
@@ -35,6 +36,9 @@ class FakeTarget:
     def preflight(self) -> list[Check]:
         return [Check("services healthy", self.healthy, "fake")]
 
+    def manifest(self) -> dict[str, str]:
+        return {"kind": "NetworkChaos"}
+
     def inject(self, *, duration_seconds: float) -> datetime:
         self.injected_with = duration_seconds
         self.active = True
@@ -47,8 +51,8 @@ class FakeTarget:
         self.active = False
         return datetime.now(timezone.utc)
 
-    def partition_active(self) -> bool:
-        return self.active
+    def fault_status(self) -> FaultStatus:
+        return FaultStatus(self.active)
 
     def service_logs(self, service: str, *, since: datetime | None = None) -> list[str]:
         return []
@@ -63,37 +67,48 @@ class FakeTarget:
 def _params(tmp_path: Path, **extra: object) -> dict[str, object]:
     return {"archive_dir": str(tmp_path / "run"), "lab_dir": str(tmp_path / "lab"), "dry_run": False,
             "partition_seconds": 1, "partition_safety_margin_seconds": 2, "sample_interval_seconds": 0.2,
-            "lag_recovery_deadline_seconds": 1, "heal_confirm_seconds": 1, **extra}
+            "lag_recovery_deadline_seconds": 1, "heal_confirm_seconds": 1, "alert_fire_target_seconds": 1,
+            "baseline_seconds": 0.4, **extra}
 
 
 def _kinds(tmp_path: Path) -> list[str]:
     return [e["kind"] for e in Journal.read(tmp_path / "run" / "journal.jsonl")]
 
 
+def test_invalid_parameters_write_nothing(tmp_path: Path) -> None:
+    with pytest.raises(InvalidParameters) as info:
+        Gameday.start(_params(tmp_path, partition_seconds=-1), target=FakeTarget())
+    assert "partition_seconds" in info.value.problems
+    assert not (tmp_path / "run").exists()
+
+
 def test_unhealthy_preflight_refuses_before_any_fault(tmp_path: Path) -> None:
     target = FakeTarget(healthy=False)
     gd = Gameday.start(_params(tmp_path), target=target)
     with pytest.raises(PreflightFailed) as info:
-        gd.preflight()
+        gd.phase("preflight")
     assert "services healthy" in info.value.failed_checks
     assert target.injected_with is None
-    assert "partition.requested" not in _kinds(tmp_path)
+    assert "fault.requested" not in _kinds(tmp_path)
     assert (tmp_path / "run" / "params.yaml").exists()
+    gd.close()
 
 
 def test_a_whole_run_without_probes_is_not_a_pass(tmp_path: Path) -> None:
     target = FakeTarget()
     gd = Gameday.start(_params(tmp_path, stamps={"acknowledged": 5}), target=target)
-    with pytest.raises(PreflightFailed):
-        gd.preflight()  # no lag probe: the baseline cannot be read, a fatal check
-    gd.inject()
+    with pytest.raises(PreflightFailed) as info:
+        gd.phase("preflight")  # no lag, no service readings: blind stop conditions are fatal
+    assert "consumer lag baseline" in info.value.failed_checks
+    assert any(c.startswith("stop condition input readable") for c in info.value.failed_checks)
+    gd.phase("injection")
     assert target.active and target.injected_with == 3
     assert gd.clock.t0 is not None and gd.clock.t0 <= datetime.now(timezone.utc)
-    gd.buffering()
-    gd.heal()
+    gd.phase("buffering")
+    gd.phase("heal")
     assert not target.active
-    for phase in (gd.replay, gd.verify_rto, gd.verify_rpo, gd.incident_response, gd.postmortem):
-        phase()
+    for phase in ("replay", "rto", "rpo", "incident_response", "postmortem"):
+        gd.phase(phase)
     gd.success_metrics()
     card = gd.finish()
     by_name = {m["name"]: m for m in card["metrics"]}
@@ -104,7 +119,7 @@ def test_a_whole_run_without_probes_is_not_a_pass(tmp_path: Path) -> None:
     assert card["verdict"] == "fail"  # required metrics not measured
     kinds = _kinds(tmp_path)
     assert kinds.count("phase.started") == kinds.count("phase.finished") == 9
-    assert kinds.index("partition.requested") < kinds.index("partition.active") < kinds.index("partition.healed")
+    assert kinds.index("fault.requested") < kinds.index("fault.active") < kinds.index("fault.healed")
     assert kinds[-1] == "run.finished"
     assert target.closed == 1
     assert (tmp_path / "run" / "scorecard.json").exists() and (tmp_path / "run" / "incident-report.md").exists()
@@ -113,18 +128,18 @@ def test_a_whole_run_without_probes_is_not_a_pass(tmp_path: Path) -> None:
 def test_rollback_is_safe_twice_and_a_failing_phase_rolls_back(tmp_path: Path) -> None:
     target = FakeTarget()
     gd = Gameday.start(_params(tmp_path), target=target)
-    gd.inject()
+    gd.phase("injection")
     first = gd.rollback(reason="test")
     second = gd.rollback(reason="again")
     assert first is not None and second is None and not target.active
-    gd.inject()
+    gd.phase("injection")
 
-    def boom() -> None:
+    def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("probe exploded")
 
-    gd.read = boom  # type: ignore[method-assign]
+    gd.run.wait = boom  # type: ignore[method-assign]
     with pytest.raises(RuntimeError):
-        gd.buffering()
+        gd.phase("buffering")
     assert not target.active  # the failed phase healed
     entries = list(Journal.read(tmp_path / "run" / "journal.jsonl"))
     failed = [e for e in entries if e["kind"] == "phase.finished" and e["status"] == "failed"]
@@ -132,11 +147,11 @@ def test_rollback_is_safe_twice_and_a_failing_phase_rolls_back(tmp_path: Path) -
     gd.close()
     gd.close()
     assert target.closed == 1
+    assert gd.rollback() is None  # after the end: nothing to do, nothing raised
 
 
-def test_stamps_relative_to_t0(tmp_path: Path) -> None:
+def test_an_unknown_phase_is_refused(tmp_path: Path) -> None:
     gd = Gameday.start(_params(tmp_path), target=FakeTarget())
-    gd.clock.set_t0(datetime(2026, 1, 1, tzinfo=timezone.utc))
-    assert gd._stamp_time(90) == datetime(2026, 1, 1, tzinfo=timezone.utc) + timedelta(seconds=90)
-    assert gd._stamp_time("2026-01-01T00:05:00+00:00").minute == 5
+    with pytest.raises(InvalidParameters, match="failover"):
+        gd.phase("failover")
     gd.close()

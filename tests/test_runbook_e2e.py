@@ -19,9 +19,10 @@ import psycopg
 import pytest
 from runtools import archive_of, journal, metrics, run_gameday, scorecard
 
-from gamedaylib.archive import ARCHIVE_FILES, remote_loads
+from gamedaylib.archive import ARCHIVE_FILES
 from gamedaylib.lab.supervisor import Lab
 from gamedaylib.probes.metrics import scrape
+from gamedaylib.report import remote_loads
 from gamedaylib.scorecard import SCHEMA
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
@@ -53,7 +54,7 @@ def _post_twice_during_partition(archive_root: Path, gateway_url: str) -> thread
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             for path in archive_root.glob("*/*/journal.jsonl"):
-                if '"partition.active"' in path.read_text(encoding="utf-8"):
+                if '"fault.active"' in path.read_text(encoding="utf-8"):
                     body = json.dumps({"type": "buddy.match", "idempotency_key": RETRIED_KEY,
                                        "payload": {"by": "test"}}).encode()
                     for _ in range(2):
@@ -117,8 +118,8 @@ def test_healthy_lab_passes_and_agrees_with_ground_truth(tmp_path: Path, lab_fac
     assert _rows(state["events_dsn"], "SELECT count(*) FROM events WHERE idempotency_key = %s", RETRIED_KEY) == [(1,)]
     # RTO agrees with the journal within one sample interval
     entries = journal(archive)
-    t0 = datetime.fromisoformat(next(e["t0"] for e in entries if e["kind"] == "partition.active"))
-    healed = datetime.fromisoformat(next(e["at"] for e in entries if e["kind"] == "partition.healed"))
+    t0 = datetime.fromisoformat(next(e["t0"] for e in entries if e["kind"] == "fault.active"))
+    healed = datetime.fromisoformat(next(e["at"] for e in entries if e["kind"] == "fault.healed"))
     replay_end = datetime.fromisoformat(next(e["ts"] for e in entries
                                              if e["kind"] == "phase.finished" and e["phase"] == "replay"))
     rto = m["rto_seconds"]["value"]
@@ -140,7 +141,8 @@ def test_small_dropping_buffer_fails_event_loss_exactly(tmp_path: Path, lab_fact
     m = metrics(card)
     core_failed = {n for n, x in m.items() if x["status"] == "fail"} - {"alert_fire_seconds", "team_response_seconds"}
     assert core_failed == {"event_loss_count"}
-    dropped = scrape(state["gateway_metrics_url"]).value("events_dropped_total")
+    urls = state.get("gateway_metrics_urls") or [state["gateway_metrics_url"]]
+    dropped = sum(scrape(url).value("events_dropped_total") or 0 for url in urls)
     assert dropped and dropped > 0
     # what the runbook counted lost (canaries + users' accepted events not stored) is what the gateway dropped
     assert m["event_loss_count"]["value"] == int(dropped)

@@ -194,7 +194,7 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     journal = [
         json.loads(line) for line in (archive / "journal.jsonl").read_text(encoding="utf-8").splitlines()
     ]
-    assert any(e["kind"] == "partition.active" for e in journal)
+    assert any(e["kind"] == "fault.active" for e in journal)
 
     # the lab's ground truth: every event users were told was accepted (202) before the run ended is
     # stored, once (the simulated users keep posting: later ones may still be on their way)

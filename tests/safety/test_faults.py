@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from safetytools import SHORT, LabHandle, Run, gameday, read_journal, record_figure, scorecard, ts
 
-from gamedaylib.parameters import longest_wait_seconds, validate
-from gamedaylib.safety import GamedayLock
+from gamedaylib.gamedays.nats_partition.params import NatsPartitionParams
+from gamedaylib.lock import GamedayLock
+from gamedaylib.parameters import validate
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -35,7 +36,7 @@ def assert_aborted(run: Run, lab: LabHandle, reason: str) -> tuple[Path, list[di
     assert card["verdict"] == "aborted"
     assert reason in card.get("reason", ""), card.get("reason")
     entries = read_journal(archive)
-    assert any(e["kind"] == "partition.active" for e in entries), "the fault was really applied"
+    assert any(e["kind"] == "fault.active" for e in entries), "the fault was really applied"
     assert entries[-1]["kind"] == "run.finished", entries[-1]
     assert reason in entries[-1]["reason"], entries[-1]
     assert lab.partition()["active"] is False
@@ -51,7 +52,7 @@ def test_exception_in_a_phase_cell_heals_at_once(lab: LabHandle, start_run: Any)
     assert lab.partition()["cuts"] == cuts + 1
     failed = next(e for e in entries if e["kind"] == "phase.finished" and e.get("status") == "failed")
     assert failed["phase"] == "buffering" and failed["error"] == "GamedayAborted"
-    healed = next(e for e in entries if e["kind"] == "partition.healed")
+    healed = next(e for e in entries if e["kind"] == "fault.healed")
     assert healed["seq"] > failed["seq"]
     record_figure("exception in a phase cell", ts(healed, "at") - ts(failed))
 
@@ -121,7 +122,7 @@ def test_cell_timeout_heals(lab: LabHandle, start_run: Any) -> None:
     # to hang (fault_phase=buffering:hang) past the shortest timeout validation accepts
     params = {**SHORT, "partition_seconds": 40, "partition_safety_margin_seconds": 15, "heal_confirm_seconds": 2,
               "lag_recovery_deadline_seconds": 10, "alert_fire_target_seconds": 5}
-    timeout = math.ceil(longest_wait_seconds(validate(params))) + 1  # 23 s
+    timeout = math.ceil(validate(NatsPartitionParams, params).longest_wait_seconds()) + 1  # 23 s
     run = start_run(lab, fault_phase="buffering:hang", cell_timeout_seconds=timeout, **params)
     active = lab.wait_active(timeout=90)
     healed = lab.wait_healed(timeout=timeout + 30)
@@ -137,17 +138,27 @@ def test_stop_condition_heals_and_verification_goes_on(lab: LabHandle, start_run
     lab.settle()
     run = start_run(lab, stop_buffer_fraction=0.0005, **{**SHORT, "partition_seconds": 30,
                                                          "partition_safety_margin_seconds": 15})
-    archive, entries = assert_aborted(run, lab, "stop_buffer_fraction")
+    rc = run.wait()
+    assert rc == 1, "the system crossed a stop condition: it missed a target (exit 1), the run could judge it"
+    archive = run.archive()
+    card = scorecard(archive)
+    assert card["verdict"] == "fail"
+    stopped = card["stopped_by"]
+    assert stopped["condition"] == "stop_buffer_fraction" and stopped["threshold"] == 0.0005
+    assert stopped["value"] > 0.0005 and stopped["at"] and "gateway buffer" in stopped["words"]
+    assert "%" in stopped["words"] and "limit" in stopped["words"], "said in words with units"
+    assert lab.partition()["active"] is False
+    entries = read_journal(archive)
+    assert entries[-1]["kind"] == "run.finished" and entries[-1]["verdict"] == "fail"
     fired = next(e for e in entries if e["kind"] == "stop_condition")
     assert fired["condition"] == "stop_buffer_fraction" and fired["value"] > 0.0005
-    healed = next(e for e in entries if e["kind"] == "partition.healed")
+    healed = next(e for e in entries if e["kind"] == "fault.healed")
     assert healed["seq"] > fired["seq"]
     record_figure("stop condition (stop_buffer_fraction)", ts(healed, "at") - ts(fired))
-    active = next(e for e in entries if e["kind"] == "partition.active")
+    active = next(e for e in entries if e["kind"] == "fault.active")
     assert ts(healed, "at") - ts(active, "t0") < 15, "healed at once, not at the planned end (30 s)"
     finished = {e["phase"] for e in entries if e["kind"] == "phase.finished"}
     assert {"replay", "rto", "rpo", "incident_response", "postmortem"} <= finished, "verification went on"
-    card = scorecard(archive)
     measured = {m["name"]: m for m in card["metrics"]}
     assert measured["event_loss_count"]["status"] != "not_measured", "the post-mortem still has data"
     assert measured["rto_seconds"]["status"] != "not_measured"

@@ -75,7 +75,7 @@ def test_nats_monitoring_unreachable_refuses_to_inject(lab: LabHandle, tmp_path:
     entries = read_journal(archive)
     lag = next(e for e in entries if e["kind"] == "check" and e["name"] == "consumer lag baseline")
     assert lag["ok"] is False and lag["detail"]
-    assert not any(e["kind"].startswith("partition.") and e["kind"] != "partition.requested" for e in entries)
+    assert not any(e["kind"].startswith("fault.") and e["kind"] != "fault.requested" for e in entries)
     card = scorecard(archive)
     assert card["verdict"] == "aborted" and "consumer lag baseline" in card["reason"]
     assert all(m["status"] == "not_measured" and m["evidence"] for m in card["metrics"])
@@ -113,7 +113,7 @@ def test_nats_monitoring_down_during_the_partition(lab: LabHandle, tmp_path: Pat
     assert stop["condition"] == "lag_unreadable" and "NATS monitoring" in stop["detail"], stop
     assert stop["value"] == 3 and stop["limit"] == 2
     i = kinds.index("stop_condition")
-    assert kinds[i + 1:i + 3] == ["note", "partition.healed"], kinds[i:i + 4]  # rollback note, then the heal
+    assert kinds[i + 1:i + 3] == ["note", "fault.healed"], kinds[i:i + 4]  # rollback note, then the heal
     assert entries[i + 2]["by"] == "rollback"
     assert ts(entries[i + 2], "at") - ts(stop) < 5
     phases = [e["phase"] for e in entries if e["kind"] == "phase.finished"]
@@ -129,25 +129,6 @@ def test_nats_monitoring_down_during_the_partition(lab: LabHandle, tmp_path: Pat
     for name in ("rpo_seconds", "event_loss_count", "user_facing_errors"):
         assert m[name]["status"] != "not_measured", m[name]  # canaries and the events table still count
     assert card["verdict"] != "pass"
-
-
-def test_prometheus_and_alertmanager_down_alerting_not_measured(lab: LabHandle, tmp_path: Path) -> None:
-    lab.settle()
-    for name in ("prometheus", "alertmanager"):
-        if lab.state.get(f"{name}_url"):
-            _kill(lab.state["pids"][name])
-    proc = gameday("run", "-p", f"lab_dir={lab.lab_dir}", *params_args(SHORT), "-p", REQUIRED,
-                   "--output-dir", str(tmp_path / "out"))
-    archive = Path(proc.stdout.strip().splitlines()[-1])
-    entries = read_journal(archive)
-    assert any(e["kind"] == "run.finished" and e["reason"] == "ran to the end" for e in entries), proc.stderr[-3000:]
-    assert lab.partition()["active"] is False
-    card = scorecard(archive)
-    alert = _metrics(card)["alert_fire_seconds"]
-    assert alert["status"] == "not_measured" and alert["evidence"], alert
-    assert _metrics(card)["rto_seconds"]["status"] != "not_measured", "the rest was measured"
-    assert card["verdict"] == "fail", "a required metric not measured never passes"
-    assert proc.returncode == 1
 
 
 def test_events_database_down_at_verification(lab: LabHandle, tmp_path: Path, start_run: Any) -> None:
@@ -168,3 +149,28 @@ def test_events_database_down_at_verification(lab: LabHandle, tmp_path: Path, st
         assert m[name]["status"] == "not_measured" and m[name]["evidence"], m[name]
     assert card["verdict"] != "pass"
     assert rc in (1, 2)
+
+
+# last: it kills this module's lab's Prometheus (and runs after the events database test killed PostgreSQL)
+def test_prometheus_down_at_preflight_refuses_naming_the_input(lab: LabHandle, tmp_path: Path) -> None:
+    """The service readings (buffer, 5xx answers: what the stop conditions judge) come from Prometheus;
+    with Prometheus down the stop conditions are blind, so nothing is injected: exit 2, input named."""
+    if not lab.state.get("prometheus_url"):
+        pytest.skip("this lab has no Prometheus (the services are scraped directly)")
+    lab.settle()
+    cuts = lab.partition()["cuts"]
+    for name in ("prometheus", "alertmanager"):
+        if lab.state.get(f"{name}_url"):
+            _kill(lab.state["pids"][name])
+    proc = gameday("run", "-p", f"lab_dir={lab.lab_dir}", *params_args(SHORT), "-p", REQUIRED,
+                   "--output-dir", str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    archive = Path(proc.stdout.strip().splitlines()[-1])
+    entries = read_journal(archive)
+    blind = [e for e in entries if e["kind"] == "check" and e["name"].startswith("stop condition input readable")]
+    assert blind and all(not e["ok"] and e["fatal"] for e in blind)
+    assert any("stop_buffer_fraction" in e["name"] and "Prometheus" in e["detail"] for e in blind), blind
+    assert not any(e["kind"] in ("fault.requested", "fault.active") for e in entries)
+    assert lab.partition()["cuts"] == cuts, "nothing was injected"
+    card = scorecard(archive)
+    assert card["verdict"] == "aborted" and "stop condition input readable" in card["reason"]

@@ -168,7 +168,7 @@ def test_cli_rejects_bad_parameters_and_cuts_nothing(lab: LabHandle, tmp_path: P
         assert name in proc.stderr, (args, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr, proc.stderr
         archive = Path(proc.stdout.strip().splitlines()[-1])
-        assert not any(e["kind"].startswith("partition.") for e in read_journal(archive))
+        assert not any(e["kind"].startswith("fault.") for e in read_journal(archive))
         assert json.loads((archive / "scorecard.json").read_text())["verdict"] == "aborted"
     bad = tmp_path / "bad.yaml"
     bad.write_text("partition_seconds: 12\nobservations: {replay: [\n", encoding="utf-8")

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from runtools import cluster_endpoints
 from safetytools import ROOT, SHORT, LabHandle, gameday, params_args, read_journal
 
 sys.path.insert(0, str(ROOT / "tests" / "kubernetes"))
@@ -61,8 +62,7 @@ def test_planted_secrets_never_appear_in_the_archive(lab: LabHandle, tmp_path: P
             kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)
             proc = gameday("run", "--target", "kubernetes", *params_args({
                 **common, "namespace": NAMESPACE, "kubeconfig": str(kubeconfig), "kube_context": "fake-cluster",
-                "nats_monitor_url": s["nats_monitor_url"], "ingest_url": s["gateway_url"] + "/v1/events",
-                "stream_url": s["gateway_url"] + "/v1/metrics/stream", "events_dsn_env": "SAFETY_EVENTS_DSN",
+                **cluster_endpoints(s), "events_dsn_env": "SAFETY_EVENTS_DSN",
                 "chaos_manifest": "",
             }), "-p", "nats_selector={app.kubernetes.io/name: nats}", "-p", commands, "--output-dir", str(out),
                 env=env)
@@ -73,7 +73,7 @@ def test_planted_secrets_never_appear_in_the_archive(lab: LabHandle, tmp_path: P
     entries = read_journal(archive)
     assert any(e["kind"] == "command" and e.get("returncode") == 0 for e in entries), "the shell steps ran"
     if target == "kubernetes":
-        assert any(e["kind"] == "partition.active" for e in entries), proc.stderr[-3000:]
+        assert any(e["kind"] == "fault.active" for e in entries), proc.stderr[-3000:]
         assert any(e["kind"] == "check" and e["name"] == "events table reachable" and e["ok"] for e in entries), \
             "the DSN with the password was used"
     needles = {"DSN password": password, "webhook": hook, "status-page webhook": status_hook, "token": token}
