@@ -23,7 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 STATUSES: tuple[str, ...] = ("pass", "fail", "not_measured")
 VERDICTS: tuple[str, ...] = ("pass", "fail", "aborted")
 
