@@ -406,7 +406,7 @@ class Run:
         offset = self.clock.offset(reading.at)
         reason = first_fired(self._conditions, reading, self.baseline, offset)
         if reason is None:
-            reason = lag_blindness(self.readings_since(self.injected_at), offset)
+            reason = lag_blindness(self.readings_since(None), self.injected_at, offset)
         if reason is not None:
             self._stop(reason)
             return True

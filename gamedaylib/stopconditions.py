@@ -141,12 +141,13 @@ def blind_inputs(conditions: Sequence[StopCondition], reading: Reading) -> dict[
     return blind
 
 
-def lag_blindness(readings: Sequence[Reading], offset: str) -> StopReason | None:
-    """The fault must end when the lag was readable before and the last ``BLIND_POLLS`` readings
-    could not read it (NATS monitoring down): the lag limit is blind."""
-    if len(readings) <= BLIND_POLLS:
+def lag_blindness(readings: Sequence[Reading], since: datetime, offset: str) -> StopReason | None:
+    """The fault must end when the lag was readable before (pre-flight read it) and the last
+    ``BLIND_POLLS`` readings, all taken since ``since`` (the fault in force), could not read it
+    (NATS monitoring down): the lag limit is blind."""
+    last = list(readings[-BLIND_POLLS:])
+    if len(last) < BLIND_POLLS or last[0].at < since:
         return None
-    last = readings[-BLIND_POLLS:]
     if any(r.lag_pending is not None for r in last) or all(r.lag_pending is None for r in readings):
         return None
     why = last[-1].errors.get("lag_pending", "unreadable")

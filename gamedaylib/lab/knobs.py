@@ -5,7 +5,7 @@ gamedays' parameters include these classes, ``gameday lab up -p lab_NAME=VALUE``
 check them with the same rules. Defaults make a healthy, production-shaped system.
 
 - ``LabKnobs``: every lab (the GAMEDAY-001 stack: NATS cluster, gateway and reporting replicas,
-  simulated users, the partition proxy).
+  simulated users, the partition proxy); ``FailoverLabKnobs`` adds GAMEDAY-002's database cluster.
 - ``validate_knobs(knobs) -> dict``: the defaults overlaid with ``knobs``, checked (raises
   ``InvalidParameters`` naming every bad knob).
 - ``events_ddl(knobs) -> str``: the SQL that creates the ``events`` table (``gamedaylib/sql/events.sql``)
@@ -56,17 +56,39 @@ class LabKnobs:
                                       check=check_int, limit=(1, 4), section=_SECTION)
 
 
+@dataclass(frozen=True, kw_only=True)
+class FailoverLabKnobs(LabKnobs):
+    """GAMEDAY-002's lab: the events database is a Patroni-managed PostgreSQL pair with a DCS and a
+    read-write endpoint, instead of one PostgreSQL."""
+
+    lab_pg_replication: str = param("sync", "sync (no confirmed write lost) | async (a replication stall "
+                                    "before the kill loses confirmed writes)", type="str",
+                                    check=choice("sync", "async"), section=_SECTION)
+    lab_reporting_ack: str = param("after_commit", "after_commit | before_commit (acks what it may not store)",
+                                   type="str", check=choice("after_commit", "before_commit"), section=_SECTION)
+    lab_pg_endpoint: str = param("proxy", "proxy (HAProxy checking Patroni's /primary; multihost when haproxy "
+                                 "is missing) | multihost (a libpq multi-host DSN)", type="str",
+                                 check=choice("proxy", "multihost"), section=_SECTION)
+
+
 DEFAULT_KNOBS: dict[str, Any] = as_dict(LabKnobs())
+SHAPES: dict[str, type[LabKnobs]] = {"pipeline": LabKnobs, "failover": FailoverLabKnobs}
+
+
+def shape_of(knobs: Mapping[str, Any]) -> str:
+    """The lab's shape its knobs say: ``failover`` (a Patroni pair) or ``pipeline`` (one PostgreSQL)."""
+    return "failover" if "lab_pg_replication" in knobs else "pipeline"
 
 
 def knob_names(cls: type[LabKnobs] = LabKnobs) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-def validate_knobs(knobs: Mapping[str, Any] | None = None, cls: type[LabKnobs] = LabKnobs) -> dict[str, Any]:
+def validate_knobs(knobs: Mapping[str, Any] | None = None, cls: type[LabKnobs] | None = None) -> dict[str, Any]:
     """The effective knobs (defaults overlaid with ``knobs``), or ``InvalidParameters`` naming each
-    unknown or wrong knob."""
-    return check_values(cls, dict(knobs or {}))
+    unknown or wrong knob. The shape (``cls``) is the one the knobs say unless given."""
+    given = dict(knobs or {})
+    return check_values(cls or SHAPES[shape_of(given)], given)
 
 
 def knobs_of(params: Any, cls: type[LabKnobs] = LabKnobs) -> dict[str, Any]:
@@ -75,13 +97,19 @@ def knobs_of(params: Any, cls: type[LabKnobs] = LabKnobs) -> dict[str, Any]:
 
 
 def check_knobs(wanted: Mapping[str, Any], running: Mapping[str, Any]) -> None:
-    """Refuse knobs that differ from those the running lab was started with, naming each."""
+    """Refuse knobs that differ from those the running lab was started with, naming each (a knob the
+    running lab does not have means it has another shape: a GAMEDAY-002 run needs the Patroni pair)."""
     problems = {
         name: f"the running lab has {name}={running.get(name)!r}, this run asks for {value!r} "
         "(stop it with `gameday lab down` or use the same knobs)"
         for name, value in wanted.items()
         if name in running and _norm(running[name]) != _norm(value)
     }
+    problems.update({
+        name: f"the running lab was started without {name} (another gameday's shape); stop it with "
+        "`gameday lab down` and let this run start its own, or `gameday lab up --gameday` this one's"
+        for name in wanted if name not in running and name not in DEFAULT_KNOBS
+    })
     if problems:
         raise InvalidParameters(problems)
 

@@ -36,7 +36,6 @@ from fake_apiserver import FakeApiServer, free_port, pods_for_lab
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 NAMESPACE = "teei-gameday"
-REQUIRED = "required_metrics=[rto_seconds, rpo_seconds, event_loss_count, user_facing_errors, alert_fire_seconds]"
 
 
 def _metrics(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -149,28 +148,3 @@ def test_events_database_down_at_verification(lab: LabHandle, tmp_path: Path, st
         assert m[name]["status"] == "not_measured" and m[name]["evidence"], m[name]
     assert card["verdict"] != "pass"
     assert rc in (1, 2)
-
-
-# last: it kills this module's lab's Prometheus (and runs after the events database test killed PostgreSQL)
-def test_prometheus_down_at_preflight_refuses_naming_the_input(lab: LabHandle, tmp_path: Path) -> None:
-    """The service readings (buffer, 5xx answers: what the stop conditions judge) come from Prometheus;
-    with Prometheus down the stop conditions are blind, so nothing is injected: exit 2, input named."""
-    if not lab.state.get("prometheus_url"):
-        pytest.skip("this lab has no Prometheus (the services are scraped directly)")
-    lab.settle()
-    cuts = lab.partition()["cuts"]
-    for name in ("prometheus", "alertmanager"):
-        if lab.state.get(f"{name}_url"):
-            _kill(lab.state["pids"][name])
-    proc = gameday("run", "-p", f"lab_dir={lab.lab_dir}", *params_args(SHORT), "-p", REQUIRED,
-                   "--output-dir", str(tmp_path / "out"))
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    archive = Path(proc.stdout.strip().splitlines()[-1])
-    entries = read_journal(archive)
-    blind = [e for e in entries if e["kind"] == "check" and e["name"].startswith("stop condition input readable")]
-    assert blind and all(not e["ok"] and e["fatal"] for e in blind)
-    assert any("stop_buffer_fraction" in e["name"] and "Prometheus" in e["detail"] for e in blind), blind
-    assert not any(e["kind"] in ("fault.requested", "fault.active") for e in entries)
-    assert lab.partition()["cuts"] == cuts, "nothing was injected"
-    card = scorecard(archive)
-    assert card["verdict"] == "aborted" and "stop condition input readable" in card["reason"]
