@@ -158,23 +158,24 @@ class PgClusterClient:
             conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         return conn
 
-    def _write(self, dsn: str, key: str, timeout: float) -> str:
-        """Commit one probe write through ``dsn``; returns '' when acknowledged, else why not. The
-        write is cancelled after ``timeout`` seconds: ``statement_timeout`` does not cover a commit's
-        wait for a synchronous standby, which on an orphaned primary lasts forever."""
+    def _write(self, dsn: str, key: str, timeout: float) -> tuple[str, int | None]:
+        """Commit one probe write through ``dsn``: ('', the answering server's port) when acknowledged,
+        else (why not, None). The write is cancelled after ``timeout`` seconds: ``statement_timeout``
+        does not cover a commit's wait for a synchronous standby, which on an orphaned primary lasts
+        forever."""
         notices: list[str] = []
         try:
             with self._connect(dsn, timeout, notices) as conn, cancel_after(conn, timeout):
-                conn.execute(
+                row = conn.execute(
                     f"INSERT INTO {PROBE_TABLE} (probe, at) VALUES (%s, now()) "
-                    "ON CONFLICT (probe) DO UPDATE SET at = excluded.at",
+                    "ON CONFLICT (probe) DO UPDATE SET at = excluded.at RETURNING inet_server_port()",
                     (key,),
-                )
+                ).fetchone()
         except psycopg.Error as exc:
-            return _first_line(exc)
+            return _first_line(exc), None
         if any(SYNC_WAIT_CANCELLED in n for n in notices):
-            return "the commit waited for a synchronous standby until cancelled (committed locally only)"
-        return ""
+            return "the commit waited for a synchronous standby until cancelled (committed locally only)", None
+        return "", int(row[0]) if row and row[0] is not None else None
 
     def probe_nodes(self, timeout: float = 2.0) -> list[NodeProbe]:
         """Ask each node directly: is it out of recovery, and does a write commit there (without its
@@ -191,7 +192,7 @@ class PgClusterClient:
             if in_recovery:
                 probes.append(NodeProbe(node.name, True, True, False, "in recovery (a replica)"))
                 continue
-            why = self._write(node.dsn(self.plan.database), f"node:{node.name}", timeout)
+            why, _ = self._write(node.dsn(self.plan.database), f"node:{node.name}", timeout)
             probes.append(NodeProbe(node.name, True, False, not why, why or "write committed"))
         return probes
 
@@ -253,17 +254,22 @@ class PgClusterClient:
                 and r["svname"] not in ("FRONTEND", "BACKEND")]
 
     # -------------------------------------------------------------------------------------------- waits
-    def wait_writable(self, dsn: str | None = None, timeout: float = 60.0, *, interval: float = 0.05) -> datetime:
+    def wait_writable(
+        self, dsn: str | None = None, timeout: float = 60.0, *, avoid: str | None = None, interval: float = 0.05
+    ) -> datetime:
         """Write through ``dsn`` (default: the read-write endpoint) until a commit is acknowledged;
-        returns when. LabError with the last error at the timeout."""
+        returns when. With ``avoid`` (a node name) a commit acknowledged by that node does not count:
+        after an agent-only kill the endpoint may still reach the orphan for a moment, which is not a
+        failover. LabError with the last error at the timeout."""
         dsn = dsn or self.rw_dsn
+        avoid_port = self.node(avoid).pg_port if avoid else None
         deadline = time.monotonic() + timeout
         last = "no attempt"
         while True:
-            why = self._write(dsn, "endpoint", min(2.0, max(0.5, deadline - time.monotonic())))
-            if not why:
+            why, port = self._write(dsn, "endpoint", min(2.0, max(0.5, deadline - time.monotonic())))
+            if not why and (avoid_port is None or port != avoid_port):
                 return now()
-            last = why
+            last = why or f"acknowledged by {avoid}, the node to avoid"
             if time.monotonic() >= deadline:
                 raise LabError(f"no write through {_redact(dsn)} was acknowledged within {timeout:g}s: {last}")
             time.sleep(interval)
@@ -275,8 +281,8 @@ class PgClusterClient:
         return now()
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
-        """One primary, every other node streaming (synchronously with ``sync``), the probe table in
-        place and a write acknowledged through the endpoint."""
+        """One primary, every other node streaming (with ``sync``: synchronously, and recorded so in the
+        DCS), the probe table in place and a write acknowledged through the endpoint."""
         deadline = time.monotonic() + timeout
         _wait(lambda: self.primary() is not None, timeout, "a primary")
         primary = self.primary()
@@ -284,8 +290,10 @@ class PgClusterClient:
             if node.name != primary:
                 self.wait_streaming(node.name, max(1.0, deadline - time.monotonic()))
         if self.plan.replication == "sync":
-            _wait(lambda: len(self.sync_standbys()) >= 1, max(1.0, deadline - time.monotonic()),
-                  "a synchronous standby")
+            # PostgreSQL replicates synchronously a moment before Patroni records the standby in the
+            # DCS; until then Patroni would not fail over to it
+            _wait(lambda: len(self.sync_standbys()) >= 1 and any(m.role == "sync_standby" for m in self.members()),
+                  max(1.0, deadline - time.monotonic()), "a synchronous standby recorded by Patroni")
         try:
             with self._connect(self.node(str(primary)).dsn(self.plan.database), 10.0) as conn:
                 conn.execute(

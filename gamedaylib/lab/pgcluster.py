@@ -25,7 +25,7 @@ the lab's unprivileged user ``gameday`` with an interpreter that user can execut
 Public API: ``PG_REPLICATION_MODES``, ``PG_ENDPOINTS``, ``default_endpoint()``,
 ``validate_pg_knobs(knobs) -> PgKnobs``, ``PgNodePlan``, ``PgClusterPlan`` (JSON round trip with
 ``to_json``/``from_json``), ``plan_cluster(root, knobs=None, ports=None) -> PgClusterPlan``,
-``PythonRuntime``, ``patroni_runtime(user, stage_dir)``, ``ProcessSpec``,
+``PythonRuntime``, ``patroni_runtime(user, stage_dir)``, ``probe_runtime``, ``stage_patroni``, ``ProcessSpec``,
 ``prepare_cluster(plan)`` (wipes and writes every file; call before spawning) and
 ``cluster_specs(plan) -> list[ProcessSpec]`` (in start order; spawn each and wait for its
 ``ready_url`` before the next).
@@ -177,7 +177,7 @@ def _system_pythons() -> list[str]:
     this one."""
     name = f"python{sys.version_info.major}.{sys.version_info.minor}"
     mine = os.path.realpath(sys.executable)
-    found = [shutil.which(name), f"/usr/bin/{name}", f"/usr/local/bin/{name}"]
+    found = [f"/usr/bin/{name}", f"/usr/local/bin/{name}", shutil.which(name)]
     result = []
     for cand in found:
         if cand and os.access(cand, os.X_OK) and os.path.realpath(cand) != mine and cand not in result:
@@ -185,7 +185,7 @@ def _system_pythons() -> list[str]:
     return result
 
 
-def _probe(runtime: PythonRuntime, user: tuple[int, int] | None, cwd: str) -> str | None:
+def probe_runtime(runtime: PythonRuntime, user: tuple[int, int] | None, cwd: str) -> str | None:
     """Run Patroni's imports with ``runtime`` as ``user``; None when they work, else why not."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": cwd, "LANG": "C.UTF-8"}
     if runtime.pythonpath:
@@ -266,14 +266,14 @@ def patroni_runtime(user: tuple[int, int] | None, stage_dir: Path) -> PythonRunt
     stage_dir.parent.mkdir(parents=True, exist_ok=True)
     cwd = str(stage_dir.parent)
     failures = []
-    why = _probe(mine, user, cwd)
+    why = probe_runtime(mine, user, cwd)
     if why is None:
         return mine
     failures.append(why)
     systems = _system_pythons()
     for exe in systems:
         runtime = PythonRuntime(exe, tuple(_site_dirs()), "system Python + this environment's site-packages")
-        why = _probe(runtime, user, cwd)
+        why = probe_runtime(runtime, user, cwd)
         if why is None:
             return runtime
         failures.append(why)
@@ -282,7 +282,7 @@ def patroni_runtime(user: tuple[int, int] | None, stage_dir: Path) -> PythonRunt
         proc.make_traversable(staged)
         for exe in systems:
             runtime = PythonRuntime(exe, (str(staged),), f"system Python + a copy of Patroni in {staged}")
-            why = _probe(runtime, user, cwd)
+            why = probe_runtime(runtime, user, cwd)
             if why is None:
                 return runtime
             failures.append(why)
@@ -650,8 +650,13 @@ def patroni_spec(plan: PgClusterPlan, node: PgNodePlan) -> ProcessSpec:
     if plan.python.pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(plan.python.pythonpath)
     first = node.name == plan.nodes[0].name
-    # the bootstrapping node is ready as primary; the other once it streams (Patroni's /readiness)
-    ready = f"{node.rest_url}/primary" if first else f"{node.rest_url}/readiness"
+    # the bootstrapping node is ready as primary; the other once it streams (Patroni's /readiness) or,
+    # with sync, once Patroni has recorded it as the synchronous standby in the DCS (/sync): only then
+    # will Patroni fail over to it
+    if first:
+        ready = f"{node.rest_url}/primary"
+    else:
+        ready = f"{node.rest_url}/sync" if plan.replication == "sync" else f"{node.rest_url}/readiness"
     return ProcessSpec(
         name=node.name,
         argv=(plan.python.executable, "-m", "patroni", node.config_file),
