@@ -45,7 +45,8 @@ def one_mode(report: common.Report, mode: str, endpoint: str, workdir: Path, rat
         t0 = time.monotonic()
         client = runner.start()
         report.add(f"cluster start ({label})", time.monotonic() - t0, "s", None,
-                   note="etcd, 2 relays, initdb + clone, sync standby, a write through the endpoint")
+                   note="etcd, relays, initdb, clone, " + ("sync standby recorded, " if mode == "sync" else "")
+                   + "a write through the endpoint")
         writer = CommitWriter(client.rw_dsn, rate=rate).start()
         try:
             wait_acks(writer, int(rate))

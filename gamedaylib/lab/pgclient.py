@@ -40,8 +40,9 @@ import psycopg
 
 from gamedaylib.exceptions import LabError
 from gamedaylib.lab import processes as proc
-from gamedaylib.lab.pgcluster import PgClusterPlan, PgNodePlan, ProcessSpec, patroni_spec
+from gamedaylib.lab.pgcluster import PgClusterPlan, PgNodePlan
 from gamedaylib.lab.pgprocesses import descendants, patroni_pid, postmaster_pid
+from gamedaylib.lab.pgspecs import ProcessSpec, patroni_spec
 from gamedaylib.lab.processes import ProcessRef
 
 PROBE_TABLE = "gameday_pg_probe"
@@ -271,7 +272,7 @@ class PgClusterClient:
                 return now()
             last = why or f"acknowledged by {avoid}, the node to avoid"
             if time.monotonic() >= deadline:
-                raise LabError(f"no write through {_redact(dsn)} was acknowledged within {timeout:g}s: {last}")
+                raise LabError(f"no write through {dsn} was acknowledged within {timeout:g}s: {last}")
             time.sleep(interval)
 
     def wait_streaming(self, node: str, timeout: float = 60.0) -> datetime:
@@ -463,10 +464,6 @@ def _member(data: dict[str, Any]) -> Member:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _redact(dsn: str) -> str:
-    return dsn  # the lab's DSNs carry no password (trust on loopback)
 
 
 def _post(url: str, payload: dict[str, Any]) -> tuple[int, str]:

@@ -2,8 +2,8 @@
 benchmarks).
 
 - ``PgClusterRunner(plan)``: a context manager. ``start()`` wipes the folder's data, writes the
-  configuration, spawns each ``cluster_specs(plan)`` process in its own session in order, waits for each
-  to be ready, then for the cluster to be healthy, and returns a ``PgClusterClient``; ``stop()`` (also on
+  configuration, spawns the ``cluster_specs(plan)`` processes in their own sessions stage by stage,
+  waiting for each stage to be ready, then for the cluster to be healthy, and returns a ``PgClusterClient``; ``stop()`` (also on
   leaving the ``with`` block, whatever happened) stops everything. It is the client's ``Launcher``
   (``restart_killed`` spawns Patroni again through it). A watchdog process (``python -m
   gamedaylib.lab.pgrunner --reap``) stops the cluster if the process that started it dies, even by
@@ -35,8 +35,9 @@ from typing import Any
 from gamedaylib.exceptions import LabError
 from gamedaylib.lab import processes as proc
 from gamedaylib.lab.pgclient import PgClusterClient
-from gamedaylib.lab.pgcluster import PgClusterPlan, ProcessSpec, cluster_specs, plan_cluster, prepare_cluster
+from gamedaylib.lab.pgcluster import PgClusterPlan, plan_cluster
 from gamedaylib.lab.pgprocesses import stop_cluster
+from gamedaylib.lab.pgspecs import ProcessSpec, cluster_specs, prepare_cluster
 from gamedaylib.lab.processes import ProcessRef
 
 log = logging.getLogger("gamedaylib.lab.pgrunner")
@@ -125,9 +126,13 @@ class PgClusterRunner(Spawner):
         self._start_reaper()
         client = PgClusterClient(self.plan, launcher=self)
         try:
-            for spec in cluster_specs(self.plan):
-                self.launch(spec)
-                wait_ready(spec, self.last(spec.name))
+            specs = cluster_specs(self.plan)
+            for stage in sorted({s.stage for s in specs}):
+                group = [s for s in specs if s.stage == stage]
+                for spec in group:
+                    self.launch(spec)
+                for spec in group:
+                    wait_ready(spec, self.last(spec.name))
             client.wait_healthy(timeout=healthy_timeout)
         except BaseException:
             self.stop()

@@ -28,19 +28,11 @@ import pytest
 from gamedaylib.exceptions import InvalidParameters, LabError
 from gamedaylib.lab import pgcluster
 from gamedaylib.lab.pgclient import PgClusterClient
-from gamedaylib.lab.pgcluster import (
-    PgClusterPlan,
-    PythonRuntime,
-    cluster_specs,
-    find_haproxy,
-    haproxy_config,
-    plan_cluster,
-    probe_runtime,
-    stage_patroni,
-    validate_pg_knobs,
-)
+from gamedaylib.lab.pgcluster import PgClusterPlan, find_haproxy, plan_cluster, validate_pg_knobs
 from gamedaylib.lab.pgprocesses import cluster_processes, stop_cluster
 from gamedaylib.lab.pgrunner import PgClusterRunner, Spawner
+from gamedaylib.lab.pgruntime import PythonRuntime, probe_runtime, stage_patroni, system_pythons
+from gamedaylib.lab.pgspecs import cluster_specs, haproxy_config
 from gamedaylib.lab.pgwriter import CommitWriter
 from gamedaylib.lab.processes import make_traversable, unprivileged_user
 
@@ -94,7 +86,8 @@ def test_the_plan_round_trips_through_json_and_names_every_process(tmp_path: Pat
     again = PgClusterPlan.from_json(json.loads(json.dumps(plan.to_json())))
     assert again == plan
     specs = cluster_specs(plan)
-    assert [s.name for s in specs] == ["etcd", "relay-pg1", "relay-pg2", "pg1", "pg2", "haproxy"]
+    assert [(s.name, s.stage) for s in specs] == [
+        ("etcd", 0), ("relay-pg1", 0), ("relay-pg2", 0), ("pg1", 1), ("pg2", 2), ("haproxy", 0)]
     assert all(json.loads(json.dumps(s.to_json())) == s.to_json() for s in specs)
     pg1 = next(s for s in specs if s.name == "pg1")
     assert pg1.argv[1:] == ("-m", "patroni", plan.node("pg1").config_file)
@@ -116,7 +109,7 @@ def test_patroni_runs_as_the_lab_user_from_a_staged_copy(tmp_path: Path) -> None
     assert user is not None
     staged = stage_patroni(tmp_path / "python")
     make_traversable(staged)
-    pythons = pgcluster._system_pythons()
+    pythons = system_pythons()
     if not pythons:
         pytest.skip(f"no system python{sys.version_info.major}.{sys.version_info.minor}")
     works = [exe for exe in pythons
