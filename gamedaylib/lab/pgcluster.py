@@ -37,6 +37,7 @@ import pwd
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -212,7 +213,10 @@ class PgClusterPlan:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PgClusterPlan:
-        fields = dict(data)
+        """The plan in ``data`` (``to_json``'s output; keys it does not know are ignored, so that the
+        plan can sit among other fields, e.g. in the lab's config.json)."""
+        known = {f.name for f in dataclass_fields(cls)}
+        fields = {k: v for k, v in data.items() if k in known}
         fields["nodes"] = tuple(PgNodePlan(**n) for n in data["nodes"])
         py = data.get("python") or {"executable": sys.executable}
         fields["python"] = PythonRuntime(py["executable"], tuple(py.get("pythonpath", ())), py.get("how", ""))

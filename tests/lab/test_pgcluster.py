@@ -170,7 +170,7 @@ def sync_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
             assert time.monotonic() < deadline, f"no cluster after {START_TIMEOUT_SECONDS}s:\n{log.read_text()[-3000:]}"
             time.sleep(0.2)
         data = json.loads(plan_file.read_text())
-        plan = PgClusterPlan.from_json({k: v for k, v in data.items() if k not in ("startup_seconds", "runner_pid")})
+        plan = PgClusterPlan.from_json(data)  # with the runner's startup_seconds and runner_pid beside it
         print(f"\nsync+proxy cluster started in {data['startup_seconds']:.1f}s")
         yield External(runner, plan, PgClusterClient(plan, launcher=Spawner()), data["startup_seconds"])
     finally:
@@ -208,33 +208,52 @@ def test_the_cluster_starts_with_a_primary_and_a_synchronous_streaming_replica(s
     assert json.loads(json.dumps(status))["rw_dsn"] == plan.rw_dsn
 
 
-def test_agent_only_kill_behind_haproxy_stops_writes_to_the_orphan(sync_proxy: External) -> None:
+def test_agent_only_kill_with_sync_replication_cuts_the_orphan_off(sync_proxy: External) -> None:
+    """Patroni alone dies; its PostgreSQL lives on. HAProxy stops sending writes to the orphan within
+    about a second. A multi-host DSN keeps reaching it, but with synchronous replication no commit is
+    confirmed there once the replica is promoted (the commit waits for a standby that is gone): two
+    writable primaries are never observed and nothing confirmed is lost."""
     client, plan = sync_proxy.client, sync_proxy.plan
-    client.wait_healthy(timeout=120)  # e.g. the standby rejoined by the previous test is synchronous again
+    client.wait_healthy(timeout=120)
     old = client.primary()
     assert old is not None
+    new = other(plan, old)
     orphan_port = plan.node(old).pg_port
+    multihost_dsn = pgcluster.with_knobs(plan, {"lab_pg_endpoint": "multihost"}).rw_dsn
     writer = CommitWriter(plan.rw_dsn, rate=100).start()
+    direct = CommitWriter(multihost_dsn, rate=100, statement_timeout_ms=2000).start()
+    samples: list[list[str]] = []
     try:
         wait_acks(writer, 50)
+        wait_acks(direct, 50)
         killed = client.kill(old, agent_only=True)
-        assert old in client.writable_nodes(), "PostgreSQL must outlive its Patroni (the orphan)"
+        deadline = time.monotonic() + 60
+        after_promotion = 0
+        while after_promotion < 4 and time.monotonic() < deadline:
+            samples.append(client.writable_nodes(timeout=1.0))
+            after_promotion += client.primary() == new
+            time.sleep(0.25)
         writable = client.wait_writable(timeout=60, avoid=old)
         wait_acks(writer, len(writer.snapshot()) + 20)
+        started = client.restart_killed(old)
+        rejoined = client.wait_streaming(old, REJOIN_LIMIT_SECONDS)
     finally:
         writer.stop()
+        direct.stop()
     acks = writer.snapshot()
     last_on_orphan = max(a.at for a in acks if a.port == orphan_port)
-    new_port = plan.node(other(plan, old)).pg_port
-    print(f"\nagent-only kill behind HAProxy: last write on the orphan {seconds(killed, last_on_orphan):+.2f}s "
-          f"after the kill; writable again through HAProxy after {seconds(killed, writable):.1f}s")
+    direct_on_orphan_after = [a for a in direct.snapshot() if a.port == orphan_port and a.at >= writable]
+    print(f"\nagent-only kill, sync: last write through HAProxy on the orphan {seconds(killed, last_on_orphan):+.2f}s "
+          f"after the kill; writable again through HAProxy after {seconds(killed, writable):.1f}s; "
+          f"multihost writer: {len(direct.unconfirmed)} commits on the orphan cut short (committed there only); "
+          f"orphan rejoined {seconds(started, rejoined):.1f}s after Patroni restarted")
     assert seconds(killed, last_on_orphan) < ORPHAN_CUT_LIMIT_SECONDS
-    assert any(a.port == new_port and a.at >= writable for a in acks), "writes resume on the new primary"
-    started = client.restart_killed(old)
-    rejoined = client.wait_streaming(old, REJOIN_LIMIT_SECONDS)
-    print(f"the orphan rejoined as a streaming replica {seconds(started, rejoined):.1f}s after Patroni restarted")
-    assert writer.lost(plan.rw_dsn) == []
-    assert client.writable_nodes() == [other(plan, old)]
+    assert any(a.port == plan.node(new).pg_port and a.at >= writable for a in acks), "writes resume on the new primary"
+    assert [old] in samples and [new] in samples
+    assert all(len(s) <= 1 for s in samples), f"two writable primaries with sync replication: {samples}"
+    assert direct_on_orphan_after == []
+    assert writer.lost(plan.rw_dsn) == [] and direct.lost(plan.rw_dsn) == []
+    assert client.writable_nodes() == [new]
 
 
 def test_sigkill_of_the_primary_fails_over_without_losing_a_confirmed_write(sync_proxy: External) -> None:
