@@ -38,12 +38,22 @@ from typing import Any, Protocol
 
 import psycopg
 
-from gamedaylib.exceptions import LabError
+from gamedaylib.exceptions import InvalidParameters, LabError
 from gamedaylib.lab import processes as proc
-from gamedaylib.lab.pgcluster import PgClusterPlan, PgNodePlan
+from gamedaylib.lab.pgcluster import MAX_STALL_SECONDS, PgClusterPlan, PgNodePlan
 from gamedaylib.lab.pgprocesses import descendants, patroni_pid, postmaster_pid
 from gamedaylib.lab.pgspecs import ProcessSpec, patroni_spec
 from gamedaylib.lab.processes import ProcessRef
+
+__all__ = [
+    "ClusterStatus",
+    "Launcher",
+    "Member",
+    "NodeProbe",
+    "PgClusterClient",
+    "cancel",
+    "cancel_after",
+]
 
 PROBE_TABLE = "gameday_pg_probe"
 LEADER_ROLES = ("leader", "master", "primary")
@@ -338,9 +348,11 @@ class PgClusterClient:
 
     def stall_replication(self, seconds: float) -> datetime:
         """Stall the replication network for ``seconds`` (it heals by itself then): every relay drops
-        bytes both ways, so WAL committed meanwhile reaches no replica. Returns when it started."""
-        if not 0 < seconds:
-            raise LabError(f"stall_replication: seconds must be > 0, got {seconds!r}")
+        bytes both ways, so WAL committed meanwhile reaches no replica. Returns when it started;
+        ``InvalidParameters`` (nothing stalled) unless 0 < seconds <= ``MAX_STALL_SECONDS``."""
+        if not 0 < seconds <= MAX_STALL_SECONDS:
+            raise InvalidParameters(f"must be > 0 and at most {MAX_STALL_SECONDS} seconds, got {seconds!r}",
+                                    "seconds")
         for node in self.plan.nodes:
             proc.http_json(f"{node.relay_control_url}/partition",
                            payload={"active": True, "duration_seconds": seconds, "mode": "blackhole"})

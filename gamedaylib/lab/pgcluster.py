@@ -46,6 +46,25 @@ from gamedaylib.exceptions import InvalidParameters, LabError
 from gamedaylib.lab import processes as proc
 from gamedaylib.lab.pgruntime import PythonRuntime, patroni_runtime
 
+__all__ = [
+    "DATABASE",
+    "MAX_STALL_SECONDS",
+    "NODE_NAMES",
+    "PG_ENDPOINTS",
+    "PG_REPLICATION_MODES",
+    "PORT_NAMES",
+    "PgClusterPlan",
+    "PgKnobs",
+    "PgNodePlan",
+    "default_endpoint",
+    "find_etcd",
+    "find_haproxy",
+    "find_pg_bin_dir",
+    "plan_cluster",
+    "validate_pg_knobs",
+    "with_knobs",
+]
+
 PG_REPLICATION_MODES = ("sync", "async")
 PG_ENDPOINTS = ("proxy", "multihost")
 NODE_NAMES = ("pg1", "pg2")

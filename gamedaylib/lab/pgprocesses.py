@@ -19,6 +19,14 @@ from pathlib import Path
 
 from gamedaylib.lab import processes as proc
 
+__all__ = [
+    "cluster_processes",
+    "descendants",
+    "patroni_pid",
+    "postmaster_pid",
+    "stop_cluster",
+]
+
 STOP_GRACE_SECONDS = 10.0
 
 

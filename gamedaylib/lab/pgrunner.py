@@ -40,6 +40,16 @@ from gamedaylib.lab.pgprocesses import stop_cluster
 from gamedaylib.lab.pgspecs import ProcessSpec, cluster_specs, prepare_cluster
 from gamedaylib.lab.processes import ProcessRef
 
+__all__ = [
+    "PgClusterRunner",
+    "Spawner",
+    "main",
+    "reap",
+    "run",
+    "spawn",
+    "wait_ready",
+]
+
 log = logging.getLogger("gamedaylib.lab.pgrunner")
 
 HEALTHY_TIMEOUT_SECONDS = 60.0

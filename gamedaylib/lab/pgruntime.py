@@ -32,6 +32,14 @@ from typing import Any
 from gamedaylib.exceptions import LabError
 from gamedaylib.lab import processes as proc
 
+__all__ = [
+    "PythonRuntime",
+    "patroni_runtime",
+    "probe_runtime",
+    "stage_patroni",
+    "system_pythons",
+]
+
 # what Patroni imports: checked by running it as the user Patroni will run as
 PATRONI_IMPORTS = "import patroni.__main__, patroni.dcs.etcd3, psycopg, yaml, psutil, urllib3, etcd"
 PATRONI_DISTRIBUTION = "patroni"

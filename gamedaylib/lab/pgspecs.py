@@ -30,6 +30,16 @@ from gamedaylib.lab.pgcluster import (
     PgNodePlan,
 )
 
+__all__ = [
+    "ProcessSpec",
+    "cluster_specs",
+    "etcd_argv",
+    "haproxy_config",
+    "patroni_config",
+    "patroni_spec",
+    "prepare_cluster",
+]
+
 
 def patroni_config(plan: PgClusterPlan, node: PgNodePlan) -> dict[str, Any]:
     """Patroni's YAML configuration for ``node``."""

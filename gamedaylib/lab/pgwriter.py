@@ -24,10 +24,14 @@ from typing import Any
 import psycopg
 
 from gamedaylib.exceptions import LabError
-from gamedaylib.lab.pgclient import cancel
+from gamedaylib.lab.pgclient import SYNC_WAIT_CANCELLED, cancel
+
+__all__ = [
+    "Ack",
+    "CommitWriter",
+]
 
 TABLE = "gameday_pg_writes"
-SYNC_WAIT_CANCELLED = "synchronous replication"
 
 
 @dataclass(frozen=True)

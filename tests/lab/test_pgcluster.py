@@ -2,8 +2,9 @@
 Patroni, PostgreSQL, HAProxy and the replication relays.
 
 Two clusters are shared by the tests of this module, in file order:
-- ``sync_proxy``: synchronous replication behind HAProxy, run by a separate runner process (so that the
-  last of its tests can SIGKILL that process and check that nothing is left behind);
+- ``sync_proxy``: synchronous replication behind HAProxy (a multi-host DSN without HAProxy), run by a
+  separate runner process (so that the last of its tests can SIGKILL that process and check that
+  nothing is left behind);
 - ``async_multihost``: asynchronous replication, libpq multi-host endpoint, run in this process.
 Figures are printed (``-s``); their targets are the playbook's and the brief's, with headroom for a
 loaded 2-core machine. `benchmarks/pg_failover.py` reports the same figures.
@@ -153,14 +154,14 @@ class External:
 
 @pytest.fixture(scope="module")
 def sync_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
-    if find_haproxy() is None:
-        pytest.skip("HAProxy (Debian haproxy) is not installed")
+    """Synchronous replication behind HAProxy (a multi-host DSN when HAProxy is not installed)."""
+    endpoint = pgcluster.default_endpoint()
     base = tmp_path_factory.mktemp("pg-sync")
     root, plan_file, log = base / "cluster", base / "plan.json", base / "runner.log"
     with open(log, "ab") as out:
         runner = subprocess.Popen(
             [sys.executable, "-m", "gamedaylib.lab.pgrunner", "--start", str(root), "--plan-file", str(plan_file),
-             "--knobs", json.dumps({"lab_pg_replication": "sync", "lab_pg_endpoint": "proxy"})],
+             "--knobs", json.dumps({"lab_pg_replication": "sync", "lab_pg_endpoint": endpoint})],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -171,7 +172,7 @@ def sync_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
             time.sleep(0.2)
         data = json.loads(plan_file.read_text())
         plan = PgClusterPlan.from_json(data)  # with the runner's startup_seconds and runner_pid beside it
-        print(f"\nsync+proxy cluster started in {data['startup_seconds']:.1f}s")
+        print(f"\nsync+{endpoint} cluster started in {data['startup_seconds']:.1f}s")
         yield External(runner, plan, PgClusterClient(plan, launcher=Spawner()), data["startup_seconds"])
     finally:
         if runner.poll() is None:
@@ -192,7 +193,7 @@ def test_the_cluster_starts_with_a_primary_and_a_synchronous_streaming_replica(s
     assert client.replica_streaming("pg2")
     assert client.sync_standbys() == ["pg2"]
     assert client.writable_nodes() == ["pg1"]
-    assert client.proxy_servers_up() == ["pg1"]
+    assert client.proxy_servers_up() == (["pg1"] if plan.endpoint == "proxy" else None)
     with psycopg.connect(plan.rw_dsn, connect_timeout=5) as conn:
         settings = dict(conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name IN ('fsync', 'synchronous_commit', "
@@ -204,7 +205,7 @@ def test_the_cluster_starts_with_a_primary_and_a_synchronous_streaming_replica(s
     assert settings["synchronous_commit"] == "on" and settings["data_checksums"] == "on"
     assert "pg2" in settings["synchronous_standby_names"]
     status = client.status().to_json()
-    assert status["primary"] == "pg1" and status["replication"] == "sync" and status["endpoint"] == "proxy"
+    assert status["primary"] == "pg1" and status["replication"] == "sync" and status["endpoint"] == plan.endpoint
     assert json.loads(json.dumps(status))["rw_dsn"] == plan.rw_dsn
 
 
@@ -220,6 +221,8 @@ def test_agent_only_kill_with_sync_replication_cuts_the_orphan_off(sync_proxy: E
     new = other(plan, old)
     orphan_port = plan.node(old).pg_port
     multihost_dsn = pgcluster.with_knobs(plan, {"lab_pg_endpoint": "multihost"}).rw_dsn
+    if plan.endpoint != "proxy":
+        pytest.skip("HAProxy (Debian haproxy) is not installed")
     writer = CommitWriter(plan.rw_dsn, rate=100).start()
     direct = CommitWriter(multihost_dsn, rate=100, statement_timeout_ms=2000).start()
     samples: list[list[str]] = []
@@ -266,7 +269,7 @@ def test_sigkill_of_the_primary_fails_over_without_losing_a_confirmed_write(sync
         wait_acks(writer, 100)
         killed = client.kill(old)
         assert client.probe_nodes()[0 if old == "pg1" else 1].reachable is False
-        writable = client.wait_writable(timeout=60)
+        writable = client.wait_writable(timeout=60, avoid=old)
         wait_acks(writer, len(writer.snapshot()) + 50)
         started = client.restart_killed(old)
         rejoined = client.wait_streaming(old, REJOIN_LIMIT_SECONDS)
@@ -277,7 +280,7 @@ def test_sigkill_of_the_primary_fails_over_without_losing_a_confirmed_write(sync
     rejoin = seconds(started, rejoined)
     lost = writer.lost(plan.rw_dsn)
     acks = writer.snapshot()
-    print(f"\nsync SIGKILL: writable through HAProxy {failover:.1f}s after the kill; rejoin {rejoin:.1f}s; "
+    print(f"\nsync SIGKILL: writable through {plan.endpoint} {failover:.1f}s after the kill; rejoin {rejoin:.1f}s; "
           f"{len(acks)} acknowledged commits, {len(lost)} lost, {len(writer.unconfirmed)} unconfirmed")
     assert failover < FAILOVER_LIMIT_SECONDS
     assert failover >= plan.ttl - 5, "Patroni cannot fail over before the leader key expires"
