@@ -36,6 +36,7 @@ import os
 import pwd
 import shutil
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from importlib import metadata
@@ -99,13 +100,14 @@ class PgKnobs:
 
 
 def default_endpoint() -> str:
-    """``proxy`` when HAProxy is installed, else ``multihost``."""
+    """``proxy`` when HAProxy is installed, else ``multihost`` (what ``lab_pg_endpoint=proxy`` becomes)."""
     return "proxy" if find_haproxy() else "multihost"
 
 
-def validate_pg_knobs(knobs: dict[str, Any] | None = None) -> PgKnobs:
+def validate_pg_knobs(knobs: Mapping[str, Any] | None = None) -> PgKnobs:
     """The effective knobs; ``InvalidParameters`` naming each bad one (other ``lab_`` knobs are ignored).
-    ``lab_pg_endpoint=proxy`` without HAProxy installed is refused."""
+    ``lab_pg_endpoint=proxy`` (the default) becomes ``multihost`` when HAProxy is not installed: the
+    plan's ``endpoint`` says which one runs (the archive must state it)."""
     knobs = knobs or {}
     problems: dict[str, str] = {}
     values: dict[str, str] = {}
@@ -117,11 +119,11 @@ def validate_pg_knobs(knobs: dict[str, Any] | None = None) -> PgKnobs:
             problems[name] = f"expected one of {', '.join(choices)}, got {value!r}"
         else:
             values[name] = value.strip().lower()
-    endpoint = values.get("lab_pg_endpoint") or default_endpoint()
-    if endpoint == "proxy" and "lab_pg_endpoint" in values and not find_haproxy():
-        problems["lab_pg_endpoint"] = "proxy needs HAProxy (Debian package haproxy) on PATH; use multihost"
     if problems:
         raise InvalidParameters(problems)
+    endpoint = values.get("lab_pg_endpoint", "proxy")
+    if endpoint == "proxy" and not find_haproxy():
+        endpoint = "multihost"
     return PgKnobs(values.get("lab_pg_replication", "sync"), endpoint)
 
 
@@ -284,7 +286,7 @@ class PgClusterPlan:
 
 def plan_cluster(
     root: str | os.PathLike[str],
-    knobs: dict[str, Any] | None = None,
+    knobs: Mapping[str, Any] | None = None,
     ports: dict[str, int] | None = None,
 ) -> PgClusterPlan:
     """Plan a cluster in folder ``root``: validate the knobs (``InvalidParameters``, nothing done), find
@@ -336,7 +338,7 @@ def plan_cluster(
     )
 
 
-def with_knobs(plan: PgClusterPlan, knobs: dict[str, Any]) -> PgClusterPlan:
+def with_knobs(plan: PgClusterPlan, knobs: Mapping[str, Any]) -> PgClusterPlan:
     """The same plan (ports, binaries, interpreter) with other knobs, for restarting in another mode."""
     effective = validate_pg_knobs(knobs)
     if effective.lab_pg_endpoint == "proxy" and plan.haproxy_port is None:

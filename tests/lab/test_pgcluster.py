@@ -73,6 +73,7 @@ def test_bad_knobs_are_refused_naming_each() -> None:
     )
     expected = "proxy" if find_haproxy() else "multihost"
     assert validate_pg_knobs({}).lab_pg_endpoint == expected
+    assert validate_pg_knobs({"lab_pg_endpoint": "proxy"}).lab_pg_endpoint == expected  # no HAProxy: multihost
 
 
 def test_a_bad_knob_plans_nothing(tmp_path: Path) -> None:
