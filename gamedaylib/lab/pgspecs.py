@@ -56,6 +56,10 @@ def patroni_config(plan: PgClusterPlan, node: PgNodePlan) -> dict[str, Any]:
         "wal_keep_size": "128MB",
         "max_connections": 100,
         "shared_buffers": "32MB",
+    }
+    # this node's own (Patroni's local parameters win over the cluster-wide ones kept in the DCS)
+    local = {
+        **parameters,
         "unix_socket_directories": "",
         "logging_collector": "on",
         "log_directory": str(Path(node.node_dir) / "pglog"),
@@ -97,7 +101,7 @@ def patroni_config(plan: PgClusterPlan, node: PgNodePlan) -> dict[str, Any]:
                 "host all all 127.0.0.1/32 trust",
                 "host replication all 127.0.0.1/32 trust",
             ],
-            "parameters": parameters,
+            "parameters": local,
         },
         "watchdog": {"mode": "off"},
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
