@@ -33,7 +33,14 @@ from IPython.display import display, update_display
 from gamedaylib.clock import Clock, parse_time
 from gamedaylib.exceptions import InvalidParameters
 from gamedaylib.journal import Journal
-from gamedaylib.observations import ACTION_ITEM_FIELDS, ACTION_ITEMS_CSV_COLUMNS, action_items_of, answered, answered_at
+from gamedaylib.observations import (
+    ACTION_ITEM_FIELDS,
+    ACTION_ITEMS_CSV_COLUMNS,
+    action_item,
+    action_items_of,
+    answered,
+    answered_at,
+)
 from gamedaylib.playbook import INCIDENT_STAMPS, Playbook
 
 OPEN = "open"
@@ -538,7 +545,7 @@ class ActionItemsForm(Form):
 
     def add(self, item: Mapping[str, Any] | None = None, *, source: str = "form") -> dict[str, Any] | None:
         """Journal one action item (default: what the fields hold) and clear the fields."""
-        value = _item(item if item is not None else {k: w.value for k, w in self.fields.items()})
+        value = action_item(item if item is not None else {k: w.value for k, w in self.fields.items()})
         if not value["title"].strip():
             return None
         entry = self.journal.record("action_item", "postmortem", **value, source=source)
@@ -575,7 +582,7 @@ def action_items_form(
     else:
         already = {(i["title"], i["owner"], i["due"], i["ticket"]) for i in form.items()}
         for item in items or []:
-            value = _item(item)
+            value = action_item(item)
             if tuple(value[k] for k in ACTION_ITEM_FIELDS) not in already:
                 form.add(value, source="parameter")
     if show:

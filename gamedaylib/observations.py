@@ -19,6 +19,7 @@ __all__ = [
     "ACTION_ITEMS_CSV_COLUMNS",
     "ACTION_ITEM_FIELDS",
     "TeamResponse",
+    "action_item",
     "action_items_of",
     "answered",
     "answered_at",
@@ -115,7 +116,8 @@ def team_response_seconds(
     )
 
 
-def _item(value: Mapping[str, Any]) -> dict[str, str]:
+def action_item(value: Mapping[str, Any]) -> dict[str, str]:
+    """One action item's fields (title, owner, due, ticket) as strings ("" when missing)."""
     return {k: "" if value.get(k) is None else str(value.get(k)) for k in ACTION_ITEM_FIELDS}
 
 
@@ -128,7 +130,7 @@ def action_items_of(entries_or_items: Iterable[Mapping[str, Any]] | Journal) -> 
             continue
         if not str(e.get("title") or "").strip():
             continue
-        out.append({**_item(e), "recorded_at": str(e.get("ts", e.get("recorded_at", "")) or "")})
+        out.append({**action_item(e), "recorded_at": str(e.get("ts", e.get("recorded_at", "")) or "")})
     return out
 
 
