@@ -385,7 +385,7 @@ class Run:
         offset = self.clock.offset(reading.at)
         reason = first_fired(self._conditions, reading, self.baseline, offset)
         if reason is None:
-            reason = lag_blindness(self.readings_since(self.injected_at), offset)
+            reason = lag_blindness(self.readings_since(None), offset)  # readable before T+0 counts too
         if reason is not None:
             self._stop(reason)
             return True
