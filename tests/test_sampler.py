@@ -172,7 +172,7 @@ def test_waits_get_the_next_reading_or_none_at_the_deadline(tmp_path: Path) -> N
         later, newer = sampler.next_reading(count, 5)
         assert later > count and newer is not None and newer.lag_pending == later
         assert [r.lag_pending for r in sampler.recent(2)] == [later - 1, later] or sampler.ticks > later
-        assert list(sampler.readings_since(newer.at))[0].at >= newer.at
+        assert next(iter(sampler.readings_since(newer.at))).at >= newer.at
     finally:
         sampler.stop()
     waited = time.monotonic()

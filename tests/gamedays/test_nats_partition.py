@@ -60,7 +60,7 @@ def test_the_playbook_as_data_matches_the_written_playbook() -> None:
 
 
 def test_tiles_say_what_the_room_watches(tmp_path: Path) -> None:
-    run, target = start_run(tmp_path)
+    run, _ = start_run(tmp_path)
     try:
         nothing = {t.label: (t.value, t.state) for t in SCENARIO.tiles(run, None)}
         assert nothing == {"partition": ("OFF", "unknown"), "consumer lag": ("—", "unknown"),
