@@ -97,5 +97,10 @@ def test_marking_needs_no_params_file_and_skips_the_current_run(tmp_path: Path, 
     card = json.loads((bare / "scorecard.json").read_text())
     assert (card["gameday_id"], card["run_id"], card["verdict"]) == ("GAMEDAY-001", "bare", "aborted")
     assert not (current / "scorecard.json").exists()
+
+
+def test_an_orphan_of_a_gameday_this_installation_lacks_is_still_completed(tmp_path: Path, dead_pid: int) -> None:
     other = archive(tmp_path, "x", [("run.started", {"pid": dead_pid})], gameday="GAMEDAY-999")
-    assert mark_orphaned(other, "orphaned: test")["verdict"] == "aborted"  # an unknown gameday still completes
+    card = mark_orphaned(other, "orphaned: test")
+    assert (card["verdict"], card["gameday_id"], card["reason"]) == ("aborted", "GAMEDAY-999", "orphaned: test")
+    assert (other / "report.html").is_file()
