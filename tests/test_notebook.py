@@ -158,3 +158,13 @@ def test_execute_runs_headless_into_the_archive(tmp_path: Path) -> None:
     ran = nbformat.read(str(archive / RUNBOOK_FILE), as_version=4)
     assert "finished" in "".join(o.get("text", "") for o in ran.cells[-1].outputs)
     assert [e["kind"] for e in Journal.read(archive / JOURNAL_FILE)] == ["run.finished"]
+
+
+def test_gameday_001s_notebook_quotes_its_playbook() -> None:
+    nb = _nb(gamedays.scenario("GAMEDAY-001"))
+    text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "Success Criteria" in text and "Rollback Procedure" in text and "## Success Metrics" in text
+    assert "Consumer lag returns to <10 messages within 15 minutes" in text  # the playbook, quoted
+    for phase in gamedays.scenario("GAMEDAY-001").playbook.phases:
+        for question in phase.questions[:1]:
+            assert question.casefold() in text.casefold(), question
