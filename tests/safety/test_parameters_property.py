@@ -36,7 +36,7 @@ from gamedaylib.parameters import (
 
 P = NatsPartitionParams
 SPECS = {name: spec for name, (_, spec) in specs(P).items()}
-BOUNDED = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+BOUNDED = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 NUMBERS = sorted(n for n, s in SPECS.items() if s.check in (check_number, check_int, check_fraction))
 BOOLS = sorted(n for n, s in SPECS.items() if s.check is check_bool)
