@@ -200,7 +200,9 @@ def timeline_figure(
     if "ts" in frame and len(frame):
         stamps = pd.to_datetime(frame["ts"], utc=True)
         frame = frame[stamps.notna()]
-        ts = (stamps[stamps.notna()].astype("int64") / 1e9).to_numpy(dtype=float)
+        # seconds since the epoch whatever the resolution (pandas 3 gives datetime64[us], 2 gave [ns])
+        since_epoch = stamps[stamps.notna()] - pd.Timestamp(0, tz="UTC")
+        ts = (since_epoch / pd.Timedelta(seconds=1)).to_numpy(dtype=float)
     else:
         ts = np.array([], dtype=float)
     rows = frame

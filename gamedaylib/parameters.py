@@ -537,7 +537,7 @@ def validate(cls: type[P], raw: Mapping[str, Any]) -> P:
         problems["profile"] = f"unknown profile {profile!r}; known: {list(PROFILE_NAMES)}"
         profile = "rehearsal"
     given = dict(raw)
-    if not given.get("gameday_id"):
+    if given.get("gameday_id", "") == "":  # not given: this class's gameday (0, False, [] are wrong, not absent)
         given["gameday_id"] = cls.GAMEDAY_ID
     try:
         values = check_values(cls, given, from_profile=cls.PROFILES[profile])

@@ -293,7 +293,7 @@ def read_samples(path: str | os.PathLike[str]) -> pd.DataFrame:
     """An archived ``samples.csv`` as the DataFrame :meth:`Sampler.frame` gives (for the analyst)."""
     import pandas as pd
 
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={"phase": str})  # all-empty phases would otherwise read as float NaN
     if "ts" in frame:
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601")
     if "phase" in frame:

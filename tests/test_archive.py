@@ -1,98 +1,120 @@
+"""The archive of a run is complete whatever happened: a run that did not reach its end is marked
+``aborted`` with the reason, keeps what it measured, and still has every file."""
+
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import jsonschema
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+import pytest
+import yaml
 
 from gamedaylib import archive
-from gamedaylib.journal import Journal
-from gamedaylib.parameters import validate
+from gamedaylib.gamedays.nats_partition.params import NatsPartitionParams
+from gamedaylib.gamedays.nats_partition.playbook import PLAYBOOK
+from gamedaylib.journal import JOURNAL_FILE, Journal
+from gamedaylib.parameters import as_dict, validate
 from gamedaylib.scorecard import SCHEMA
 
+DESIGN_FILES = {"runbook.ipynb", "report.html", "journal.jsonl", "scorecard.json", "samples.csv",
+                "incident-report.md", "params.yaml"}
+WRITTEN_BY_FINALIZE = DESIGN_FILES - {"runbook.ipynb", "report.html"} | {"action-items.csv"}
 
-def test_finalize_marks_an_unfinished_run_aborted_and_keeps_what_was_measured(tmp_path) -> None:
-    params = validate({"archive_dir": str(tmp_path)})
-    j = Journal(tmp_path / archive.JOURNAL_FILE)
-    j.record("run.started", run_id=params["run_id"])
+
+@pytest.fixture
+def params(tmp_path: Path) -> dict:
+    return as_dict(validate(NatsPartitionParams, {"archive_dir": str(tmp_path), "run_id": "r1"}))
+
+
+def entries(path: Path) -> list[dict]:
+    return list(Journal.read(path / JOURNAL_FILE))
+
+
+def test_the_archive_holds_the_designs_files_and_the_action_items() -> None:
+    assert set(archive.ARCHIVE_FILES) == DESIGN_FILES | {"action-items.csv"}
+
+
+def test_an_unfinished_run_is_marked_aborted_and_keeps_what_it_measured(tmp_path: Path, params: dict) -> None:
+    j = Journal(tmp_path / JOURNAL_FILE)
+    j.record("run.started", run_id="r1")
     j.record("measurement", name="rto_seconds", value=12.0, target=120, comparison="<=", status="pass",
              evidence="t0->recovered", unit="s")
-    card = archive.finalize(tmp_path, params, archive.Execution(False, "DeadKernelError: kernel died"))
+    card = archive.finalize(tmp_path, params, False, "DeadKernelError: kernel died", PLAYBOOK)
     jsonschema.validate(card, SCHEMA)
-    assert card["verdict"] == "aborted"
-    assert "kernel died" in card["reason"]
+    assert card["verdict"] == "aborted" and card["reason"] == "DeadKernelError: kernel died"
     by_name = {m["name"]: m for m in card["metrics"]}
-    assert by_name["rto_seconds"]["value"] == 12.0
-    assert by_name["rpo_seconds"]["status"] == "not_measured"
-    assert json.loads((tmp_path / "scorecard.json").read_text())["verdict"] == "aborted"
-    for name in ("journal.jsonl", "scorecard.json", "samples.csv", "incident-report.md", "params.yaml"):
+    assert list(by_name) == list(PLAYBOOK.metric_names)
+    assert (by_name["rto_seconds"]["value"], by_name["rto_seconds"]["status"]) == (12.0, "pass")
+    assert by_name["rpo_seconds"]["status"] == "not_measured" and "kernel died" in by_name["rpo_seconds"]["reason"]
+    assert json.loads((tmp_path / archive.SCORECARD_FILE).read_text()) == card
+    for name in WRITTEN_BY_FINALIZE:
         assert (tmp_path / name).exists(), name
-    assert "ABORTED" in (tmp_path / "incident-report.md").read_text()
-    assert Journal.read(tmp_path / archive.JOURNAL_FILE)
-    kinds = [e["kind"] for e in Journal.read(tmp_path / archive.JOURNAL_FILE)]
-    assert kinds[-1] == "run.finished"
+    assert "ABORTED" in (tmp_path / archive.REPORT_FILE).read_text()
+    assert (tmp_path / archive.SAMPLES_FILE).read_text().startswith("ts,t_offset_s,phase")
+    kinds = [e["kind"] for e in entries(tmp_path)]
+    assert kinds[-1] == "run.finished" and entries(tmp_path)[-1]["verdict"] == "aborted"
+    archive.finalize(tmp_path, params, False, "DeadKernelError: kernel died", PLAYBOOK)  # again: not twice
+    assert [e["kind"] for e in entries(tmp_path)].count("run.finished") == 1
 
 
-def test_report_html_hides_code_and_loads_nothing_from_the_network(tmp_path) -> None:
-    nb = new_notebook(cells=[
-        new_markdown_cell("# Title\n\nSee [Grafana](https://grafana.example.com/d/x)."),
-        new_code_cell("secret_code_marker = 1", outputs=[new_output("display_data", data={"text/markdown": "**shown**"})]),
-    ])
-    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
-                                                                            "version_minor": 0}}
-    path = tmp_path / "runbook.ipynb"
-    nbformat.write(nb, str(path))
-    html = archive.render_html(path, tmp_path / "report.html").read_text()
-    assert "secret_code_marker" not in html
-    assert "shown" in html
-    assert archive.remote_loads(html) == []
-    assert "grafana.example.com" in html  # a link is not a load
+def test_a_completed_run_keeps_its_own_scorecard(tmp_path: Path, params: dict) -> None:
+    finished = {"gameday_id": "GAMEDAY-001", "run_id": "r1", "target": "lab", "profile": "rehearsal",
+                "started_at": "2026-01-01T00:00:00+00:00", "finished_at": "2026-01-01T00:02:00+00:00",
+                "verdict": "pass", "metrics": [], "events": {}}
+    (tmp_path / archive.SCORECARD_FILE).write_text(json.dumps(finished))
+    Journal(tmp_path / JOURNAL_FILE).record("run.finished", verdict="pass")
+    assert archive.finalize(tmp_path, params, True, "", PLAYBOOK) == finished
+    assert json.loads((tmp_path / archive.SCORECARD_FILE).read_text()) == finished
 
 
-def test_report_html_opens_with_the_verdict_and_the_metrics(tmp_path) -> None:
-    """A reader who stops after the first screen sees the verdict, why, and every metric's status."""
-    params = validate({"archive_dir": str(tmp_path)})
-    Journal(tmp_path / archive.JOURNAL_FILE).record("run.started", run_id=params["run_id"])
-    archive.finalize(tmp_path, params, archive.Execution(False, "interrupted (SIGINT/SIGTERM)"))
-    nbformat.write(new_notebook(cells=[new_markdown_cell("# The runbook body")]), str(tmp_path / "runbook.ipynb"))
-    html = archive.render_html(tmp_path / "runbook.ipynb", tmp_path / "report.html").read_text()
-    top = html[: html.index("The runbook body")]
-    assert "verdict" in top and "aborted" in top and "interrupted (SIGINT/SIGTERM)" in top
-    assert "RTO (Recovery Time)" in top and "not measured" in top
-    assert archive.remote_loads(html) == []
+def test_a_run_stopped_then_killed_keeps_why_it_stopped_and_its_counts(tmp_path: Path, params: dict) -> None:
+    stopped = {"condition": "stop_buffer_fraction", "value": 1.0, "threshold": 0.9, "at": "2026-01-01T00:00:04+00:00",
+               "words": "gateway buffer 100 % full", "blind": False}
+    partial = {"started_at": "2026-01-01T00:00:00+00:00", "targets": {"rto_seconds": 120.0},
+               "events": {"canaries_sent": 40, "canaries_stored": 30, "canaries_lost": 10, "canaries_duplicated": 0,
+                          "service_reported_dropped": 55.0},
+               "stopped_by": stopped,
+               "metrics": [{"name": "event_loss_count", "value": 55, "target": 0, "comparison": "==",
+                            "status": "fail", "evidence": "at least 55", "unit": "events"}]}
+    (tmp_path / archive.SCORECARD_FILE).write_text(json.dumps(partial))
+    card = archive.finalize(tmp_path, params, False, "interrupted (SIGINT/SIGTERM)", PLAYBOOK)
+    assert card["verdict"] == "aborted" and card["stopped_by"] == stopped
+    assert card["started_at"] == "2026-01-01T00:00:00+00:00" and card["targets"] == {"rto_seconds": 120.0}
+    assert card["events"]["canaries_lost"] == 10 and card["events"]["service_reported_dropped"] == 55.0
+    loss = next(m for m in card["metrics"] if m["name"] == "event_loss_count")
+    assert (loss["value"], loss["status"]) == (55, "fail")
 
 
-def test_remote_loads_detects_what_a_browser_would_fetch() -> None:
-    assert archive.remote_loads('<script src="https://cdn.example/x.js"></script>')
-    assert archive.remote_loads('<link rel="stylesheet" href="//cdn.example/x.css">')
-    assert archive.remote_loads('<script>import("https://cdn.example/m.mjs")</script>')
-    stripped = archive.strip_remote('<script src="https://cdn.example/x.js"></script>'
-                                    '<script type="module">await import("https://cdn.example/m.mjs")</script>ok')
-    assert archive.remote_loads(stripped) == [] and stripped.endswith("ok")
+def test_params_yaml_is_redacted(tmp_path: Path, params: dict) -> None:
+    leaky = {**params, "commands": {"preflight": ["psql postgresql://u:hunter2@db/events"]}, "api_token": "t0k3n-x"}
+    archive.finalize(tmp_path, leaky, False, "x", PLAYBOOK)
+    text = (tmp_path / archive.PARAMS_FILE).read_text()
+    assert "hunter2" not in text and "t0k3n-x" not in text
+    assert yaml.safe_load(text)["run_id"] == "r1"
 
 
-def _card(run_dir, run_id, started, verdict, rto):
-    run_dir.mkdir(parents=True)
-    (run_dir / "scorecard.json").write_text(json.dumps({
-        "gameday_id": "GAMEDAY-001", "run_id": run_id, "target": "lab", "profile": "rehearsal",
-        "started_at": started, "finished_at": started, "verdict": verdict,
-        "metrics": [{"name": "rto_seconds", "value": rto, "target": 120, "comparison": "<=",
-                     "status": "pass", "evidence": "e"},
-                    {"name": "event_loss_count", "value": 3, "target": 0, "comparison": "==",
-                     "status": "fail", "evidence": "e"}],
-        "events": {}}))
+def test_the_report_takes_items_and_answers_from_the_journal_else_from_the_parameters(tmp_path: Path,
+                                                                                     params: dict) -> None:
+    """Items typed live (journal only) reach the report and action-items.csv; an answer recorded live
+    closes its question; a run stopped before its post-mortem form still lists the parameter's items."""
+    j = Journal(tmp_path / JOURNAL_FILE)
+    j.record("observation", "postmortem", question="What could be improved?", answer="alert sooner", source="form")
+    j.record("action_item", "postmortem", title="Add lag alert", owner="sre", due="2026-02-01", ticket="OPS-9")
+    card = archive.finalize(tmp_path, params, False, "test", PLAYBOOK)
+    text = archive.render_incident_report(tmp_path, scorecard=card, params=params, journal=j.entries(),
+                                          playbook=PLAYBOOK)
+    assert "Add lag alert" in text and "OPS-9" in text
+    open_part = text.split("## Open questions", 1)[1].split("##", 1)[0]
+    assert "What could be improved?" not in open_part and "What went well?" in open_part
+    with open(tmp_path / archive.ACTION_ITEMS_FILE, newline="", encoding="utf-8") as fh:
+        assert [(r["title"], r["ticket"]) for r in csv.DictReader(fh)] == [("Add lag alert", "OPS-9")]
 
-
-def test_history_newest_last_with_chart(tmp_path) -> None:
-    _card(tmp_path / "GAMEDAY-001" / "b", "b", "2026-01-02T00:00:00+00:00", "fail", 30.0)
-    _card(tmp_path / "GAMEDAY-001" / "a", "a", "2026-01-01T00:00:00+00:00", "pass", 20.0)
-    runs = archive.list_runs(tmp_path)
-    assert [r.run_id for r in runs] == ["a", "b"]
-    table = archive.history_table(runs)
-    lines = table.splitlines()
-    assert lines[0].split()[:5] == ["run_id", "started_at", "target", "profile", "verdict"]
-    assert lines[-1].startswith("b") and "fail" in lines[-1] and "3!" in lines[-1]
-    chart = archive.history_chart(runs, tmp_path / "history.png")
-    assert chart is not None and chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert archive.history_chart(runs[:1], tmp_path / "one.png") is None
+    fresh = tmp_path / "stopped-early"
+    given = {**params, "action_items": [{"title": "From the parameter", "owner": "", "due": "", "ticket": ""}],
+             "observations": {"postmortem": {"What went well?": "the buffer held"}}}
+    card = archive.finalize(fresh, given, False, "pre-flight failed", PLAYBOOK)
+    text = (fresh / archive.REPORT_FILE).read_text()
+    assert "From the parameter" in text and "the buffer held" in text
+    assert "What went well?" not in text.split("## Open questions", 1)[1].split("##", 1)[0]

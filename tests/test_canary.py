@@ -65,7 +65,7 @@ class Ingest:
         self._loop.run_until_complete(self._runner.cleanup())
         self._loop.close()
 
-    def __enter__(self) -> Ingest:
+    def __enter__(self) -> Ingest:  # noqa: PYI034 - Python 3.10 has no typing.Self
         self._thread.start()
         assert self._ready.wait(10)
         return self

@@ -1,11 +1,14 @@
-"""Charts render to PNG with the expected panels, phases, partition window and downsampling."""
+"""Charts render to PNG from the sampler's DataFrame with the expected panels, phases, the fault's
+window (from the journal's ``fault.*`` moments, else the ``fault_active`` column) and downsampling."""
 
 from __future__ import annotations
 
 import io
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from gamedaylib.canary import CanaryResult, account, canary_key
@@ -17,14 +20,18 @@ from gamedaylib.charts import (
     timeline,
     timeline_figure,
 )
+from gamedaylib.clock import Clock, utcnow
+from gamedaylib.readings import Reading
+from gamedaylib.sampler import Sampler, read_samples
 
 pytestmark = pytest.mark.timeout(60)
 
 T0 = datetime(2026, 11, 28, 4, 0, tzinfo=timezone.utc)
 
 
-def _rows(n: int, step: float = 1.0) -> list[dict[str, Any]]:
-    """A gameday-shaped series: partition from t=60 to t=120 (offsets), lag peak at 120."""
+def _rows(n: int, step: float = 1.0) -> pd.DataFrame:
+    """A gameday-shaped series as ``Sampler.frame()`` gives it: the fault in force from T+0 to T+60,
+    a one-sample lag spike at T+60."""
     rows = []
     for i in range(n):
         t = -30 + i * step
@@ -38,15 +45,33 @@ def _rows(n: int, step: float = 1.0) -> list[dict[str, Any]]:
                 "lag_ack_pending": 1.0,
                 "buffer_size": t * 5 if cut else 0.0,
                 "buffer_capacity": 10000.0,
-                "retry_total": i * 2.0,
-                "events_stored_total": i * 5.0 if not cut else 150.0,
-                "events_published_total": i * 5.0,
+                "retries_total": i * 2.0,
+                "stored_total": i * 5.0 if not cut else 150.0,
+                "published_total": i * 5.0,
                 "canaries_sent": i * 2.0,
                 "canaries_failed": 0.0,
-                "partition_active": 1.0 if cut else 0.0,
+                "fault_active": 1.0 if cut else 0.0,
             }
         )
-    return rows
+    frame = pd.DataFrame(rows)
+    frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True)  # as Sampler.frame() makes it
+    return frame
+
+
+class Script:
+    """A reader whose n-th reading holds lag n."""
+
+    reading_type = Reading
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def read(self) -> Reading:
+        self.n += 1
+        return Reading(at=utcnow(), lag_pending=float(self.n))
+
+    def close(self) -> None:
+        pass
 
 
 def _png(fig: Any) -> bytes:
@@ -97,24 +122,25 @@ def test_two_hours_at_1hz_is_downsampled_without_losing_the_peak() -> None:
     lag = fig.axes[0].lines[0]
     assert len(lag.get_xdata()) <= MAX_POINTS
     assert max(lag.get_ydata()) == 5000.0  # the one-sample spike survives (bucket maximum)
-    assert _png(fig).startswith(b"\x89PNG")
+    assert list(lag.get_xdata()) == sorted(lag.get_xdata()) and lag.get_xdata()[-1] == pytest.approx(7169)
 
 
 def test_timeline_from_journal_entries_and_no_rows() -> None:
     entries = [
         {"kind": "phase.started", "phase": "preflight", "ts": (T0 - timedelta(seconds=30)).isoformat()},
         {"kind": "phase.finished", "phase": "preflight", "ts": T0.isoformat()},
-        {"kind": "partition.active", "phase": "injection", "ts": T0.isoformat(), "t0": T0.isoformat()},
+        {"kind": "fault.active", "phase": "injection", "ts": T0.isoformat(), "t0": T0.isoformat()},
         {"kind": "phase.started", "phase": "injection", "ts": T0.isoformat()},
-        {"kind": "partition.healed", "phase": "heal", "ts": (T0 + timedelta(seconds=20)).isoformat()},
+        {"kind": "fault.healed", "phase": "heal", "ts": (T0 + timedelta(seconds=25)).isoformat(),
+         "at": (T0 + timedelta(seconds=20)).isoformat()},
     ]
     phases = phases_from_journal(entries)
     assert [(p, e is None) for p, _, e in phases] == [("preflight", False), ("injection", True)]
-    rows = _rows(150)  # partition_active says 0..60 s; the journal's exact moments (0..20 s) win
+    rows = _rows(150)  # fault_active says 0..60 s; the journal's exact moments (0..20 s, healed "at") win
     fig = timeline(rows, entries, t0=T0)
     hatched = [p for p in fig.axes[0].patches if p.get_hatch() == "//"]
     assert len(hatched) == 1 and hatched[0].get_width() == pytest.approx(20)
-    assert _png(timeline([], entries, t0=None)).startswith(b"\x89PNG")
+    assert _png(timeline(pd.DataFrame(), entries, t0=None)).startswith(b"\x89PNG")
 
 
 def test_canary_figure_shows_every_outcome() -> None:
@@ -165,3 +191,21 @@ def test_history_figure_across_runs() -> None:
     assert [t.get_text() for t in fig.axes[1].texts] == ["n/m"]
     assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == ["r1", "r2"]
     assert _png(fig).startswith(b"\x89PNG")
+
+
+def test_a_chart_of_the_archived_samples_is_the_chart_of_the_run(tmp_path: Path) -> None:
+    """The analyst's ``read_samples`` gives the frame the run charted: same points on the same axis."""
+    clock = Clock()
+    sampler = Sampler(Script(), 1, tmp_path / "samples.csv", clock=clock).open()
+    sampler.mark_phase("preflight")
+    for _ in range(5):
+        sampler.tick()
+    clock.t0 = datetime.now(timezone.utc) - timedelta(seconds=2)
+    sampler.stop()
+    live = timeline_figure(sampler.frame(), [], t0=clock.t0)
+    archived_frame = read_samples(tmp_path / "samples.csv")
+    archived = timeline_figure(archived_frame, [], t0=clock.t0)
+    x_live, x_archived = live.axes[0].lines[0].get_xdata(), archived.axes[0].lines[0].get_xdata()
+    assert list(x_archived) == pytest.approx(list(x_live), abs=0.002)
+    assert -5 < x_live[0] < 5  # seconds around T+0, not seconds since 1970
+    assert list(archived.axes[0].lines[0].get_ydata()) == [1, 2, 3, 4, 5]

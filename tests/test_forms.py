@@ -1,3 +1,7 @@
+"""The forms the team types into and clicks: observation forms, incident-response stamps, the
+pre-gameday checklist and action items, live (widgets journal what is entered) and headless (the
+parameters are journaled once, widgets disabled, a static table that reads without widget state)."""
+
 from __future__ import annotations
 
 import csv
@@ -11,128 +15,145 @@ from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
 from gamedaylib.clock import Clock
+from gamedaylib.exceptions import InvalidParameters
 from gamedaylib.forms import (
+    OPEN,
     action_items_form,
-    answered,
     checklist_form,
     observation_form,
-    open_questions,
+    parse_stamp_time,
     stamp_buttons,
-    team_response_seconds,
-    write_action_items_csv,
 )
+from gamedaylib.gamedays.nats_partition.playbook import PLAYBOOK
 from gamedaylib.journal import Journal
-from gamedaylib.playbook import PHASES_BY_ID, PRE_GAMEDAY_CHECKLIST
+from gamedaylib.observations import answered, open_questions, team_response_seconds, write_action_items_csv
 
 pytestmark = pytest.mark.timeout(120)
 
 Q_BREAKERS = "Did circuit breakers engage?"
 Q_LAG = "How quickly did consumer lag start increasing?"
+CHECKLIST = PLAYBOOK.checklist
 
 
 def observations(journal: Journal) -> list[dict]:
     return [e for e in journal.entries() if e["kind"] == "observation"]
 
 
-def test_live_record_journals_each_answer_and_keeps_corrections(tmp_path: Path) -> None:
+def stamps(journal: Journal) -> list[dict]:
+    return [e for e in journal.entries() if e["kind"] == "stamp"]
+
+
+def test_live_record_journals_each_changed_answer_and_keeps_corrections(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.jsonl")
-    form = observation_form(journal, "buffering", answers=None, live=True, show=False)
-    assert list(form.textareas) == list(PHASES_BY_ID["buffering"].questions)
+    form = observation_form(journal, PLAYBOOK, "buffering", answers=None, live=True, show=False)
+    assert list(form.textareas) == list(PLAYBOOK.phase("buffering").questions)
     assert not form.record_button.disabled
 
     form.textareas[Q_BREAKERS].value = "yes, opened after ~3 s"
     form.record_button.click()
     form.record_button.click()  # nothing changed: nothing new
     assert [(e["question"], e["answer"]) for e in observations(journal)] == [(Q_BREAKERS, "yes, opened after ~3 s")]
+    assert form.status.value == "nothing new to record"
 
     form.textareas[Q_BREAKERS].value = "yes, but only on api-gateway"
     form.textareas[Q_LAG].value = "within 2 s"
     form.record_button.click()
     obs = observations(journal)
     assert [e["answer"] for e in obs if e["question"] == Q_BREAKERS] == [
-        "yes, opened after ~3 s",
-        "yes, but only on api-gateway",
-    ]
-    assert all(e["phase"] == "buffering" and e["ts"] for e in obs)
-    assert answered(journal.entries())["buffering"] == {
-        Q_BREAKERS: "yes, but only on api-gateway",
-        Q_LAG: "within 2 s",
-    }
-    still_open = open_questions(journal.entries())
-    assert ("buffering", Q_BREAKERS) not in still_open
-    assert ("buffering", "Are services logging retry attempts?") in still_open
-    assert ("postmortem", "What went well?") in still_open
+        "yes, opened after ~3 s", "yes, but only on api-gateway"]
+    assert all(e["phase"] == "buffering" and e["ts"] and e["source"] == "form" for e in obs)
+    assert answered(journal)["buffering"] == {Q_BREAKERS: "yes, but only on api-gateway", Q_LAG: "within 2 s"}
+    still_open = open_questions(journal, PLAYBOOK)
+    assert ("buffering", Q_BREAKERS) not in still_open and ("postmortem", "What went well?") in still_open
+    assert repr(form) == "<observation form buffering: 2 of 4 answered>"
+
+    form.textareas[Q_LAG].value = ""  # cleared: journaled, so the question is open again
+    form.record()
+    assert Q_LAG not in answered(journal)["buffering"]
 
 
-def test_headless_answers_journaled_once_and_widgets_disabled(tmp_path: Path) -> None:
+def test_headless_answers_are_journaled_once_and_widgets_disabled(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.jsonl")
     given = {Q_BREAKERS: "no — the breaker never opened", "not a playbook question?": "x"}
-    form = observation_form(journal, "buffering", answers=given, live=False, show=False)
-    observation_form(journal, "buffering", answers=given, live=False, show=False)  # the cell ran twice
+    form = observation_form(journal, PLAYBOOK, "buffering", answers=given, live=False, show=False)
+    observation_form(journal, PLAYBOOK, "buffering", answers=given, live=False, show=False)  # the cell ran twice
     assert all(a.disabled for a in form.textareas.values()) and form.record_button.disabled
     assert form.textareas[Q_BREAKERS].value == "no — the breaker never opened"
-    assert len(observations(journal)) == 2
+    assert len(observations(journal)) == 2 and {e["source"] for e in observations(journal)} == {"parameter"}
     table = form.static_table()
     rows = {r[0]: r[1] for r in table.rows}
     assert rows[Q_BREAKERS] == "no — the breaker never opened"
-    assert rows[Q_LAG] == "open"
+    assert rows[Q_LAG] == OPEN
     assert rows["not a playbook question? (not a playbook question)"] == "x"
+    assert table.title == "Observations: Event Buffering"
     assert "no — the breaker never opened" in table.html() and "| open |" in table.markdown()
+    assert f"question: {Q_LAG} | answer: open" in table.text()
 
 
-def test_stamps_and_team_response(tmp_path: Path) -> None:
+def test_a_question_typed_with_other_case_or_blanks_is_the_playbooks(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    observation_form(journal, PLAYBOOK, "buffering", answers={"  did circuit   breakers ENGAGE? ": "yes"}, live=False,
+                     show=False)
+    assert answered(journal) == {"buffering": {Q_BREAKERS: "yes"}}
+
+
+def test_static_tables_escape_what_the_team_typed(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    form = observation_form(journal, PLAYBOOK, "buffering", answers={Q_BREAKERS: "<b>yes</b> | a\nb"}, live=False,
+                            show=False)
+    table = form.static_table()
+    assert "&lt;b&gt;yes&lt;/b&gt; | a<br>b" in table.html() and "<b>yes</b>" not in table.html()
+    assert "<b>yes</b> \\| a<br>b" in table.markdown()
+    bundle = table._repr_mimebundle_()
+    assert set(bundle) == {"text/html", "text/markdown", "text/plain"}
+
+
+def test_headless_stamps_are_journaled_once(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.jsonl")
     clock = Clock()
-    t0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
-    clock.set_t0(t0)
-    sb = stamp_buttons(
-        journal, clock, stamps={"alert_seen": 70, "acknowledged": "2026-01-01T12:04:10+00:00"}, live=False, show=False
-    )
+    clock.set_t0(datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc))
+    sb = stamp_buttons(journal, clock, stamps={"alert_seen": 70, "acknowledged": "2026-01-01T12:04:10+00:00"},
+                       live=False, show=False)
     stamp_buttons(journal, clock, stamps={"acknowledged": 1}, live=False, show=False)  # re-run: not again
-    stamps = [e for e in journal.entries() if e["kind"] == "stamp"]
-    assert [(e["stamp"], e["at"]) for e in stamps] == [
-        ("alert_seen", "2026-01-01T12:01:10+00:00"),
-        ("acknowledged", "2026-01-01T12:04:10+00:00"),
-    ]
-    assert stamps[1]["t_offset"] == "T+04:10"
+    assert [(e["stamp"], e["at"], e["source"]) for e in stamps(journal)] == [
+        ("alert_seen", "2026-01-01T12:01:10+00:00", "parameter"),
+        ("acknowledged", "2026-01-01T12:04:10+00:00", "parameter")]
+    assert stamps(journal)[1]["t_offset"] == "T+04:10"
     assert all(b.disabled for b in sb.buttons.values())
-
-    # the alert time from monitoring wins over the "alert seen" stamp
-    seconds, evidence = team_response_seconds(journal.entries(), "2026-01-01T12:00:40+00:00")
-    assert seconds == 210.0 and "monitoring" in evidence
-    seconds, evidence = team_response_seconds(journal.entries(), None)
-    assert seconds == 180.0 and "alert seen" in evidence
-
-    empty = Journal(tmp_path / "empty.jsonl")
-    seconds, reason = team_response_seconds(empty.entries(), t0)
-    assert seconds is None and "acknowledged" in reason
+    assert team_response_seconds(journal, None).seconds == 180.0
+    rows = {r[0]: r[1:] for r in sb.static_table().rows}
+    assert rows["acknowledged"] == ("2026-01-01T12:04:10+00:00", "T+04:10") and rows["paged"][0] == "not stamped"
+    with pytest.raises(InvalidParameters):
+        stamp_buttons(Journal(tmp_path / "other.jsonl"), clock, stamps={"coffee": 1}, live=False, show=False)
 
 
-def test_relative_stamp_without_t0_is_not_invented(tmp_path: Path) -> None:
+def test_a_relative_stamp_without_t0_is_not_invented(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.jsonl")
-    stamp_buttons(journal, Clock(), stamps={"acknowledged": 30}, live=False, show=False)
-    (entry,) = [e for e in journal.entries() if e["kind"] == "stamp"]
+    sb = stamp_buttons(journal, Clock(), stamps={"acknowledged": 30}, live=False, show=False)
+    (entry,) = stamps(journal)
     assert entry["at"] is None and "T+0" in entry["reason"]
-    seconds, reason = team_response_seconds(journal.entries(), datetime.now(timezone.utc))
-    assert seconds is None and "acknowledged" in reason
+    assert team_response_seconds(journal, datetime.now(timezone.utc)).seconds is None
+    assert {r[0]: r[1] for r in sb.static_table().rows}["acknowledged"] == "unknown"
 
 
-def test_live_stamp_button_records_now(tmp_path: Path) -> None:
+def test_a_live_button_stamps_now_and_tells_the_run(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.jsonl")
     clock = Clock()
     clock.set_t0(clock.now() - timedelta(seconds=100))
-    sb = stamp_buttons(journal, clock, stamps=None, live=True, show=False)
+    told: list[str] = []
+    sb = stamp_buttons(journal, clock, stamps=None, live=True, show=False, on_stamp=told.append)
     before = datetime.now(timezone.utc)
     sb.buttons["paged"].click()
-    (entry,) = [e for e in journal.entries() if e["kind"] == "stamp"]
+    (entry,) = stamps(journal)
     at = datetime.fromisoformat(entry["at"])
     assert entry["stamp"] == "paged" and before <= at <= datetime.now(timezone.utc)
     assert entry["t_offset"].startswith("T+01:4")
-    assert sb.buttons["paged"].description.startswith("paged ✓")
+    assert sb.buttons["paged"].description.startswith("paged ✓") and sb.buttons["paged"].button_style == "success"
+    assert told == ["paged"]  # the run re-measures team response at every stamp
 
 
-def test_live_stamp_with_a_typed_time(tmp_path: Path) -> None:
-    """A moment stamped late (e.g. after a wait that blocked the kernel) takes the time typed."""
+def test_a_live_stamp_takes_a_typed_time(tmp_path: Path) -> None:
+    """A moment stamped late (after a wait that blocked the kernel) takes the time typed."""
     journal = Journal(tmp_path / "journal.jsonl")
     now = datetime(2026, 1, 1, 12, 10, 0, tzinfo=timezone.utc)
     clock = Clock(now=lambda: now)
@@ -140,34 +161,54 @@ def test_live_stamp_with_a_typed_time(tmp_path: Path) -> None:
     sb = stamp_buttons(journal, clock, stamps=None, live=True, show=False)
     sb.when.value = "T+04:30"
     sb.buttons["acknowledged"].click()
+    assert sb.when.value == ""
     sb.when.value = "12:01:15"
     sb.buttons["alert_seen"].click()
     sb.when.value = "soon-ish"
     sb.buttons["paged"].click()  # unreadable: shown, not journaled
     assert "cannot read" in sb.status.value and sb.when.value == "soon-ish"
-    got = {e["stamp"]: e["at"] for e in journal.entries() if e["kind"] == "stamp"}
+    got = {e["stamp"]: e["at"] for e in stamps(journal)}
     assert got == {"acknowledged": "2026-01-01T12:04:30+00:00", "alert_seen": "2026-01-01T12:01:15+00:00"}
     assert team_response_seconds(journal, None).seconds == 195.0
 
 
+def test_typed_times() -> None:
+    now = datetime(2026, 1, 2, 0, 5, 0, tzinfo=timezone.utc)
+    clock = Clock(now=lambda: now)
+    clock.set_t0(datetime(2026, 1, 2, 0, 0, 0, tzinfo=timezone.utc))
+    assert parse_stamp_time("T+1:02:03", clock) == clock.t0 + timedelta(hours=1, minutes=2, seconds=3)
+    assert parse_stamp_time("T-00:30", clock) == clock.t0 - timedelta(seconds=30)
+    assert parse_stamp_time("23:59:30", clock) == datetime(2026, 1, 1, 23, 59, 30, tzinfo=timezone.utc)  # yesterday
+    assert parse_stamp_time("2026-01-01T10:00:00", clock) == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    for bad in ("25:00", "soon"):
+        with pytest.raises(InvalidParameters):
+            parse_stamp_time(bad, clock)
+    with pytest.raises(InvalidParameters, match="T\\+0"):
+        parse_stamp_time("T+00:10", Clock())
+
+
 def test_checklist_headless_and_live(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.jsonl")
-    form = checklist_form(journal, checklist={"Backup": True, PRE_GAMEDAY_CHECKLIST[0]: True}, live=False, show=False)
+    form = checklist_form(journal, CHECKLIST, checklist={"Backup": True, CHECKLIST[0]: True, "Coffee": True},
+                          live=False, show=False)
+    checklist_form(journal, CHECKLIST, checklist={"Backup": True}, live=False, show=False)  # re-run: once
     (entry,) = [e for e in journal.entries() if e["kind"] == "checklist"]
     assert entry["phase"] == "preflight" and entry["complete"] is False
-    assert entry["items"][PRE_GAMEDAY_CHECKLIST[0]] is True
+    assert entry["items"][CHECKLIST[0]] is True
     assert entry["items"]["Backup: Create pre-chaos database snapshot"] is True
-    assert len(entry["missing"]) == len(PRE_GAMEDAY_CHECKLIST) - 2
-    assert form.static_table().note == f"2 of {len(PRE_GAMEDAY_CHECKLIST)} done"
+    assert len(entry["missing"]) == len(CHECKLIST) - 2 and entry["unknown_items"] == {"Coffee": True}
+    assert form.static_table().note == f"2 of {len(CHECKLIST)} done"
+    assert ("Coffee (not a playbook item)", "☑ done") in form.static_table().rows
 
-    live = checklist_form(journal, checklist=None, live=True, show=False)
+    live = checklist_form(journal, CHECKLIST, checklist=None, live=True, show=False)
     for box in live.checkboxes.values():
         box.value = True
     live.record_button.click()
-    assert [e for e in journal.entries() if e["kind"] == "checklist"][-1]["complete"] is True
+    last = [e for e in journal.entries() if e["kind"] == "checklist"][-1]
+    assert last["complete"] is True and last["missing"] == [] and last["source"] == "form"
 
 
-def test_action_items_form_and_csv(tmp_path: Path) -> None:
+def test_action_items_headless_once_live_on_add_and_to_csv(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "journal.jsonl")
     items = [
         {"title": "Alert on consumer lag > 1000", "owner": "sre", "due": "2026-02-01", "ticket": "OPS-1"},
@@ -179,29 +220,31 @@ def test_action_items_form_and_csv(tmp_path: Path) -> None:
     live.fields["title"].value = "Page the platform team too"
     live.fields["owner"].value = "alice"
     live.add_button.click()
-    assert live.fields["title"].value == ""
+    assert live.fields["title"].value == "" and live.fields["owner"].value == ""
+    live.add_button.click()  # nothing typed: nothing added
+    assert repr(live) == "<action items: 3>"
 
-    path = write_action_items_csv(journal.entries(), tmp_path / "action-items.csv")
+    path = write_action_items_csv(journal, tmp_path / "action-items.csv")
     with open(path, newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["title"] for r in rows] == [items[0]["title"], items[1]["title"], "Page the platform team too"]
     assert rows[0]["ticket"] == "OPS-1" and rows[2]["owner"] == "alice" and rows[2]["recorded_at"]
-    # plain item dicts work too
-    path2 = write_action_items_csv(items, tmp_path / "plain.csv")
-    assert path2.read_text(encoding="utf-8").splitlines()[0] == "title,owner,due,ticket,recorded_at"
+    assert [r[0] for r in live.static_table().rows] == [r["title"] for r in rows]
 
 
 NOTEBOOK_CODE = """
 from gamedaylib.journal import Journal
 from gamedaylib.clock import Clock
+from gamedaylib.gamedays.nats_partition.playbook import PLAYBOOK
 from gamedaylib import forms
 journal = Journal({journal!r})
 clock = Clock()
 clock.set_t0(clock.now())
-forms.checklist_form(journal, checklist={{"Backup": True}}, live=False)
-forms.observation_form(journal, "buffering", answers={answers!r}, live=False)
+forms.checklist_form(journal, PLAYBOOK.checklist, checklist={{"Backup": True}}, live=False)
+forms.observation_form(journal, PLAYBOOK, "buffering", answers={answers!r}, live=False)
 forms.stamp_buttons(journal, clock, stamps={{"acknowledged": 42}}, live=False)
-forms.action_items_form(journal, items=[{{"title": "Add a lag alert", "owner": "bob", "due": "", "ticket": "OPS-7"}}], live=False)
+forms.action_items_form(journal, items=[{{"title": "Add a lag alert", "owner": "bob", "due": "", "ticket": "OPS-7"}}],
+                        live=False)
 """
 
 
@@ -210,11 +253,8 @@ def test_headless_answers_survive_without_widget_state(tmp_path: Path) -> None:
     notebook back with nbformat and as HTML: every answer is there, unanswered questions say open."""
     answer = "Yes: retries every 1-2 s & backoff (see gateway log)"
     nb = nbformat.v4.new_notebook()
-    nb.cells.append(
-        nbformat.v4.new_code_cell(
-            NOTEBOOK_CODE.format(journal=str(tmp_path / "journal.jsonl"), answers={"Are services logging retry attempts?": answer})
-        )
-    )
+    nb.cells.append(nbformat.v4.new_code_cell(NOTEBOOK_CODE.format(
+        journal=str(tmp_path / "journal.jsonl"), answers={"Are services logging retry attempts?": answer})))
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     nb.metadata.pop("widgets", None)
@@ -236,10 +276,6 @@ def test_headless_answers_survive_without_widget_state(tmp_path: Path) -> None:
     assert "Are services logging retry attempts?" in body
     assert "retries every 1-2 s &amp; backoff (see gateway log)" in body
     assert "Did circuit breakers engage?" in body
-    assert "VBox(children" not in body and "[observation form: Event Buffering" in body  # short fallback
+    assert "VBox(children" not in body and "[observation form: Event Buffering" in body  # a short fallback line
     entries = [json.loads(line) for line in (tmp_path / "journal.jsonl").read_text().splitlines()]
     assert [e["answer"] for e in entries if e["kind"] == "observation"] == [answer]
-
-
-# The headless end-to-end check (answers, stamps and action items in runbook.ipynb, report.html and
-# incident-report.md; action-items.csv) runs a real gameday: tests/test_facilitator_e2e.py.

@@ -1,15 +1,20 @@
 from __future__ import annotations
 
+import http.server
 import json
+import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from runfakes import start_run
 
 from gamedaylib.journal import Journal
 from gamedaylib.lab.sink import read_posts
@@ -100,9 +105,6 @@ def test_failures_are_journaled_not_raised(tmp_path: Path) -> None:
 
 def test_http_error_status_is_journaled(tmp_path: Path) -> None:
     """A webhook answering 500 (a tiny real HTTP server) is a journaled failure, not an exception."""
-    import http.server
-    import threading
-
     class Failing(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
@@ -126,3 +128,52 @@ def test_http_error_status_is_journaled(tmp_path: Path) -> None:
     assert (d.ok, d.status, d.detail) == (False, 500, "failed to send to slack webhook (from $GD_X): HTTP 500")
     (entry,) = journal.entries()
     assert entry["kind"] == "notification" and entry["ok"] is False and entry["status"] == 500
+
+
+class Captured(http.server.BaseHTTPRequestHandler):
+    posts: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        Captured.posts.append({"path": self.path,
+                               "body": json.loads(self.rfile.read(int(self.headers["Content-Length"])))})
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_run_announces_chaos_start_heal_and_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The playbook's communication: chaos_start once T+0 is confirmed, heal once healed, end after the
+    verdict; the webhook URL (a secret) is never journaled."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Captured)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    Captured.posts = []
+    name = "GD_UNIT_HOOK_" + secrets.token_hex(4).upper()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hooks/{secrets.token_hex(8)}"
+    monkeypatch.setenv(name, url)
+    try:
+        run, _ = start_run(tmp_path, notify_webhook_env=name)
+        run.take_baseline(0)
+        run.phase("injection")
+        run.phase("heal")
+        card = run.finish()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    bodies = [p["body"] for p in Captured.posts]
+    assert [b["event"] for b in bodies] == ["chaos_start", "heal", "end"]
+    assert [b["phase"] for b in bodies] == ["injection", "heal", "heal"]
+    assert all(b["run_id"] == "unit-1" and b["gameday_id"] == "GAMEDAY-001" for b in bodies)
+    assert "cut off from every NATS server" in bodies[0]["text"] and run.clock.t0 is not None
+    assert run.clock.t0.isoformat(timespec="seconds") in bodies[0]["text"]
+    assert "partition ended at" in bodies[1]["text"] and "(T+00:01, runbook)" in bodies[1]["text"]
+    assert card["verdict"] == "fail" and "reason" not in card  # required metrics never measured here
+    assert bodies[2]["text"] == "[GAMEDAY-001 unit-1] gameday finished: verdict fail"
+    notes = [e for e in run.journal.entries() if e["kind"] == "notification"]
+    assert [(n["event"], n["ok"]) for n in notes] == [("chaos_start", True), ("heal", True), ("end", True)]
+    text = (run.archive_dir / "journal.jsonl").read_text()
+    assert url not in text and url.rsplit("/", 1)[1] not in text
+    assert notes[0]["detail"] == f"sent to slack webhook (from ${name}): 200"

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gamedaylib.exceptions import CommandFailed
@@ -55,3 +57,21 @@ def test_fake_runner_takes_a_handler(tmp_path) -> None:
     assert runner.run("kubectl get pods", timeout=1).stdout == "Running\n"
     assert runner.run("kubectl delete x", timeout=1).returncode == 1
     assert runner.calls == ["kubectl get pods", "kubectl delete x"]
+
+
+def test_a_dry_run_fake_runner_calls_nothing_and_a_failed_step_raises_with_its_tail(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.jsonl")
+    runner = FakeRunner(lambda cmd: pytest.fail("a dry run must not run anything"), dry_run=True, journal=journal)
+    shown = runner.run("kubectl delete networkchaos nats-partition -n teei-prod", timeout=1, phase="heal")
+    assert shown.dry_run and shown.ok and runner.calls == []
+    assert journal.entries()[-1]["dry_run"] is True and journal.entries()[-1]["phase"] == "heal"
+    failed = FakeRunner(lambda cmd: (2, "", "error: the server doesn't have a resource type\n")).run("k", timeout=1)
+    with pytest.raises(CommandFailed) as info:
+        failed.check()
+    assert info.value.returncode == 2 and "resource type" in info.value.stderr_tail
+    assert "exited 2" in str(info.value)
+    assert ShellRunner().run("true", timeout=5).check().ok
+    timed_out = ShellRunner().run("sleep 5", timeout=0.2)
+    assert "timed out" in timed_out.as_markdown()
+    with pytest.raises(CommandFailed, match="timed out"):
+        timed_out.check()
