@@ -15,12 +15,12 @@ from typing import Any
 
 from gamedaylib import forms, metrics
 from gamedaylib.clock import utcnow
-from gamedaylib.exceptions import GamedayError, ProbeError
+from gamedaylib.exceptions import GamedayError, PreflightFailed, ProbeError
 from gamedaylib.observations import open_questions
 from gamedaylib.phase import PhaseResult, fmt
 from gamedaylib.run import Run
 
-__all__ = ["incident_response", "postmortem", "rpo"]
+__all__ = ["incident_response", "postmortem", "preflight", "rpo"]
 
 REPORTING = "reporting"
 # the label that tells the same alert firing for several services apart (the lab and Prometheus
@@ -31,6 +31,69 @@ ALERT_SOURCE_LABELS = ("service", "job", "instance")
 def delta(now: float | None, before: float | None) -> float | None:
     """A counter's increase since ``before`` (never negative: a replica that restarted resets it)."""
     return None if now is None else max(0.0, now - (before or 0.0))
+
+
+def preflight(run: Run, res: PhaseResult) -> None:
+    """T-15: every service healthy and the fault applicable (the target's and the fault's own checks),
+    consumer-lag baseline (median over a window) under the threshold, every stop condition able to see
+    its input, a Prometheus snapshot where allowed, pre-chaos event counts, dashboards, the pre-gameday
+    checklist. A failed fatal check stops the gameday here: nothing is injected."""
+    p = run.params
+    for check in [*run.target.preflight(), *run.fault.preflight()]:
+        run.check(res, check.name, check.ok, check.detail, check.fatal)
+    run.run_commands("preflight", res)
+    seconds = float(p.baseline_seconds or 0)
+    base = run.take_baseline(seconds) if run.sampler is not None else run.scenario.make_reader(run).read()
+    if base is None or base.lag_pending is None:
+        why = "no reading" if base is None else base.errors.get("lag_pending", "unreadable")
+        run.check(res, "consumer lag baseline", False, why, fatal=True)
+    else:
+        run.check(res, "consumer lag baseline", base.lag_pending < p.lag_threshold,
+                  f"{base.lag_pending:g} messages pending (median over {seconds:g} s; threshold "
+                  f"{p.lag_threshold:g}); {fmt(base.lag_ack_pending)} delivered, awaiting ack (not counted)",
+                  fatal=True)
+    if base is not None:
+        blind = run.stop_condition_blindness(base)
+        for need, why in blind.items():
+            run.check(res, f"stop condition input readable: {need}", False,
+                      f"{why}; a stop condition that cannot see cannot stop", fatal=True)
+        if not blind:
+            run.check(res, "every stop condition can see its input", True,
+                      ", ".join(f"{k}: {v}" for k, v in sorted(set(base.sources.items())) if k in (
+                          "lag_pending", "buffer_fraction_max", "requests_total")))
+        res.values["lag baseline: pending / awaiting ack (messages)"] = f"{fmt(base.lag_pending)} / " \
+                                                                       f"{fmt(base.lag_ack_pending)}"
+        res.values["gateway buffer (events)"] = base.buffer_size
+        res.values["gateway / reporting instances up"] = f"{fmt(base.gateway_instances)} / " \
+                                                        f"{fmt(base.reporting_instances)}"
+        res.values["service readings from"] = base.sources.get("buffer_size", "—")
+    try:
+        snap = run.prometheus().snapshot()
+        run.check(res, "Prometheus TSDB snapshot", True, str(snap))
+    except ProbeError as exc:
+        run.check(res, "Prometheus TSDB snapshot", False, exc.reason)
+    try:
+        events = run.events_store()
+        count = events.count_since(run.clock.started_at - timedelta(minutes=20))
+        res.values["events stored in the last 20 min (pre-chaos)"] = count
+        run.check(res, "events table reachable", True, f"{count} events in the last 20 min", fatal=True)
+        missing = events.check_indexes()
+        run.check(res, "events table indexes", not missing, "all present" if not missing else f"missing: {missing}")
+    except ProbeError as exc:
+        run.check(res, "events table reachable", False, exc.reason, fatal=True)
+    checklist = forms.checklist_form(run.journal, run.playbook.checklist, checklist=p.checklist, live=run.live,
+                                     show=False)
+    if run.live:
+        checklist.record(source="pre-flight")  # the state as it is now (headless: journaled once)
+    run.show(checklist)
+    dashboards = dict(run.target.endpoints.dashboards) | dict(p.dashboards)
+    if dashboards:
+        run.show("**Dashboards:** " + " · ".join(f"[{n}]({u})" for n, u in dashboards.items()))
+    failed = [c for c in res.checks if c.fatal and not c.ok]
+    if failed:
+        res.ok = False
+        raise PreflightFailed("pre-flight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
+                              + "; nothing was injected", [c.name for c in failed])
 
 
 def rpo(run: Run, res: PhaseResult) -> None:

@@ -21,6 +21,7 @@ DEFAULT_GAMEDAY = "GAMEDAY-001"
 # id -> the package defining its SCENARIO (imported on demand)
 _PACKAGES: dict[str, str] = {
     "GAMEDAY-001": "gamedaylib.gamedays.nats_partition",
+    "GAMEDAY-002": "gamedaylib.gamedays.postgres_failover",
 }
 
 

@@ -169,7 +169,7 @@ class PgClusterClient:
             conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         return conn
 
-    def _write(self, dsn: str, key: str, timeout: float) -> tuple[str, int | None]:
+    def write(self, dsn: str, key: str, timeout: float) -> tuple[str, int | None]:
         """Commit one probe write through ``dsn``: ('', the answering server's port) when acknowledged,
         else (why not, None). The write is cancelled after ``timeout`` seconds: ``statement_timeout``
         does not cover a commit's wait for a synchronous standby, which on an orphaned primary lasts
@@ -203,7 +203,7 @@ class PgClusterClient:
             if in_recovery:
                 probes.append(NodeProbe(node.name, True, True, False, "in recovery (a replica)"))
                 continue
-            why, _ = self._write(node.dsn(self.plan.database), f"node:{node.name}", timeout)
+            why, _ = self.write(node.dsn(self.plan.database), f"node:{node.name}", timeout)
             probes.append(NodeProbe(node.name, True, False, not why, why or "write committed"))
         return probes
 
@@ -277,7 +277,7 @@ class PgClusterClient:
         deadline = time.monotonic() + timeout
         last = "no attempt"
         while True:
-            why, port = self._write(dsn, "endpoint", min(2.0, max(0.5, deadline - time.monotonic())))
+            why, port = self.write(dsn, "endpoint", min(2.0, max(0.5, deadline - time.monotonic())))
             if not why and (avoid_port is None or port != avoid_port):
                 return now()
             last = why or f"acknowledged by {avoid}, the node to avoid"

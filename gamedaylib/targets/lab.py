@@ -21,6 +21,9 @@ from gamedaylib.clock import parse_time, utcnow
 from gamedaylib.exceptions import HealFailed, InjectionFailed, InvalidParameters, LabError, ProbeError
 from gamedaylib.lab import processes as proc
 from gamedaylib.lab.knobs import check_knobs
+from gamedaylib.lab.pgclient import PgClusterClient
+from gamedaylib.lab.pgcluster import PgClusterPlan
+from gamedaylib.lab.pgrunner import Spawner
 from gamedaylib.lab.supervisor import Lab
 from gamedaylib.lab.truth import read_answers
 from gamedaylib.probes import http_request
@@ -100,6 +103,15 @@ class LabTarget:
             except ProbeError as exc:
                 checks.append(Check(f"{service} healthy", False, exc.reason))
         return checks
+
+    def pg_client(self, *, launcher: bool = False) -> PgClusterClient:
+        """The lab's PostgreSQL failover pair (GAMEDAY-002's shape); ``launcher`` to restart a killed
+        node (what it starts, ``lab down`` stops with the rest of the cluster)."""
+        plan = self.state.get("pg_plan")
+        if not plan:
+            raise LabError(f"the lab in {self.lab_dir} has no PostgreSQL cluster (it was started for GAMEDAY-001's "
+                           "shape: `gameday lab down`, then `gameday lab up --gameday GAMEDAY-002`)")
+        return PgClusterClient(PgClusterPlan.from_json(plan), launcher=Spawner() if launcher else None)
 
     def proxy_status(self) -> dict[str, Any]:
         return proc.http_json(self.state["proxy_control_url"].rstrip("/") + "/partition", timeout=2.0)

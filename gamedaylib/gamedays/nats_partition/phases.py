@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 
 from gamedaylib import metrics, pipeline
 from gamedaylib.clock import utcnow
-from gamedaylib.exceptions import PreflightFailed, ProbeError
 from gamedaylib.phase import PhaseResult, fmt
 from gamedaylib.probes.nats import NatsMonitor
 from gamedaylib.readings import Reading
@@ -32,70 +31,6 @@ class PartitionState:
 def _state(run: Run) -> PartitionState:
     state: PartitionState = run.state
     return state
-
-
-def preflight(run: Run, res: PhaseResult) -> None:
-    """T-15: every service healthy, consumer-lag baseline (median over a window) under the threshold,
-    every stop condition able to see its input, a Prometheus snapshot where allowed, pre-chaos event
-    counts, dashboards, the pre-gameday checklist."""
-    p = run.params
-    for check in [*run.target.preflight(), *run.fault.preflight()]:
-        run.check(res, check.name, check.ok, check.detail, check.fatal)
-    run.run_commands("preflight", res)
-    seconds = float(p.baseline_seconds or 0)
-    base = run.take_baseline(seconds) if run.sampler is not None else run.scenario.make_reader(run).read()
-    if base is None or base.lag_pending is None:
-        why = "no reading" if base is None else base.errors.get("lag_pending", "unreadable")
-        run.check(res, "consumer lag baseline", False, why, fatal=True)
-    else:
-        run.check(res, "consumer lag baseline", base.lag_pending < p.lag_threshold,
-                  f"{base.lag_pending:g} messages pending (median over {seconds:g} s; threshold "
-                  f"{p.lag_threshold:g}); {fmt(base.lag_ack_pending)} delivered, awaiting ack (not counted)",
-                  fatal=True)
-    if base is not None:
-        blind = run.stop_condition_blindness(base)
-        for need, why in blind.items():
-            run.check(res, f"stop condition input readable: {need}", False,
-                      f"{why}; a stop condition that cannot see cannot stop", fatal=True)
-        if not blind:
-            run.check(res, "every stop condition can see its input", True,
-                      ", ".join(f"{k}: {v}" for k, v in sorted(set(base.sources.items())) if k in (
-                          "lag_pending", "buffer_fraction_max", "requests_total")))
-        res.values["lag baseline: pending / awaiting ack (messages)"] = f"{fmt(base.lag_pending)} / " \
-                                                                       f"{fmt(base.lag_ack_pending)}"
-        res.values["gateway buffer (events)"] = base.buffer_size
-        res.values["gateway / reporting instances up"] = f"{fmt(base.gateway_instances)} / " \
-                                                        f"{fmt(base.reporting_instances)}"
-        res.values["service readings from"] = base.sources.get("buffer_size", "—")
-    try:
-        snap = run.prometheus().snapshot()
-        run.check(res, "Prometheus TSDB snapshot", True, str(snap))
-    except ProbeError as exc:
-        run.check(res, "Prometheus TSDB snapshot", False, exc.reason)
-    try:
-        events = run.events_store()
-        count = events.count_since(run.clock.started_at - timedelta(minutes=20))
-        res.values["events stored in the last 20 min (pre-chaos)"] = count
-        run.check(res, "events table reachable", True, f"{count} events in the last 20 min", fatal=True)
-        missing = events.check_indexes()
-        run.check(res, "events table indexes", not missing, "all present" if not missing else f"missing: {missing}")
-    except ProbeError as exc:
-        run.check(res, "events table reachable", False, exc.reason, fatal=True)
-    from gamedaylib import forms
-
-    checklist = forms.checklist_form(run.journal, run.playbook.checklist, checklist=p.checklist, live=run.live,
-                                     show=False)
-    if run.live:
-        checklist.record(source="pre-flight")  # the state as it is now (headless: journaled once)
-    run.show(checklist)
-    dashboards = dict(run.target.endpoints.dashboards) | dict(p.dashboards)
-    if dashboards:
-        run.show("**Dashboards:** " + " · ".join(f"[{n}]({u})" for n, u in dashboards.items()))
-    failed = [c for c in res.checks if c.fatal and not c.ok]
-    if failed:
-        res.ok = False
-        raise PreflightFailed("pre-flight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed)
-                              + "; nothing was injected", [c.name for c in failed])
 
 
 def injection(run: Run, res: PhaseResult) -> None:
@@ -272,7 +207,7 @@ def rto(run: Run, res: PhaseResult) -> None:
 
 
 PHASES = {
-    "preflight": preflight,
+    "preflight": pipeline.preflight,
     "injection": injection,
     "buffering": buffering,
     "heal": heal,
