@@ -182,7 +182,11 @@ class NatsMonitor:
         except ProbeError:
             return []
         return sorted(
-            {str(a.get("name") or a.get("id")) for a in (jsz.get("account_details") or []) if isinstance(a, dict)}
+            {
+                str(a.get("name") or a.get("id"))
+                for a in (jsz.get("account_details") or [])
+                if isinstance(a, dict)
+            }
         )
 
     def ask(self, url: str, stream: str, consumer: str) -> ServerAnswer:
@@ -210,7 +214,9 @@ class NatsMonitor:
         stream_detail = next((s for s in streams if s.get("name") == stream), None)
         if stream_detail is None:
             known_streams = sorted(str(s.get("name", "?")) for s in streams)
-            return ServerAnswer(url, name, error=f"stream {stream!r} not found here (streams: {known_streams})")
+            return ServerAnswer(
+                url, name, error=f"stream {stream!r} not found here (streams: {known_streams})"
+            )
         consumers = [c for c in stream_detail.get("consumer_detail") or [] if isinstance(c, dict)]
         detail = next((c for c in consumers if c.get("name") == consumer), None)
         if detail is None:

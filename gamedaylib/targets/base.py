@@ -38,6 +38,16 @@ class Endpoints:
     stream_name: str = "EVENTS"
     consumer_name: str = "reporting"
     dashboards: dict[str, str] = field(default_factory=dict)
+    # every NATS server's monitoring URL (a cluster: one per pod); empty = nats_monitor_url alone
+    nats_monitor_urls: tuple[str, ...] = ()
+    nats_account: str = "$G"  # the JetStream account of the stream (named accounts in the official chart)
+    namespace: str | None = None  # on a cluster: only alerts and series with this namespace label count
+
+    def monitor_urls(self) -> tuple[str, ...]:
+        """Every NATS monitoring URL to ask for the consumer's leader (``nats_monitor_urls``, else the one)."""
+        if self.nats_monitor_urls:
+            return self.nats_monitor_urls
+        return (self.nats_monitor_url,) if self.nats_monitor_url else ()
 
 
 @dataclass(frozen=True)
