@@ -224,7 +224,8 @@ class NatsMonitor:
             return ServerAnswer(
                 url,
                 name,
-                error=f"consumer {consumer!r} not found on stream {stream!r} here (consumers: {known_consumers})",
+                error=f"consumer {consumer!r} not found on stream {stream!r} here "
+                f"(consumers: {known_consumers})",
             )
         # The consumer's own raft group (its leader may differ from the stream's).
         cluster = detail.get("cluster")

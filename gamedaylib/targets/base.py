@@ -41,7 +41,8 @@ class Endpoints:
     # every NATS server's monitoring URL (a cluster: one per pod); empty = nats_monitor_url alone
     nats_monitor_urls: tuple[str, ...] = ()
     nats_account: str = "$G"  # the JetStream account of the stream (named accounts in the official chart)
-    namespace: str | None = None  # on a cluster: only alerts and series with this namespace label count
+    prometheus_selectors: dict[str, str] = field(default_factory=dict)  # service -> PromQL label matchers
+    namespace: str = ""  # the cluster namespace (alerts and series of other environments are filtered out)
 
     def monitor_urls(self) -> tuple[str, ...]:
         """Every NATS monitoring URL to ask for the consumer's leader (``nats_monitor_urls``, else the one)."""

@@ -592,7 +592,8 @@ class ChaosExperiment:
                 f"on node {node}: check chaos-daemon there: kubectl -n chaos-mesh get pods -l "
                 f"{CHAOS_DAEMON_SELECTOR} --field-selector spec.nodeName={node}, and its logs"
                 if node
-                else "on an unknown node (the pod is gone): check the chaos-daemon pods in the chaos-mesh namespace"
+                else "on an unknown node (the pod is gone): check the chaos-daemon pods in the chaos-mesh "
+                "namespace"
             )
             lines.append(f"record {record.id} is {record.phase}{said}; it is {where}")
         if not stuck:
@@ -601,7 +602,8 @@ class ChaosExperiment:
             )
         lines.append(
             f"the fault may still be in force: restore chaos-daemon, then {self.delete_command()}; only once "
-            f"the network is back, force the finalizer off with kubectl annotate {self.kind.plural} {self.name} "
+            f"the network is back, force the finalizer off with kubectl annotate {self.kind.plural} "
+            f"{self.name} "
             f"-n {self.namespace} {CLEAN_FINALIZER_ANNOTATION}=forced"
         )
         return "; ".join(lines)

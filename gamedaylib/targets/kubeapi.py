@@ -302,7 +302,8 @@ class KubeApi:
         )
 
     def request_timeout_for(self, retry_until: float | None) -> float:
-        """The per-request timeout: ``request_timeout``, shortened so that a call never overruns a deadline."""
+        """The per-request timeout: ``request_timeout``, shortened so that a call never overruns its
+        deadline."""
         if retry_until is None:
             return self.request_timeout
         return max(1.0, min(self.request_timeout, retry_until - time.monotonic()))

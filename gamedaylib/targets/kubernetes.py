@@ -41,7 +41,6 @@ import fnmatch
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -62,17 +61,6 @@ from gamedaylib.exceptions import (
     ProductionGuard,
     TargetError,
 )
-from gamedaylib.parameters import (
-    Spec,
-    _bool,
-    _label_selector,
-    _positive_int,
-    _str,
-    _str_list,
-    _str_map,
-    _url,
-)
-from gamedaylib.playbook import CONSUMER_NAME, GAMEDAY_ID, STREAM_NAME
 from gamedaylib.probes.metrics import PrometheusProbe
 from gamedaylib.probes.nats import NatsMonitor
 from gamedaylib.safety import DEFAULT_PRODUCTION_PATTERNS, guard_production
@@ -87,7 +75,9 @@ from gamedaylib.targets.chaosmesh import (
     records,
 )
 from gamedaylib.targets.kubeapi import KubeApi, KubeIdentity, api_error_text, status_of, translate
+from gamedaylib.targets.kubepods import Coverage, PodView, container_for, name_matches, pod_view, pods_check
 
+GAMEDAY_ID = "GAMEDAY-001"
 RBAC_MANIFEST = "deploy/rbac.yaml"
 NATS_CHART_SELECTOR: dict[str, str] = {
     "app.kubernetes.io/name": "nats",
@@ -98,54 +88,54 @@ NAMESPACE_INJECT_ANNOTATION = "chaos-mesh.org/inject"
 DEFAULT_PRODUCTION_CLUSTER_PATTERNS = ("*prod*",)
 DEFAULT_LOG_LIMIT_BYTES = 8 * 1024 * 1024
 # what the stop conditions and the "NATS connections back" wait read, per service, from Prometheus
-SERVICE_READINGS = ("event_buffer_size", "event_buffer_capacity", "http_requests_total", "nats_connected")
-_JOB_LABELS = ("job-name", "batch.kubernetes.io/job-name", "controller-uid")
-
-
-def _url_list(v: Any) -> list[str]:
-    urls = _str_list(v)
-    for url in urls:
-        if not url:
-            raise ValueError("must not hold an empty URL")
-        _url(url)
-    return urls
-
-
-def _selector_map(v: Any) -> dict[str, dict[str, str | list[str]]]:
-    if not isinstance(v, Mapping):
-        raise ValueError(f"must map each service to its label selector, got {v!r}")  # noqa: TRY004
-    out = {}
-    for service, selector in v.items():
-        if not isinstance(service, str) or not service:
-            raise ValueError(f"service names must be non-empty strings, got {service!r}")
-        try:
-            out[service] = _label_selector(selector)
-        except ValueError as exc:
-            raise ValueError(f"{service!r}: {exc}") from None
-        if not out[service]:
-            raise ValueError(f"{service!r}: needs at least one label")
-    return out
-
-
-# Parameters this target reads that the runbook's SPECS do not declare yet (``from_params`` reads them
-# with these defaults meanwhile): the lead merges them into ``gamedaylib.parameters.SPECS``.
-PARAMETER_SPECS: dict[str, Spec] = {
-    "nats_monitor_urls": Spec(
-        [], _url_list, "every NATS server's monitoring URL (one per pod: the consumer's leader is found among them)"
-    ),
-    "nats_account": Spec("$G", _str, "the JetStream account of the EVENTS stream ($G without accounts)"),
-    "service_selectors": Spec(
-        {}, _selector_map, "service -> label selector of its pods (official charts: app.kubernetes.io/name, /instance)"
-    ),
-    "service_containers": Spec({}, _str_map, "service -> container whose logs are read (default the service name)"),
-    "log_limit_bytes": Spec(8 * 1024 * 1024, _positive_int, "at most this many bytes per pod log read"),
-    "production_cluster_patterns": Spec(
-        ["*prod*"], _str_list, "kube context, cluster or API server names that mean production"
-    ),
-    "chaos_filter_namespace": Spec(
-        False, _bool, "Chaos Mesh runs with enableFilterNamespace: the namespace must be annotated"
-    ),
+SERVICE_READINGS: dict[str, tuple[str, ...]] = {
+    "api-gateway": ("event_buffer_size", "event_buffer_capacity", "http_requests_total", "nats_connected"),
+    "reporting": ("nats_connected",),
 }
+
+
+@dataclass(frozen=True)
+class NewParameter:
+    """A parameter this target reads that the runbook does not declare yet (``from_params`` reads it
+    with ``default`` meanwhile)."""
+
+    name: str
+    type: str
+    default: Any
+    help: str
+
+
+NEW_PARAMETERS: tuple[NewParameter, ...] = (
+    NewParameter(
+        "service_selectors",
+        "dict[str, dict]",
+        {},
+        "service -> label selector of its pods (official charts: app.kubernetes.io/name, /instance); "
+        "empty: service_selector or service_pods",
+    ),
+    NewParameter(
+        "service_containers",
+        "dict[str, str]",
+        {},
+        "service -> the container whose logs are read (default: the service's name)",
+    ),
+    NewParameter(
+        "log_limit_bytes", "int", DEFAULT_LOG_LIMIT_BYTES, "at most this many bytes per pod log read"
+    ),
+    NewParameter(
+        "production_cluster_patterns",
+        "list[str]",
+        list(DEFAULT_PRODUCTION_CLUSTER_PATTERNS),
+        "kube context, cluster and API server names that mean production (with the namespace patterns)",
+    ),
+    NewParameter(
+        "chaos_filter_namespace",
+        "bool",
+        False,
+        "Chaos Mesh runs with enableFilterNamespace: pre-flight requires the namespace's "
+        "chaos-mesh.org/inject=enabled annotation",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -222,95 +212,6 @@ class KubernetesSettings:
         return tuple(self.service_selectors) or self.service_pods
 
 
-@dataclass(frozen=True)
-class PodView:
-    """What pre-flight, the fault and the logs need to know of one pod."""
-
-    name: str
-    phase: str
-    ready: bool
-    deleting: bool
-    node: str | None
-    labels: Mapping[str, str]
-    containers: tuple[str, ...]
-    restarts: Mapping[str, int]
-    owners: tuple[str, ...]  # ownerReferences kinds
-    reason: str = ""  # status.reason (Evicted, ...)
-
-    @property
-    def job(self) -> bool:
-        return "Job" in self.owners or any(k in self.labels for k in _JOB_LABELS[:2])
-
-    @property
-    def judged(self) -> bool:
-        """Counted: Running, not being deleted, not a Job's pod."""
-        return self.phase == "Running" and not self.deleting and not self.job
-
-    @property
-    def ignored(self) -> bool:
-        """Left out on purpose: finished (Completed, Evicted, Failed), being deleted, or a Job's pod."""
-        return self.deleting or self.job or self.phase in ("Succeeded", "Failed")
-
-    def state(self) -> str:
-        if self.deleting:
-            return "terminating"
-        if self.phase == "Failed" and self.reason:
-            return self.reason
-        if self.phase == "Succeeded":
-            return "Completed"
-        if self.phase == "Running" and not self.ready:
-            return "Running, not ready"
-        return self.phase
-
-
-def pod_view(pod: Any) -> PodView:
-    """A ``V1Pod`` seen the way the target judges pods."""
-    meta, spec, status = pod.metadata, pod.spec, pod.status
-    conditions = (status.conditions if status else None) or []
-    statuses = (status.container_statuses if status else None) or []
-    return PodView(
-        name=meta.name,
-        phase=(status.phase if status else None) or "Unknown",
-        ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
-        deleting=meta.deletion_timestamp is not None,
-        node=spec.node_name if spec else None,
-        labels=dict(meta.labels or {}),
-        containers=tuple(c.name for c in (spec.containers if spec else None) or []),
-        restarts={s.name: int(s.restart_count or 0) for s in statuses},
-        owners=tuple(o.kind for o in meta.owner_references or []),
-        reason=(status.reason if status else None) or "",
-    )
-
-
-# Kubernetes' random names (pod-template-hash, generateName suffixes) use this alphabet, no vowels
-_K8S_RAND = "[bcdfghjklmnpqrstvwxz2456789]"
-
-
-def _name_matches(name: str, prefix: str) -> bool:
-    """A Deployment's pod (``<prefix>-<pod-template-hash>-<5 random>``) or a StatefulSet's
-    (``<prefix>-<ordinal>``); not ``<prefix>-db-0`` nor ``<prefix>-migrate-28474830-xk2p9``."""
-    if not name.startswith(prefix + "-"):
-        return False
-    rest = name[len(prefix) + 1 :]
-    return bool(re.fullmatch(r"\d+", rest) or re.fullmatch(f"{_K8S_RAND}{{1,10}}-{_K8S_RAND}{{5}}", rest))
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """Pods the fault covers compared with the pods running now."""
-
-    uncovered: tuple[str, ...] = ()  # running pods that are not in the records (created after injection)
-    gone: tuple[str, ...] = ()  # records whose pod no longer runs
-
-    def describe(self) -> str:
-        parts = []
-        if self.uncovered:
-            parts.append(f"not under the fault (created after injection): {', '.join(self.uncovered)}")
-        if self.gone:
-            parts.append(f"partitioned pods no longer running: {', '.join(self.gone)}")
-        return "; ".join(parts)
-
-
 def production_hits(identity: KubeIdentity, patterns: Sequence[str]) -> list[str]:
     """Which of the context, cluster and API server host look like production (case-insensitive)."""
     host = urlsplit(identity.server).hostname or identity.server
@@ -321,6 +222,113 @@ def production_hits(identity: KubeIdentity, patterns: Sequence[str]) -> list[str
     return hits
 
 
+def endpoints_from_params(params: Mapping[str, Any]) -> Endpoints:
+    """Where the probes look on the cluster; the events DSN from the variable ``events_dsn_env`` names."""
+    dsn_env = params.get("events_dsn_env") or "GAMEDAY_EVENTS_DSN"
+    namespace = str(params.get("namespace") or "")
+    monitor_urls = tuple(str(u) for u in params.get("nats_monitor_urls") or () if u)
+    return Endpoints(
+        ingest_url=params.get("ingest_url") or None,
+        stream_url=params.get("stream_url") or None,
+        nats_monitor_url=params.get("nats_monitor_url") or (monitor_urls[0] if monitor_urls else None),
+        prometheus_url=params.get("prometheus_url") or None,
+        alertmanager_url=params.get("alertmanager_url") or None,
+        events_dsn=os.environ.get(dsn_env) or None,
+        service_metrics=dict(params.get("service_metrics") or {}),
+        dashboards=dict(params.get("dashboards") or {}),
+        nats_monitor_urls=monitor_urls,
+        nats_account=str(params.get("nats_account") or "$G"),
+        prometheus_selectors=dict(params.get("prometheus_selectors") or {}),
+        namespace=namespace,
+    )
+
+
+def settings_from_params(params: Mapping[str, Any]) -> KubernetesSettings:
+    """The target's settings from validated parameters (new ones read with their defaults)."""
+
+    def seconds(name: str) -> float:
+        return float(params.get(name) or 0)
+
+    planned = seconds("partition_seconds") + seconds("partition_safety_margin_seconds")
+    run_length = planned + seconds("lag_recovery_deadline_seconds") + seconds("rto_target_seconds")
+    endpoints = endpoints_from_params(params)
+    return KubernetesSettings(
+        namespace=str(params.get("namespace") or ""),
+        run_id=str(params["run_id"]),
+        gameday_id=str(params.get("gameday_id") or GAMEDAY_ID),
+        kubeconfig=str(params.get("kubeconfig") or ""),
+        kube_context=str(params.get("kube_context") or ""),
+        in_cluster=bool(params.get("in_cluster", False)),
+        nats_selector=dict(params.get("nats_selector") or NATS_CHART_SELECTOR),
+        service_selector=dict(params.get("service_selector") or {}),
+        service_selectors={str(k): dict(v) for k, v in (params.get("service_selectors") or {}).items()},
+        service_pods=tuple(params.get("service_pods") or ()),
+        service_containers={str(k): str(v) for k, v in (params.get("service_containers") or {}).items()},
+        log_limit_bytes=int(params.get("log_limit_bytes") or DEFAULT_LOG_LIMIT_BYTES),
+        chaos_manifest=str(params.get("chaos_manifest") or chaos.DEFAULT_MANIFEST),
+        planned_duration_seconds=planned if planned > 0 else 900.0,
+        # the credentials must outlive the playbook: partition, recovery, RTO, and half an hour more
+        planned_run_seconds=run_length + 1800.0 if run_length > 0 else 7200.0,
+        dry_run=bool(params.get("dry_run", False)),
+        confirm_production=bool(params.get("confirm_production", False)),
+        production_namespace_patterns=tuple(
+            params.get("production_namespace_patterns") or DEFAULT_PRODUCTION_PATTERNS
+        ),
+        production_cluster_patterns=tuple(
+            params.get("production_cluster_patterns") or DEFAULT_PRODUCTION_CLUSTER_PATTERNS
+        ),
+        chaos_filter_namespace=bool(params.get("chaos_filter_namespace", False)),
+        nats_monitor_urls=endpoints.monitor_urls(),
+        nats_account=endpoints.nats_account,
+    )
+
+
+def require_explicit_context(settings: KubernetesSettings) -> None:
+    """With ``confirm_production`` the context must be named (``kube_context``): the kubeconfig's
+    current context is whatever ``kubectl config use-context`` last chose, in any terminal."""
+    if settings.confirm_production and not settings.kube_context and not settings.in_cluster:
+        raise InvalidParameters(
+            {
+                "kube_context": "confirm_production=true needs an explicit kube_context: name the "
+                "context you mean to act on (the kubeconfig's current context changes with "
+                "`kubectl config use-context`, in any terminal)"
+            }
+        )
+
+
+def guard_identity(settings: KubernetesSettings, identity: KubeIdentity) -> None:
+    """The production guard: the namespace, and the context, cluster and API server names. A namespace
+    called ``teei`` on the production cluster is production too; a context ``prod-eu1`` says so even
+    when the namespace does not."""
+    guard_production(settings.namespace, settings.production_namespace_patterns, settings.confirm_production)
+    hits = production_hits(identity, settings.production_cluster_patterns)
+    if hits and not settings.confirm_production:
+        raise ProductionGuard(
+            f"{' and '.join(hits)} matches a production pattern {list(settings.production_cluster_patterns)} "
+            f"(production_cluster_patterns): {identity.describe()}; set confirm_production=True "
+            "and kube_context to run a gameday there"
+        )
+
+
+def refuse_unconfirmed_production(params: Mapping[str, Any]) -> None:
+    """Everything the production guard refuses, before any side effect: reads the kubeconfig (no API
+    call). For ``gamedaylib.safety.check_before_run``: ``InvalidParameters`` (``kube_context``) or
+    ``ProductionGuard``. Dry runs pass the guard (they change nothing), not the context rule."""
+    if params.get("target") != "kubernetes":
+        return
+    settings = settings_from_params(params)
+    require_explicit_context(settings)
+    if settings.dry_run:
+        return
+    api = KubeApi(
+        kubeconfig=settings.kubeconfig, context=settings.kube_context, in_cluster=settings.in_cluster
+    )
+    try:
+        guard_identity(settings, api.identity)
+    finally:
+        api.close()
+
+
 class KubernetesTarget:
     """The cluster behind the ``Target`` protocol."""
 
@@ -329,14 +337,7 @@ class KubernetesTarget:
     def __init__(self, settings: KubernetesSettings, endpoints: Endpoints, api_client: Any = None) -> None:
         if not settings.namespace:
             raise InvalidParameters({"namespace": "the kubernetes target needs a namespace"})
-        if settings.confirm_production and not settings.kube_context and not settings.in_cluster:
-            raise InvalidParameters(
-                {
-                    "kube_context": "confirm_production=true needs an explicit kube_context: name the "
-                    "context you mean to act on (the kubeconfig's current context changes with "
-                    "`kubectl config use-context`, in any terminal)"
-                }
-            )
+        require_explicit_context(settings)
         self.settings = settings
         self._endpoints = endpoints
         self.template = chaos.load_template(settings.chaos_manifest)
@@ -368,74 +369,10 @@ class KubernetesTarget:
         """From validated parameters (``gamedaylib.parameters.validate``). Reads the events DSN from
         the environment variable named by ``events_dsn_env``; nothing secret is kept in settings.
         Parameters the runbook may not declare yet are read with their defaults."""
-        dsn_env = params.get("events_dsn_env") or "GAMEDAY_EVENTS_DSN"
-        namespace = str(params.get("namespace") or "")
-        monitor_urls = tuple(str(u) for u in params.get("nats_monitor_urls") or () if u)
-        account = str(params.get("nats_account") or "$G")
-        endpoints = Endpoints(
-            ingest_url=params.get("ingest_url") or None,
-            stream_url=params.get("stream_url") or None,
-            nats_monitor_url=params.get("nats_monitor_url") or (monitor_urls[0] if monitor_urls else None),
-            prometheus_url=params.get("prometheus_url") or None,
-            alertmanager_url=params.get("alertmanager_url") or None,
-            events_dsn=os.environ.get(dsn_env) or None,
-            service_metrics=dict(params.get("service_metrics") or {}),
-            stream_name=STREAM_NAME,
-            consumer_name=CONSUMER_NAME,
-            dashboards=dict(params.get("dashboards") or {}),
-            nats_monitor_urls=monitor_urls,
-            nats_account=account,
-            namespace=namespace or None,
-        )
-
-        def seconds(name: str) -> float:
-            return float(params.get(name) or 0)
-
-        planned = seconds("partition_seconds") + seconds("partition_safety_margin_seconds")
-        run_length = planned + seconds("lag_recovery_deadline_seconds") + seconds("rto_target_seconds")
-        settings = KubernetesSettings(
-            namespace=namespace,
-            run_id=str(params["run_id"]),
-            gameday_id=str(params.get("gameday_id") or GAMEDAY_ID),
-            kubeconfig=str(params.get("kubeconfig") or ""),
-            kube_context=str(params.get("kube_context") or ""),
-            in_cluster=bool(params.get("in_cluster", False)),
-            nats_selector=dict(params.get("nats_selector") or NATS_CHART_SELECTOR),
-            service_selector=dict(params.get("service_selector") or {}),
-            service_selectors={str(k): dict(v) for k, v in (params.get("service_selectors") or {}).items()},
-            service_pods=tuple(params.get("service_pods") or ()),
-            service_containers={str(k): str(v) for k, v in (params.get("service_containers") or {}).items()},
-            log_limit_bytes=int(params.get("log_limit_bytes") or DEFAULT_LOG_LIMIT_BYTES),
-            chaos_manifest=str(params.get("chaos_manifest") or chaos.DEFAULT_MANIFEST),
-            planned_duration_seconds=planned if planned > 0 else 900.0,
-            planned_run_seconds=run_length + 1800.0 if run_length > 0 else 7200.0,
-            dry_run=bool(params.get("dry_run", False)),
-            confirm_production=bool(params.get("confirm_production", False)),
-            production_namespace_patterns=tuple(
-                params.get("production_namespace_patterns") or DEFAULT_PRODUCTION_PATTERNS
-            ),
-            production_cluster_patterns=tuple(
-                params.get("production_cluster_patterns") or DEFAULT_PRODUCTION_CLUSTER_PATTERNS
-            ),
-            chaos_filter_namespace=bool(params.get("chaos_filter_namespace", False)),
-            nats_monitor_urls=endpoints.monitor_urls(),
-            nats_account=account,
-        )
-        return cls(settings, endpoints)
+        return cls(settings_from_params(params), endpoints_from_params(params))
 
     def _guard(self) -> None:
-        """The production guard: the namespace, and the context, cluster and API server names. A
-        namespace called ``teei`` on the production cluster is production too; a context
-        ``prod-eu1`` says so even when the namespace does not."""
-        s = self.settings
-        guard_production(s.namespace, s.production_namespace_patterns, s.confirm_production)
-        hits = production_hits(self.api.identity, s.production_cluster_patterns)
-        if hits and not s.confirm_production:
-            raise ProductionGuard(
-                f"{' and '.join(hits)} matches a production pattern {list(s.production_cluster_patterns)} "
-                f"(production_cluster_patterns): {self.api.identity.describe()}; set confirm_production=True "
-                "and kube_context to run a gameday there"
-            )
+        guard_identity(self.settings, self.api.identity)
 
     # ------------------------------------------------------------------ API helpers
     def _core(self, api_client: Any) -> Any:
@@ -490,7 +427,7 @@ class KubernetesTarget:
         if not names:
             return {"services": pods}
         for name in names:
-            out[name] = [p for p in pods if _name_matches(p.name, name)]
+            out[name] = [p for p in pods if name_matches(p.name, name)]
         return out
 
     def _node_of(self, namespace: str, pod: str) -> str | None:
@@ -596,7 +533,8 @@ class KubernetesTarget:
                 "kubernetes: acting on",
                 False,
                 f"{detail}: the gameday may last {needed / 60:.0f} min and heal needs the token at the end: "
-                f"kubectl create token gameday -n {self.settings.namespace} --duration={math.ceil(needed / 3600)}h",
+                f"kubectl create token gameday -n {self.settings.namespace} "
+                f"--duration={math.ceil(needed / 3600)}h",
             )
         return Check("kubernetes: acting on", True, detail, fatal=False)
 
@@ -670,7 +608,8 @@ class KubernetesTarget:
                     Check(
                         "chaos mesh installed",
                         False,
-                        f"the NetworkChaos CRD ({chaos.CRD_NAME}) is not installed: install Chaos Mesh ({exc})",
+                        f"the NetworkChaos CRD ({chaos.CRD_NAME}) is not installed: install Chaos Mesh "
+                        f"({exc})",
                     )
                 ]
             return [Check("chaos mesh installed", False, f"cannot list NetworkChaos: {exc}")]
@@ -753,7 +692,8 @@ class KubernetesTarget:
                 name,
                 True,
                 f"{ns} has no {NAMESPACE_INJECT_ANNOTATION}=enabled annotation: fine unless Chaos Mesh runs "
-                f"with controllerManager.enableFilterNamespace=true (then set chaos_filter_namespace=true and {fix})",
+                "with controllerManager.enableFilterNamespace=true (then set chaos_filter_namespace=true "
+                f"and {fix})",
                 fatal=False,
             )
         ]
@@ -767,7 +707,7 @@ class KubernetesTarget:
             everything = self._list_pods()
         except TargetError as exc:
             return [Check("pods running and ready", False, str(exc))]
-        checks.append(_pods_check(f"NATS pods ({self.nats_selector_string()})", nats))
+        checks.append(pods_check(f"NATS pods ({self.nats_selector_string()})", nats))
         boxes = [p.name for p in everything if p.labels.get("app.kubernetes.io/component") == "nats-box"]
         if boxes:
             chosen = set(boxes) & {p.name for p in nats}
@@ -781,7 +721,7 @@ class KubernetesTarget:
                 )
             )
         for service, pods in services.items():
-            checks.append(_pods_check(f"{service} pods", pods))
+            checks.append(pods_check(f"{service} pods", pods))
         bad = [
             f"{p.name} ({p.state()})"
             for p in everything
@@ -822,8 +762,8 @@ class KubernetesTarget:
 
     def _check_service_readings(self) -> Check:
         """The stop conditions (error rate, buffer fraction) and the "NATS connections back" wait need
-        the services' readings: from Prometheus on a cluster (``namespace`` label), else scraped
-        directly from ``service_metrics``."""
+        the services' readings: from Prometheus on a cluster (``namespace`` label, and each service's
+        ``prometheus_selectors``, default ``job="<service>"``), else scraped from ``service_metrics``."""
         ns = self.settings.namespace
         name = "service readings for the stop conditions"
         direct = sorted(self._endpoints.service_metrics)
@@ -835,7 +775,7 @@ class KubernetesTarget:
                 name,
                 False,
                 "no prometheus_url and no service_metrics: stop_error_rate and stop_buffer_fraction cannot "
-                f"fire and 'NATS connections back' cannot be judged; set prometheus_url (series with "
+                "fire and 'NATS connections back' cannot be judged; set prometheus_url (series with "
                 f'namespace="{ns}")',
                 fatal=False,
             )
@@ -843,10 +783,11 @@ class KubernetesTarget:
         missing: list[str] = []
         seen: list[str] = []
         try:
-            for metric in SERVICE_READINGS:
-                result = probe.query(f'count by (job) ({metric}{{namespace="{ns}"}})')
-                jobs = sorted(str(s["metric"].get("job", "?")) for s in result if isinstance(s, dict))
-                (seen if jobs else missing).append(f"{metric} ({', '.join(jobs)})" if jobs else metric)
+            for service, metrics in SERVICE_READINGS.items():
+                matchers = self._endpoints.prometheus_selectors.get(service) or f'job="{service}"'
+                for metric in metrics:
+                    selector = f'{metric}{{namespace="{ns}",{matchers}}}'
+                    (seen if probe.query(f"count({selector})") else missing).append(selector)
         except ProbeError as exc:
             return Check(name, False, f"not checked: {exc.reason}", fatal=not direct)
         finally:
@@ -855,12 +796,12 @@ class KubernetesTarget:
             return Check(
                 name,
                 False,
-                f'Prometheus has no {", ".join(missing)} with namespace="{ns}": the stop conditions would be '
-                "blind"
-                + (f" (service_metrics scraped directly instead: {', '.join(direct)})" if direct else ""),
+                f"Prometheus has no {', '.join(missing)}: the stop conditions would be blind"
+                + (f" (service_metrics scraped directly instead: {', '.join(direct)})" if direct else "")
+                + "; check the services' ServiceMonitors and prometheus_selectors",
                 fatal=not direct,
             )
-        return Check(name, True, "in Prometheus: " + "; ".join(seen))
+        return Check(name, True, f"in Prometheus: {len(seen)} series ({', '.join(seen)})")
 
     def _check_prometheus_up(self) -> Check:
         ns = self.settings.namespace
@@ -909,7 +850,8 @@ class KubernetesTarget:
             return Check(
                 name,
                 True,
-                f"{detail}; only {len(urls)} monitoring URL(s) for {running} NATS pods: when the lead moves to "
+                f"{detail}; only {len(urls)} monitoring URL(s) for {running} NATS pods: when the lead "
+                "moves to "
                 "a server not listed the lag is unreadable; list every pod in nats_monitor_urls",
                 fatal=False,
             )
@@ -1029,7 +971,7 @@ class KubernetesTarget:
         since_seconds = max(1, math.ceil((utcnow() - since).total_seconds())) if since is not None else None
         lines: list[str] = []
         for pod in sorted(pods, key=lambda p: p.name):
-            container = _container_for(pod, wanted, service)
+            container = container_for(pod, wanted, service)
             if pod.restarts.get(container, 0) > 0:
                 lines += self._read_log(pod.name, container, since_seconds, previous=True).splitlines()
             lines += self._read_log(pod.name, container, since_seconds, previous=False).splitlines()
@@ -1073,41 +1015,9 @@ def _access_review(review: Any, timeout: float) -> Any:
     return call
 
 
-def _container_for(pod: PodView, wanted: str, service: str) -> str:
-    if wanted in pod.containers:
-        return wanted
-    if len(pod.containers) == 1:
-        return pod.containers[0]
-    raise ProbeError(
-        "logs",
-        f"pod {pod.name} has no container {wanted!r} (containers: {list(pod.containers)}); "
-        f"set service_containers: {{{service}: <container>}}",
-    )
-
-
-def _pods_check(what: str, pods: Sequence[PodView]) -> Check:
-    judged = [p for p in pods if p.judged]
-    ignored = [f"{p.name} ({p.state()})" for p in pods if p.ignored]
-    waiting = [f"{p.name} ({p.state()})" for p in pods if not p.judged and not p.ignored]
-    note = f"; ignored: {', '.join(sorted(ignored))}" if ignored else ""
-    if not judged:
-        return Check(
-            f"{what} running and ready",
-            False,
-            f"no Running pod{note}" + (f"; not running: {', '.join(sorted(waiting))}" if waiting else ""),
-        )
-    bad = [f"{p.name} ({p.state()})" for p in judged if not p.ready] + waiting
-    names = ", ".join(sorted(p.name for p in judged))
-    return Check(
-        f"{what} running and ready",
-        not bad,
-        (f"not ready: {', '.join(sorted(bad))}" if bad else names) + note,
-    )
-
-
 __all__ = [
     "NATS_CHART_SELECTOR",
-    "PARAMETER_SPECS",
+    "NEW_PARAMETERS",
     "PERMISSIONS",
     "Coverage",
     "KubernetesSettings",
@@ -1117,8 +1027,13 @@ __all__ = [
     "api_error_text",
     "chaos_events",
     "desired_phase",
+    "endpoints_from_params",
+    "guard_identity",
     "is_injected",
     "is_recovered",
     "pod_view",
     "production_hits",
+    "refuse_unconfirmed_production",
+    "require_explicit_context",
+    "settings_from_params",
 ]

@@ -149,7 +149,8 @@ HEADER = """\
 # and `ruleNamespaceSelector` must admit this namespace.
 #
 # GENERATED from gamedaylib/gamedays/nats_partition/monitoring/gameday-001.rules.yml (do not edit):
-#   python -m gamedaylib.targets.prometheusrule --namespace {namespace} > deploy/prometheusrule-gameday-001.yaml
+#   python -m gamedaylib.targets.prometheusrule --namespace {namespace} \\
+#     > deploy/prometheusrule-gameday-001.yaml
 # Every selector carries namespace="{namespace}": a shared Prometheus holds other environments' series
 # (staging's consumer has the same name), and a rule without it would alert on them too.
 # tests/kubernetes/test_prometheusrule.py fails when this file and the rule file differ.

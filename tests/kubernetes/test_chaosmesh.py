@@ -51,7 +51,9 @@ def last_recover(obj: dict[str, Any]) -> Any:
 
 def kubectl(fake: FakeApiServer, method: str, path: str) -> int:
     """What someone else does by hand (kubectl delete ...)."""
-    req = urllib.request.Request(fake.url + path, method=method, headers={"Authorization": f"Bearer {fake.token}"})
+    req = urllib.request.Request(
+        fake.url + path, method=method, headers={"Authorization": f"Bearer {fake.token}"}
+    )
     with urllib.request.urlopen(req, timeout=5) as resp:
         return int(resp.status)
 
@@ -99,11 +101,17 @@ def test_pause_annotation_ends_the_fault_early(
         target.close()
 
 
-def test_fault_deleted_outside_the_runbook_is_reported(fake: FakeApiServer, k8s_params: dict[str, Any]) -> None:
+def test_fault_deleted_outside_the_runbook_is_reported(
+    fake: FakeApiServer, k8s_params: dict[str, Any]
+) -> None:
     target = target_for(k8s_params)
     try:
         target.inject(duration_seconds=60)
-        kubectl(fake, "DELETE", f"/apis/chaos-mesh.org/v1alpha1/namespaces/{NAMESPACE}/networkchaos/{target.chaos_name}")
+        kubectl(
+            fake,
+            "DELETE",
+            f"/apis/chaos-mesh.org/v1alpha1/namespaces/{NAMESPACE}/networkchaos/{target.chaos_name}",
+        )
         status = wait_for(lambda: (s := target.fault_status()).ended_early and s, 10)
         assert status.ended_early == "deleted outside the runbook" and not status.active
         wait_for(lambda: target.fault_status().detail.endswith("someone deleted it"), 10)
@@ -150,7 +158,9 @@ def test_heal_sends_delete_first_and_retries_transient_errors(
         during = [(m, p.split("?")[0].rsplit("/", 1)[-1], code) for m, p, code in fake.answers[before:]]
         assert during[0] == ("DELETE", name, 429), "DELETE goes first, no GET before it"
         assert ("DELETE", name, 503) in during and ("DELETE", name, 200) in during
-        assert [c for m, _, c in during if m == "GET"][:4] == [500, 503, 500, 504], "the poll loop read through them"
+        assert [c for m, _, c in during if m == "GET"][:4] == [500, 503, 500, 504], (
+            "the poll loop read through them"
+        )
         assert proxy_status(data_plane["proxy_control_url"])["active"] is False
         wait_for(lambda: fake.chaos_objects(NAMESPACE) == [], 5)
         assert target.heal() is None, "404: already gone"
@@ -166,7 +176,9 @@ def test_heal_gives_up_at_its_deadline_naming_the_command(
         target.inject(duration_seconds=60)
         fake.fail_next("DELETE", f"/networkchaos/{target.chaos_name}", *([503] * 200))
         started = time.monotonic()
-        with pytest.raises(HealFailed, match=f"503.*kubectl delete networkchaos {target.chaos_name} -n {NAMESPACE}"):
+        with pytest.raises(
+            HealFailed, match=f"503.*kubectl delete networkchaos {target.chaos_name} -n {NAMESPACE}"
+        ):
             target.heal()
         assert time.monotonic() - started < 6, "gave up at its deadline"
         assert sum(1 for m, p, c in fake.answers if m == "DELETE" and c == 503) >= 3, "it kept trying"
@@ -177,7 +189,9 @@ def test_heal_gives_up_at_its_deadline_naming_the_command(
         target.close()
 
 
-def test_injection_wait_polls_through_transient_errors(fake: FakeApiServer, k8s_params: dict[str, Any]) -> None:
+def test_injection_wait_polls_through_transient_errors(
+    fake: FakeApiServer, k8s_params: dict[str, Any]
+) -> None:
     target = target_for(k8s_params)
     try:
         name = chaos.chaos_name(k8s_params["run_id"])
@@ -193,10 +207,14 @@ def test_injection_wait_polls_through_transient_errors(fake: FakeApiServer, k8s_
 # --- 9. diagnostics ----------------------------------------------------------------------------
 
 
-def test_selection_failure_is_read_from_kubernetes_events(fake: FakeApiServer, k8s_params: dict[str, Any]) -> None:
+def test_selection_failure_is_read_from_kubernetes_events(
+    fake: FakeApiServer, k8s_params: dict[str, Any]
+) -> None:
     """Chaos Mesh writes no record and no condition when it selects nothing (a namespace filter, a wrong
     label): only a Kubernetes Event says why."""
-    target = target_for(k8s_params, nats_selector={"app.kubernetes.io/name": "natz"}, inject_timeout_seconds=1.5)
+    target = target_for(
+        k8s_params, nats_selector={"app.kubernetes.io/name": "natz"}, inject_timeout_seconds=1.5
+    )
     try:
         with pytest.raises(InjectionFailed) as err:
             target.inject(duration_seconds=30)
@@ -219,8 +237,10 @@ def test_chaos_events_keep_each_records_id_and_phase(fake: FakeApiServer, k8s_pa
         target.close()
     assert f"{NAMESPACE}/nats-0 (Injected): Apply Succeeded at " in lines[0]
     ids = {line.split(" ", 1)[0] for line in lines}
-    assert ids == {f"{NAMESPACE}/{p}" for p in ("nats-0", "nats-1", "nats-2", "api-gateway-7c9d5b6f4-x2x7k",
-                                                 "reporting-5f8b9c7d6-q4kzp")}
+    assert ids == {
+        f"{NAMESPACE}/{p}"
+        for p in ("nats-0", "nats-1", "nats-2", "api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp")
+    }
 
 
 def test_stuck_finalizer_points_at_chaos_daemon_on_that_pods_node(
@@ -290,7 +310,9 @@ def test_pod_chaos_kills_the_primary_through_the_same_lifecycle(fake: FakeApiSer
         api.close()
 
 
-def test_kube_events_of_an_object_are_listed_oldest_first(fake: FakeApiServer, k8s_params: dict[str, Any]) -> None:
+def test_kube_events_of_an_object_are_listed_oldest_first(
+    fake: FakeApiServer, k8s_params: dict[str, Any]
+) -> None:
     target = target_for(k8s_params)
     try:
         target.inject(duration_seconds=30)

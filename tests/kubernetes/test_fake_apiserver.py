@@ -172,13 +172,20 @@ def test_crd_is_served_unless_uninstalled(server: FakeApiServer) -> None:
 
 def test_logs_of_a_pod_with_a_sidecar_need_the_container(server: FakeApiServer) -> None:
     server.pods.append(
-        FakePod("reporting-5f8b9c7d6-q4kzp", {"app": "reporting"}, NS, log_lines=["stored"], sidecars=("istio-proxy",))
+        FakePod(
+            "reporting-5f8b9c7d6-q4kzp",
+            {"app": "reporting"},
+            NS,
+            log_lines=["stored"],
+            sidecars=("istio-proxy",),
+        )
     )
     path = f"/api/v1/namespaces/{NS}/pods/reporting-5f8b9c7d6-q4kzp/log"
     code, status = call(server, "GET", path)
     assert (code, status["reason"]) == (400, "BadRequest")
     assert status["message"] == (
-        "a container name must be specified for pod reporting-5f8b9c7d6-q4kzp, choose one of: [reporting istio-proxy]"
+        "a container name must be specified for pod reporting-5f8b9c7d6-q4kzp, "
+        "choose one of: [reporting istio-proxy]"
     )
     assert call(server, "GET", path + "?container=reporting") == (200, "stored\n")
     code, status = call(server, "GET", path + "?container=reporting&previous=true")
@@ -210,7 +217,10 @@ def test_selecting_nothing_leaves_only_a_kubernetes_event(server: FakeApiServer)
     status = call(server, "GET", f"{CHAOS}/nats-partition-r1")[1]["status"]
     assert "containerRecords" not in status["experiment"]
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "Selected": "False", "AllInjected": "False", "AllRecovered": "False", "Paused": "False"
+        "Selected": "False",
+        "AllInjected": "False",
+        "AllRecovered": "False",
+        "Paused": "False",
     }
 
 
@@ -218,11 +228,25 @@ def test_pause_stops_the_fault_and_recovers_every_record(server: FakeApiServer) 
     assert call(server, "POST", CHAOS, body(duration="1m"))[0] == 201
     wait_for(lambda: server.proxy_calls, 5)
     server.pause(NS, "nats-partition-r1")
-    wait_for(lambda: call(server, "GET", f"{CHAOS}/nats-partition-r1")[1]["status"]["experiment"]["desiredPhase"]
-             == "Stop", 5)
-    obj = wait_for(lambda: (o := call(server, "GET", f"{CHAOS}/nats-partition-r1")[1])
-                   and all(r["phase"] == "Not Injected" for r in o["status"]["experiment"]["containerRecords"]) and o, 5)
-    assert [e["operation"] for e in obj["status"]["experiment"]["containerRecords"][0]["events"]] == ["Apply", "Recover"]
+    wait_for(
+        lambda: (
+            call(server, "GET", f"{CHAOS}/nats-partition-r1")[1]["status"]["experiment"]["desiredPhase"]
+            == "Stop"
+        ),
+        5,
+    )
+    obj = wait_for(
+        lambda: (
+            (o := call(server, "GET", f"{CHAOS}/nats-partition-r1")[1])
+            and all(r["phase"] == "Not Injected" for r in o["status"]["experiment"]["containerRecords"])
+            and o
+        ),
+        5,
+    )
+    assert [e["operation"] for e in obj["status"]["experiment"]["containerRecords"][0]["events"]] == [
+        "Apply",
+        "Recover",
+    ]
     assert server.proxy_calls[-1] == {"active": False}
     reasons = [e["reason"] for e in server.events_for("nats-partition-r1")]
     assert reasons[0] == "Started" and "Paused" in reasons and "Recovered" in reasons

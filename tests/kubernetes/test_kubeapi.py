@@ -11,7 +11,7 @@ import pytest
 from fake_apiserver import NAMESPACE, FakeApiServer, jwt_token
 
 from gamedaylib.exceptions import HealFailed, InvalidParameters, ProductionGuard, TargetError
-from gamedaylib.targets.kubernetes import KubernetesTarget
+from gamedaylib.targets.kubernetes import KubernetesTarget, refuse_unconfirmed_production
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,7 +27,9 @@ def check(checks: list[Any], name: str) -> Any:
 # --- 8. identity, credentials ------------------------------------------------------------------
 
 
-def test_preflight_shows_the_context_and_api_server_it_acts_on(fake: FakeApiServer, k8s_params: dict[str, Any]) -> None:
+def test_preflight_shows_the_context_and_api_server_it_acts_on(
+    fake: FakeApiServer, k8s_params: dict[str, Any]
+) -> None:
     target = target_for(k8s_params)
     try:
         shown = check(target.preflight(), "kubernetes: acting on")
@@ -64,6 +66,14 @@ def test_production_guard_judges_the_context_and_cluster_too(
     assert fake.mutating_requests() == []
     target_for(params, confirm_production=True).close()
     target_for(params, dry_run=True).close()  # a dry run changes nothing: not guarded
+    # the same refusal for `gameday run` before the notebook starts: the kubeconfig is read, no request
+    asked = len(fake.requests)
+    with pytest.raises(ProductionGuard, match="context 'prod-eu1'"):
+        refuse_unconfirmed_production(params)
+    refuse_unconfirmed_production({**params, "dry_run": True})
+    with pytest.raises(InvalidParameters, match="kube_context"):
+        refuse_unconfirmed_production({**params, "confirm_production": True, "kube_context": ""})
+    assert len(fake.requests) == asked
     with pytest.raises(InvalidParameters, match="context 'nope' is not in"):
         target_for(params, kube_context="nope")
 

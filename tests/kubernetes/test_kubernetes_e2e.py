@@ -103,11 +103,14 @@ def params_file(lab: dict[str, Any], kubeconfig: Path, tmp_path: Path, **extra: 
     gateway = lab["gateway_url"]
     monitors = nats_monitor_urls(lab)
     where: dict[str, Any] = (
-        {"nats_monitor_urls": monitors} if declared("nats_monitor_urls") else {"nats_monitor_url": monitors[0]}
+        {"nats_monitor_urls": monitors}
+        if declared("nats_monitor_urls")
+        else {"nats_monitor_url": monitors[0]}
     )
     if declared("service_selectors"):
         where["service_selectors"] = {
-            s: {"app.kubernetes.io/name": s, "app.kubernetes.io/instance": "teei"} for s in ("api-gateway", "reporting")
+            s: {"app.kubernetes.io/name": s, "app.kubernetes.io/instance": "teei"}
+            for s in ("api-gateway", "reporting")
         }
     # the lab's Prometheus series carry no namespace: the service readings are scraped directly
     readings = {
@@ -218,10 +221,14 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     assert len(creates) == 1 and any(m == "DELETE" for m, _ in fake.requests)
     # ... on the chart-shaped pods: the three NATS pods and the two services, not nats-box, the Evicted
     # pod, the Job's pod nor reporting-db-0
-    name = next(e["involvedObject"]["name"] for e in fake.events if e["involvedObject"]["kind"] == "NetworkChaos")
+    name = next(
+        e["involvedObject"]["name"] for e in fake.events if e["involvedObject"]["kind"] == "NetworkChaos"
+    )
     applied = {e["message"].rsplit(" ", 1)[-1] for e in fake.events_for(name) if e["reason"] == "Applied"}
-    assert applied == {f"{NAMESPACE}/{p}" for p in (
-        "nats-0", "nats-1", "nats-2", "api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp")}
+    assert applied == {
+        f"{NAMESPACE}/{p}"
+        for p in ("nats-0", "nats-1", "nats-2", "api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp")
+    }
     assert fake.chaos_objects(NAMESPACE) == [] or all(is_recovered(o) for o in fake.chaos_objects(NAMESPACE))
     assert not any(is_injected(o) for o in fake.chaos_objects(NAMESPACE))
     assert proxy_status(lab["proxy_control_url"])["cuts"] == cuts_before + 1, "the network was cut once"

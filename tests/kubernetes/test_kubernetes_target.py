@@ -213,7 +213,9 @@ def test_unready_pod_and_missing_crd_fail_preflight(fake: FakeApiServer, k8s_par
     finally:
         target.close()
     assert "not installed" in bad["chaos mesh installed"]
-    assert "not ready: reporting-5f8b9c7d6-q4kzp (Running, not ready)" in bad["reporting pods running and ready"]
+    assert (
+        "not ready: reporting-5f8b9c7d6-q4kzp (Running, not ready)" in bad["reporting pods running and ready"]
+    )
 
 
 def test_production_namespace_needs_confirmation(k8s_params: dict[str, Any]) -> None:
@@ -295,10 +297,8 @@ def test_example_params_dry_run_against_a_playbook_shaped_cluster(
 
     from gamedaylib import parameters
     from gamedaylib.parameters import load_params_file, validate
-    from gamedaylib.targets.kubernetes import PARAMETER_SPECS
+    from gamedaylib.targets.kubernetes import NEW_PARAMETERS
 
-    for name, spec in PARAMETER_SPECS.items():  # until the runbook declares them
-        monkeypatch.setitem(parameters.SPECS, name, spec)
     shipped = load_params_file(str(REPO / "params" / "teei-prod.yaml"))
     assert shipped["prometheus_url"] and "service_metrics" not in shipped, "readings come from Prometheus"
     assert shipped["nats_monitor_urls"] == [
@@ -317,9 +317,15 @@ def test_example_params_dry_run_against_a_playbook_shaped_cluster(
         "alertmanager_url": "",
         "nats_monitor_urls": [],
     }
+    # the parameters the runbook does not declare yet reach the target as they are (from_params reads
+    # them with params.get), the rest is validated
+    pending = {n.name for n in NEW_PARAMETERS} | {"nats_monitor_urls", "nats_account"}
+    undeclared = {k: v for k, v in {**shipped, **local}.items() if k not in parameters.SPECS}
+    assert set(undeclared) <= pending, set(undeclared) - pending
+    declared = {k: v for k, v in {**shipped, **local}.items() if k in parameters.SPECS}
     with pytest.raises(ProductionGuard, match="teei-prod"):
-        KubernetesTarget.from_params(validate({**shipped, **local}))
-    target = KubernetesTarget.from_params(validate({**shipped, **local, "dry_run": True}))
+        KubernetesTarget.from_params({**validate(declared), **undeclared})
+    target = KubernetesTarget.from_params({**validate({**declared, "dry_run": True}), **undeclared})
     try:
         checks = target.preflight()
         assert failed(checks) == [], failed(checks)
@@ -328,7 +334,9 @@ def test_example_params_dry_run_against_a_playbook_shaped_cluster(
         target.close()
     assert target.last_manifest is not None and target.last_manifest["spec"]["duration"] == "16m"
     spec = target.last_manifest["spec"]
-    assert spec["target"]["selector"]["pods"] == {"teei-prod": ["api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp"]}
+    assert spec["target"]["selector"]["pods"] == {
+        "teei-prod": ["api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp"]
+    }
     assert spec["selector"]["labelSelectors"] == shipped["nats_selector"]
     assert target.last_manifest["metadata"]["namespace"] == "teei-prod"
     assert fake.chaos_objects() == [] and fake.proxy_calls == []
@@ -391,8 +399,16 @@ def test_service_labels_select_the_target_side(
             "podPhaseSelectors": ["Running"],  # not the Evicted nor the Completed pod of the same labels
         }
         recorded = {r["id"] for r in obj["status"]["experiment"]["containerRecords"]}
-        assert recorded == {f"{NAMESPACE}/{n}" for n in (
-            "nats-0", "nats-1", "nats-2", "api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp")}
+        assert recorded == {
+            f"{NAMESPACE}/{n}"
+            for n in (
+                "nats-0",
+                "nats-1",
+                "nats-2",
+                "api-gateway-7c9d5b6f4-x2x7k",
+                "reporting-5f8b9c7d6-q4kzp",
+            )
+        }
         assert proxy_status(data_plane["proxy_control_url"])["active"] is True
         assert target.heal() is not None
         assert proxy_status(data_plane["proxy_control_url"])["active"] is False
@@ -429,19 +445,29 @@ def test_chart_labels_select_the_pods_and_leave_out_nats_box_evicted_and_job_pod
         target.inject(duration_seconds=30)
         (obj,) = fake.chaos_objects(NAMESPACE)
         recorded = sorted(r["id"].split("/")[1] for r in obj["status"]["experiment"]["containerRecords"])
-        assert recorded == ["api-gateway-7c9d5b6f4-x2x7k", "nats-0", "nats-1", "nats-2", "reporting-5f8b9c7d6-q4kzp"]
+        assert recorded == [
+            "api-gateway-7c9d5b6f4-x2x7k",
+            "nats-0",
+            "nats-1",
+            "nats-2",
+            "reporting-5f8b9c7d6-q4kzp",
+        ]
         assert obj["spec"]["selector"]["podPhaseSelectors"] == ["Running"]
     finally:
         target.heal()
         target.close()
 
 
-def test_name_prefixes_match_only_deployment_and_statefulset_pods(fake: FakeApiServer, k8s_params: dict[str, Any]) -> None:
+def test_name_prefixes_match_only_deployment_and_statefulset_pods(
+    fake: FakeApiServer, k8s_params: dict[str, Any]
+) -> None:
     """The older `service_pods` names: `reporting` is reporting-<hash>-<id>, not reporting-db-0 nor
     reporting-backfill-29104520-k7z2d, and a pod being deleted is not judged."""
     next(p for p in fake.pods if p.name == "api-gateway-7c9d5b6f4-x2x7k").deleting = True
     fake.pods.append(
-        FakePod("api-gateway-7c9d5b6f4-qz8wm", service_labels("api-gateway"), NAMESPACE, sidecars=("istio-proxy",))
+        FakePod(
+            "api-gateway-7c9d5b6f4-qz8wm", service_labels("api-gateway"), NAMESPACE, sidecars=("istio-proxy",)
+        )
     )
     target = target_for(k8s_params)
     try:
@@ -459,7 +485,9 @@ def test_name_prefixes_match_only_deployment_and_statefulset_pods(fake: FakeApiS
         target.close()
 
 
-def test_pods_created_after_the_injection_are_reported(fake: FakeApiServer, k8s_params: dict[str, Any]) -> None:
+def test_pods_created_after_the_injection_are_reported(
+    fake: FakeApiServer, k8s_params: dict[str, Any]
+) -> None:
     """Chaos Mesh selects once: a pod the Deployment starts afterwards talks to NATS freely while
     AllInjected stays True."""
     target = target_for(k8s_params, service_selectors=CHART_SELECTORS)
@@ -467,7 +495,9 @@ def test_pods_created_after_the_injection_are_reported(fake: FakeApiServer, k8s_
         target.inject(duration_seconds=60)
         assert target.coverage(fresh=True).uncovered == ()
         fake.pods.append(
-            FakePod("reporting-5f8b9c7d6-hx4tv", service_labels("reporting"), NAMESPACE, sidecars=("istio-proxy",))
+            FakePod(
+                "reporting-5f8b9c7d6-hx4tv", service_labels("reporting"), NAMESPACE, sidecars=("istio-proxy",)
+            )
         )
         fake.pods = [p for p in fake.pods if p.name != "api-gateway-7c9d5b6f4-x2x7k"]
         target._coverage = None  # as if coverage_check_seconds had passed
@@ -475,8 +505,10 @@ def test_pods_created_after_the_injection_are_reported(fake: FakeApiServer, k8s_
         assert status.active
         assert "not under the fault (created after injection): reporting-5f8b9c7d6-hx4tv" in status.detail
         assert "partitioned pods no longer running: api-gateway-7c9d5b6f4-x2x7k" in status.detail
-        assert all(o["status"]["conditions"][1] == {"type": "AllInjected", "status": "True"}
-                   for o in fake.chaos_objects(NAMESPACE)), "Chaos Mesh still says all injected"
+        assert all(
+            o["status"]["conditions"][1] == {"type": "AllInjected", "status": "True"}
+            for o in fake.chaos_objects(NAMESPACE)
+        ), "Chaos Mesh still says all injected"
     finally:
         target.heal()
         target.close()
@@ -491,7 +523,10 @@ def test_logs_name_the_container_read_the_previous_one_and_stop_at_limit_bytes(
     reporting = next(p for p in fake.pods if p.name == "reporting-5f8b9c7d6-q4kzp")
     assert reporting.containers == ["reporting", "istio-proxy"]
     reporting.restarts = 1
-    reporting.previous_lines = ['{"level": "warning", "msg": "duplicate_event", "key": "k-0"}', "before the restart"]
+    reporting.previous_lines = [
+        '{"level": "warning", "msg": "duplicate_event", "key": "k-0"}',
+        "before the restart",
+    ]
     target = target_for(k8s_params)
     try:
         lines = target.service_logs("reporting")
@@ -527,8 +562,14 @@ def test_logs_name_the_container_read_the_previous_one_and_stop_at_limit_bytes(
 # --- 9. RBAC and Chaos Mesh's namespace filter ---------------------------------------------------
 
 
-def test_diagnostic_permissions_are_checked_but_not_fatal(fake: FakeApiServer, k8s_params: dict[str, Any]) -> None:
-    for verb, resource, sub in (("list", "events", ""), ("get", "namespaces", ""), ("create", "pods", "portforward")):
+def test_diagnostic_permissions_are_checked_but_not_fatal(
+    fake: FakeApiServer, k8s_params: dict[str, Any]
+) -> None:
+    for verb, resource, sub in (
+        ("list", "events", ""),
+        ("get", "namespaces", ""),
+        ("create", "pods", "portforward"),
+    ):
         fake.deny(verb, resource, subresource=sub)
     target = target_for(k8s_params)
     try:
@@ -553,9 +594,10 @@ def test_chaos_mesh_namespace_filter_is_checked(fake: FakeApiServer, k8s_params:
     target = target_for(k8s_params, chaos_filter_namespace=True)
     try:
         bad = {c.name: c.detail for c in failed(target.preflight())}
-        assert f"kubectl annotate namespace {NAMESPACE} chaos-mesh.org/inject=enabled" in bad[
-            "chaos mesh namespace filter"
-        ]
+        assert (
+            f"kubectl annotate namespace {NAMESPACE} chaos-mesh.org/inject=enabled"
+            in bad["chaos mesh namespace filter"]
+        )
         fake.namespace_annotations[NAMESPACE] = {"chaos-mesh.org/inject": "enabled"}
         assert failed(target.preflight()) == []
     finally:
@@ -626,11 +668,16 @@ def prometheus_readings(tmp_path_factory: pytest.TempPathFactory) -> Any:
     (tmp / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
-        f"  - job_name: readings\n    honor_labels: true\n    static_configs: [{{targets: ['127.0.0.1:{metrics.port}']}}]\n"
+        "  - job_name: readings\n    honor_labels: true\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{metrics.port}']}}]\n"
     )
     proc = subprocess.Popen(
-        [binary, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
+        [
+            binary,
+            f"--config.file={tmp / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -648,7 +695,9 @@ def _query_count(url: str, promql: str) -> int:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}), timeout=2) as r:
+        with urllib.request.urlopen(
+            f"{url}/api/v1/query?" + urllib.parse.urlencode({"query": promql}), timeout=2
+        ) as r:
             return len(json.loads(r.read())["data"]["result"])
     except OSError:
         return -1
@@ -663,18 +712,42 @@ def test_service_readings_come_from_prometheus(
     target = target_for(k8s_params, prometheus_url=url)
     try:
         readings = next(c for c in target.preflight() if c.name == "service readings for the stop conditions")
-        assert readings.ok and "nats_connected (api-gateway, reporting)" in readings.detail
+        assert readings.ok and f'nats_connected{{namespace="{NAMESPACE}",job="reporting"}}' in readings.detail
         metrics.text = _readings(NAMESPACE, buffer=False)  # the gateway's buffer metrics are not scraped
         wait_for(lambda: _query_count(url, f'event_buffer_size{{namespace="{NAMESPACE}"}}') == 0, 30, 0.2)
         readings = next(c for c in target.preflight() if c.name == "service readings for the stop conditions")
         assert not readings.ok and readings.fatal
-        assert f'no event_buffer_size, event_buffer_capacity with namespace="{NAMESPACE}"' in readings.detail
+        assert (
+            f'no event_buffer_size{{namespace="{NAMESPACE}",job="api-gateway"}}, '
+            f'event_buffer_capacity{{namespace="{NAMESPACE}",job="api-gateway"}}:' in readings.detail
+        )
         assert "stop conditions would be blind" in readings.detail
     finally:
         target.close()
+    # the team's ServiceMonitor labels the gateway app="gateway": prometheus_selectors says so
+    metrics.text = _readings(NAMESPACE).replace('job="api-gateway"', 'app="gateway"')
+    wait_for(
+        lambda: _query_count(url, f'event_buffer_size{{namespace="{NAMESPACE}",app="gateway"}}') == 1, 30, 0.2
+    )
+    selected = target_for(
+        k8s_params, prometheus_url=url, prometheus_selectors={"api-gateway": 'app="gateway"'}
+    )
+    try:
+        readings = next(
+            c for c in selected.preflight() if c.name == "service readings for the stop conditions"
+        )
+        assert readings.ok, readings.detail
+    finally:
+        selected.close()
+    metrics.text = _readings(NAMESPACE, buffer=False)
+    wait_for(lambda: _query_count(url, f'event_buffer_size{{namespace="{NAMESPACE}"}}') == 0, 30, 0.2)
     direct = target_for(k8s_params, prometheus_url=url, service_metrics={"api-gateway": "http://gw/metrics"})
     try:
         readings = next(c for c in direct.preflight() if c.name == "service readings for the stop conditions")
-        assert not readings.ok and not readings.fatal and "scraped directly instead: api-gateway" in readings.detail
+        assert (
+            not readings.ok
+            and not readings.fatal
+            and "scraped directly instead: api-gateway" in readings.detail
+        )
     finally:
         direct.close()

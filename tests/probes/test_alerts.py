@@ -213,7 +213,9 @@ def test_absent_sources_are_not_available() -> None:
 
 
 @pytest.mark.parametrize("source", ["alertmanager", "prometheus"])
-def test_namespace_keeps_other_environments_alerts_out(alerting: tuple[str, str, datetime], source: str) -> None:
+def test_namespace_keeps_other_environments_alerts_out(
+    alerting: tuple[str, str, datetime], source: str
+) -> None:
     """A shared Prometheus/Alertmanager holds staging's alert of the same name: only the gameday's
     namespace counts."""
     am_url, prom_url, before = alerting
@@ -221,7 +223,11 @@ def test_namespace_keeps_other_environments_alerts_out(alerting: tuple[str, str,
     everyone = AlertProbe(am_url if source == "alertmanager" else None, prom_url)
     deadline = time.monotonic() + 20
     while True:
-        seen = {e.labels.get("namespace") for e in everyone.timeline(before) if e.name in names and e.source == source}
+        seen = {
+            e.labels.get("namespace")
+            for e in everyone.timeline(before)
+            if e.name in names and e.source == source
+        }
         if seen == {"teei-prod", "teei-staging"} or time.monotonic() > deadline:
             break
         time.sleep(0.25)

@@ -289,7 +289,9 @@ def named_account_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
         f"jetstream {{ store_dir: '{tmp_path / 'js'}' }}\n"
         "accounts { TEEI: { jetstream: enabled, users: [{user: teei, password: s3cret}] } }\n"
     )
-    proc = subprocess.Popen([_nats_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [_nats_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         monitor_url = f"http://127.0.0.1:{monitor}"
         deadline = time.monotonic() + 10
