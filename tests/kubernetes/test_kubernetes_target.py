@@ -294,9 +294,9 @@ def test_example_params_dry_run_against_a_playbook_shaped_cluster(
     URL through the chart's headless service, the charts' labels; refused without confirmation; as a dry
     run it reads the cluster and has the API server check the fault, creating nothing."""
     from fake_apiserver import pods_for_lab
+    from paramtools import split, validated
 
-    from gamedaylib import parameters
-    from gamedaylib.parameters import load_params_file, validate
+    from gamedaylib.parameters import load_params_file
     from gamedaylib.targets.kubernetes import NEW_PARAMETERS
 
     shipped = load_params_file(str(REPO / "params" / "teei-prod.yaml"))
@@ -320,12 +320,11 @@ def test_example_params_dry_run_against_a_playbook_shaped_cluster(
     # the parameters the runbook does not declare yet reach the target as they are (from_params reads
     # them with params.get), the rest is validated
     pending = {n.name for n in NEW_PARAMETERS} | {"nats_monitor_urls", "nats_account"}
-    undeclared = {k: v for k, v in {**shipped, **local}.items() if k not in parameters.SPECS}
+    declared, undeclared = split({**shipped, **local})
     assert set(undeclared) <= pending, set(undeclared) - pending
-    declared = {k: v for k, v in {**shipped, **local}.items() if k in parameters.SPECS}
     with pytest.raises(ProductionGuard, match="teei-prod"):
-        KubernetesTarget.from_params({**validate(declared), **undeclared})
-    target = KubernetesTarget.from_params({**validate({**declared, "dry_run": True}), **undeclared})
+        KubernetesTarget.from_params({**validated(declared), **undeclared})
+    target = KubernetesTarget.from_params({**validated({**declared, "dry_run": True}), **undeclared})
     try:
         checks = target.preflight()
         assert failed(checks) == [], failed(checks)
