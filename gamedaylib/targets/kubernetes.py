@@ -508,7 +508,7 @@ class KubernetesTarget:
         checks += self._check_pods()
         if not any(c.fatal and not c.ok for c in checks):  # a denied permission is a fatal failure
             checks.append(self._check_server_dry_run())
-        checks.append(self._check_service_readings())
+        checks += self._check_service_readings()
         if self._endpoints.prometheus_url:
             checks.append(self._check_prometheus_up())
         if self._endpoints.monitor_urls():
@@ -760,48 +760,71 @@ class KubernetesTarget:
             f"target {json.dumps(spec['target']['selector'], sort_keys=True)}",
         )
 
-    def _check_service_readings(self) -> Check:
+    def _selector(self, service: str) -> str:
+        """The PromQL matchers of a service's instances, as the runbook's readings use them."""
+        return self._endpoints.prometheus_selectors.get(service) or f'job="{service}"'
+
+    def _check_service_readings(self) -> list[Check]:
         """The stop conditions (error rate, buffer fraction) and the "NATS connections back" wait need
-        the services' readings: from Prometheus on a cluster (``namespace`` label, and each service's
-        ``prometheus_selectors``, default ``job="<service>"``), else scraped from ``service_metrics``."""
+        the services' readings: from Prometheus on a cluster (each service's ``prometheus_selectors``,
+        default ``job="<service>"``, as the runbook reads them), else scraped from ``service_metrics``.
+        A shared Prometheus holds other environments' services under the same job names: selectors
+        without ``namespace`` are flagged."""
         ns = self.settings.namespace
         name = "service readings for the stop conditions"
         direct = sorted(self._endpoints.service_metrics)
         url = self._endpoints.prometheus_url
         if not url:
             if direct:
-                return Check(name, True, f"scraped directly: {', '.join(direct)}", fatal=False)
-            return Check(
-                name,
-                False,
-                "no prometheus_url and no service_metrics: stop_error_rate and stop_buffer_fraction cannot "
-                "fire and 'NATS connections back' cannot be judged; set prometheus_url (series with "
-                f'namespace="{ns}")',
-                fatal=False,
-            )
+                return [Check(name, True, f"scraped directly: {', '.join(direct)}", fatal=False)]
+            return [
+                Check(
+                    name,
+                    False,
+                    "no prometheus_url and no service_metrics: stop_error_rate and stop_buffer_fraction "
+                    "cannot fire and 'NATS connections back' cannot be judged; set prometheus_url",
+                    fatal=False,
+                )
+            ]
         probe = PrometheusProbe(url)
         missing: list[str] = []
         seen: list[str] = []
         try:
             for service, metrics in SERVICE_READINGS.items():
-                matchers = self._endpoints.prometheus_selectors.get(service) or f'job="{service}"'
                 for metric in metrics:
-                    selector = f'{metric}{{namespace="{ns}",{matchers}}}'
+                    selector = f"{metric}{{{self._selector(service)}}}"
                     (seen if probe.query(f"count({selector})") else missing).append(selector)
         except ProbeError as exc:
-            return Check(name, False, f"not checked: {exc.reason}", fatal=not direct)
+            return [Check(name, False, f"not checked: {exc.reason}", fatal=not direct)]
         finally:
             probe.close()
+        checks = []
         if missing:
-            return Check(
-                name,
-                False,
-                f"Prometheus has no {', '.join(missing)}: the stop conditions would be blind"
-                + (f" (service_metrics scraped directly instead: {', '.join(direct)})" if direct else "")
-                + "; check the services' ServiceMonitors and prometheus_selectors",
-                fatal=not direct,
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    f"Prometheus has no {', '.join(missing)}: the stop conditions would be blind"
+                    + (f" (service_metrics scraped directly instead: {', '.join(direct)})" if direct else "")
+                    + "; check the services' ServiceMonitors and prometheus_selectors",
+                    fatal=not direct,
+                )
             )
-        return Check(name, True, f"in Prometheus: {len(seen)} series ({', '.join(seen)})")
+        else:
+            checks.append(Check(name, True, f"in Prometheus: {len(seen)} series ({', '.join(seen)})"))
+        unscoped = [s for s in SERVICE_READINGS if "namespace" not in self._selector(s)]
+        if unscoped:
+            checks.append(
+                Check(
+                    "service readings scoped to the namespace",
+                    False,
+                    f"prometheus_selectors of {', '.join(unscoped)} have no namespace matcher: a shared "
+                    "Prometheus adds other environments' instances of the same job to the readings; set e.g. "
+                    f'prometheus_selectors: {{{unscoped[0]}: \'namespace="{ns}",job="{unscoped[0]}"\'}}',
+                    fatal=False,
+                )
+            )
+        return checks
 
     def _check_prometheus_up(self) -> Check:
         ns = self.settings.namespace

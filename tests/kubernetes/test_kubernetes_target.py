@@ -319,7 +319,9 @@ def test_example_params_dry_run_against_a_playbook_shaped_cluster(
     }
     # the parameters the runbook does not declare yet reach the target as they are (from_params reads
     # them with params.get), the rest is validated
-    pending = {n.name for n in NEW_PARAMETERS} | {"nats_monitor_urls", "nats_account"}
+    # declared by the framework core already (not by the flat one): nats_monitor_urls, nats_account,
+    # prometheus_selectors
+    pending = {n.name for n in NEW_PARAMETERS} | {"nats_monitor_urls", "nats_account", "prometheus_selectors"}
     declared, undeclared = split({**shipped, **local})
     assert set(undeclared) <= pending, set(undeclared) - pending
     with pytest.raises(ProductionGuard, match="teei-prod"):
@@ -702,19 +704,34 @@ def _query_count(url: str, promql: str) -> int:
         return -1
 
 
+def _check(checks: list[Any], name: str) -> Any:
+    return next(c for c in checks if c.name == name)
+
+
+READINGS = "service readings for the stop conditions"
+SCOPED = "service readings scoped to the namespace"
+
+
 def test_service_readings_come_from_prometheus(
     fake: FakeApiServer, k8s_params: dict[str, Any], prometheus_readings: Any
 ) -> None:
+    """What the runbook reads for the stop conditions, read the same way (``prometheus_selectors``,
+    default ``job="<service>"``): present, missing (fatal), and not scoped to the namespace (flagged)."""
     url, metrics = prometheus_readings
-    metrics.text = _readings(NAMESPACE)
-    wait_for(lambda: _query_count(url, f'event_buffer_size{{namespace="{NAMESPACE}"}}') == 1, 30, 0.2)
-    target = target_for(k8s_params, prometheus_url=url)
+    scoped = {s: f'namespace="{NAMESPACE}",job="{s}"' for s in ("api-gateway", "reporting")}
+    metrics.text = _readings(NAMESPACE) + _readings("teei-prod")  # a shared Prometheus: two environments
+    wait_for(lambda: _query_count(url, "event_buffer_size") == 2, 30, 0.2)
+    target = target_for(k8s_params, prometheus_url=url, prometheus_selectors=scoped)
     try:
-        readings = next(c for c in target.preflight() if c.name == "service readings for the stop conditions")
-        assert readings.ok and f'nats_connected{{namespace="{NAMESPACE}",job="reporting"}}' in readings.detail
-        metrics.text = _readings(NAMESPACE, buffer=False)  # the gateway's buffer metrics are not scraped
+        checks = target.preflight()
+        assert _check(checks, READINGS).ok
+        assert f'nats_connected{{namespace="{NAMESPACE}",job="reporting"}}' in _check(checks, READINGS).detail
+        assert SCOPED not in [c.name for c in checks]
+        metrics.text = _readings(NAMESPACE, buffer=False) + _readings(
+            "teei-prod"
+        )  # our gateway's buffer: gone
         wait_for(lambda: _query_count(url, f'event_buffer_size{{namespace="{NAMESPACE}"}}') == 0, 30, 0.2)
-        readings = next(c for c in target.preflight() if c.name == "service readings for the stop conditions")
+        readings = _check(target.preflight(), READINGS)
         assert not readings.ok and readings.fatal
         assert (
             f'no event_buffer_size{{namespace="{NAMESPACE}",job="api-gateway"}}, '
@@ -723,26 +740,39 @@ def test_service_readings_come_from_prometheus(
         assert "stop conditions would be blind" in readings.detail
     finally:
         target.close()
+    # the default selectors (job only) find teei-prod's gateway: readable, but not ours alone
+    unscoped = target_for(k8s_params, prometheus_url=url)
+    try:
+        checks = unscoped.preflight()
+        assert _check(checks, READINGS).ok
+        flagged = _check(checks, SCOPED)
+        assert not flagged.ok and not flagged.fatal and "other environments" in flagged.detail
+    finally:
+        unscoped.close()
     # the team's ServiceMonitor labels the gateway app="gateway": prometheus_selectors says so
     metrics.text = _readings(NAMESPACE).replace('job="api-gateway"', 'app="gateway"')
     wait_for(
         lambda: _query_count(url, f'event_buffer_size{{namespace="{NAMESPACE}",app="gateway"}}') == 1, 30, 0.2
     )
     selected = target_for(
-        k8s_params, prometheus_url=url, prometheus_selectors={"api-gateway": 'app="gateway"'}
+        k8s_params,
+        prometheus_url=url,
+        prometheus_selectors={**scoped, "api-gateway": f'namespace="{NAMESPACE}",app="gateway"'},
     )
     try:
-        readings = next(
-            c for c in selected.preflight() if c.name == "service readings for the stop conditions"
-        )
-        assert readings.ok, readings.detail
+        assert _check(selected.preflight(), READINGS).ok
     finally:
         selected.close()
     metrics.text = _readings(NAMESPACE, buffer=False)
     wait_for(lambda: _query_count(url, f'event_buffer_size{{namespace="{NAMESPACE}"}}') == 0, 30, 0.2)
-    direct = target_for(k8s_params, prometheus_url=url, service_metrics={"api-gateway": "http://gw/metrics"})
+    direct = target_for(
+        k8s_params,
+        prometheus_url=url,
+        prometheus_selectors=scoped,
+        service_metrics={"api-gateway": "http://gw/m"},
+    )
     try:
-        readings = next(c for c in direct.preflight() if c.name == "service readings for the stop conditions")
+        readings = _check(direct.preflight(), READINGS)
         assert (
             not readings.ok
             and not readings.fatal
