@@ -214,9 +214,18 @@ def test_cluster_reads_the_consumer_leader_not_a_stale_follower(nats_cluster: tu
     _make_replicated_consumer(nats_url, messages=9)
     leader = _leader_of(urls)
     followers = [u for u in urls if u != leader]
-    answers = {a.url: a for a in _readings(urls)}
-    assert answers[leader].lag is not None and answers[leader].lag.num_pending == 9
-    assert all(not answers[f].leads and answers[f].leader == answers[leader].server for f in followers)
+
+    def settled() -> dict[str, ServerAnswer] | None:
+        """Every server has heard of the election (a loaded machine takes a moment)."""
+        answers = {a.url: a for a in _readings(urls)}
+        lead = answers[leader]
+        named = all(answers[f].leader == lead.server and not answers[f].leads for f in followers)
+        return answers if lead.leads and lead.lag is not None and lead.lag.num_pending == 9 and named else None
+
+    deadline = time.monotonic() + 15
+    while (answers := settled()) is None:
+        assert time.monotonic() < deadline, [a.describe() for a in _readings(urls)]
+        time.sleep(0.2)
 
     # Given every server (a follower first), the probe reads the leader's numbers.
     lag = NatsMonitor([*followers, leader]).consumer_lag("EVENTS", "reporting")
