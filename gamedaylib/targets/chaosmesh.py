@@ -335,27 +335,36 @@ class ChaosExperiment:
         return f"kubectl delete {self.kind.plural} {self.name} -n {self.namespace}"
 
     def create(
-        self, body: Mapping[str, Any], error: type[GamedayError], *, dry_run: bool = False
+        self, body: Mapping[str, Any], error: type[GamedayError], *, dry_run: bool = False, attempts: int = 3
     ) -> dict[str, Any]:
-        """Create ``body`` (``dryRun=All``: validated by the server, stored nowhere). A create retried
-        after a 5xx that answers 409 was our own first attempt: accepted, when the stored object carries
-        the same run id label."""
+        """Create ``body`` (``dryRun=All``: validated by the server, stored nowhere, retried like a read).
+
+        A 5xx may come after the object was stored: the object is looked up, accepted when it carries this
+        body's run id label, created again when absent; a 409 on such a retry is the first attempt's
+        object (accepted on the same test). A 409 on the first attempt is someone else's: raised."""
         what = f"create {self.kind.plural} (dryRun=All)" if dry_run else f"create {self.describe()}"
         options: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
-        try:
-            answer = self._objects(
-                error, what, "create_namespaced_custom_object", dict(body), idempotent=False, **options
-            )
-        except GamedayError as exc:
-            if status_of(exc) not in (500, 502, 503, 504) or dry_run:
-                raise
-            # the first attempt may have been stored: look, and accept it if it is ours
-            stored = self.get(error)
-            labels = ((stored or {}).get("metadata") or {}).get("labels") or {}
-            mine = ((body.get("metadata") or {}).get("labels") or {}).get(chaos.RUN_ID_LABEL)
-            if stored is None or not mine or labels.get(chaos.RUN_ID_LABEL) != mine:
-                raise
-            answer = stored
+        mine = ((body.get("metadata") or {}).get("labels") or {}).get(chaos.RUN_ID_LABEL)
+        answer: Any = None
+        for attempt in range(1, attempts + 1):
+            try:
+                answer = self._objects(
+                    error, what, "create_namespaced_custom_object", dict(body), idempotent=dry_run, **options
+                )
+                break
+            except GamedayError as exc:
+                status = status_of(exc)
+                after_error = status == 409 and attempt > 1
+                if dry_run or not (status in (500, 502, 503, 504) or after_error):
+                    raise
+                stored = self.get(error)
+                labels = ((stored or {}).get("metadata") or {}).get("labels") or {}
+                if stored is not None and mine and labels.get(chaos.RUN_ID_LABEL) == mine:
+                    answer = stored
+                    break
+                if stored is not None or attempt == attempts:
+                    raise
+                time.sleep(0.2 * attempt)
         if not dry_run:
             self.created = True
         return dict(answer or {})

@@ -37,6 +37,7 @@ the moment of the answer; ``heal`` and ``partition_active`` touch nothing.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import json
 import math
@@ -464,7 +465,13 @@ class KubernetesTarget:
     ) -> dict[str, Any]:
         """The NetworkChaos body ``inject`` would create for a fault lasting ``duration_seconds`` from
         T+0 (validated locally, not sent). Service pods are given by exact name unless
-        ``service_selector`` labels select them (``service_pods`` then: the names to use)."""
+        ``service_selector`` labels select them (``service_pods`` then: the names to use). Without
+        arguments: the body last resolved against the cluster (pre-flight's server dry run, or the
+        injection), else one resolved now (a pod list, nothing sent)."""
+        if duration_seconds is None and not service_pods:
+            if self.last_manifest is not None:
+                return copy.deepcopy(self.last_manifest)
+            return self._resolved_manifest(self.settings.planned_duration_seconds, TargetError)
         s = self.settings
         by_labels = bool(s.service_selector) and not s.service_selectors
         body = chaos.build_network_chaos(

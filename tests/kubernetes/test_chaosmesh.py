@@ -324,3 +324,20 @@ def test_kube_events_of_an_object_are_listed_oldest_first(
     assert reasons[0] == "Started" and reasons.count("Applied") == 5
     assert all(e.at is not None for e in events)
     assert [e.at for e in events] == sorted(e.at for e in events if e.at)
+
+
+def test_create_is_retried_after_a_server_error(fake: FakeApiServer, k8s_params: dict[str, Any]) -> None:
+    """A 5xx on create: look whether the object was stored, create again when it was not."""
+    target = target_for(k8s_params)
+    try:
+        fake.fail_next("POST", "/networkchaos", 503)
+        target.inject(duration_seconds=30)
+        name = target.chaos_name
+        calls = [
+            (m, p.split("?")[0].rsplit("/", 1)[-1], c) for m, p, c in fake.answers if "networkchaos" in p
+        ]
+        assert calls[:3] == [("POST", "networkchaos", 503), ("GET", name, 404), ("POST", "networkchaos", 201)]
+        assert len(fake.chaos_objects(NAMESPACE)) == 1 and target.partition_active()
+    finally:
+        target.heal()
+        target.close()

@@ -459,6 +459,22 @@ def test_chart_labels_select_the_pods_and_leave_out_nats_box_evicted_and_job_pod
         target.close()
 
 
+def test_manifest_shows_the_pods_resolved_against_the_cluster(
+    fake: FakeApiServer, k8s_params: dict[str, Any]
+) -> None:
+    target = target_for(k8s_params, service_selectors=CHART_SELECTORS)
+    try:
+        before = target.manifest()  # nothing resolved yet: the pods are listed now
+        assert before["spec"]["target"]["selector"]["pods"] == {
+            NAMESPACE: ["api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp"]
+        }
+        target.preflight()
+        assert target.manifest() == target.last_manifest, "what the server dry run accepted"
+    finally:
+        target.close()
+    assert all("dryRun=All" in p for _, p in fake.mutating_requests()), "nothing but the server dry run"
+
+
 def test_name_prefixes_match_only_deployment_and_statefulset_pods(
     fake: FakeApiServer, k8s_params: dict[str, Any]
 ) -> None:
