@@ -96,31 +96,42 @@ def parse_duration(text: str) -> float:
     return sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in _GO_UNIT.findall(text))
 
 
-def label_selector_string(labels: LabelSelector) -> str:
-    """The ``labelSelector`` query string for a list call: ``a=b,c in (d,e)``."""
+def label_selector_string(labels: LabelSelector, exclude: Mapping[str, Sequence[str]] | None = None) -> str:
+    """The ``labelSelector`` query string for a list call: ``a=b,c in (d,e),f notin (g)``."""
     parts = []
     for key, value in labels.items():
         if isinstance(value, str):
             parts.append(f"{key}={value}")
         else:
             parts.append(f"{key} in ({','.join(value)})")
+    for key, values in (exclude or {}).items():
+        parts.append(f"{key} notin ({','.join(values)})")
     return ",".join(parts)
 
 
 def pod_selector(
-    namespace: str, labels: LabelSelector | None = None, pods: Sequence[str] = ()
+    namespace: str,
+    labels: LabelSelector | None = None,
+    pods: Sequence[str] = (),
+    *,
+    exclude: Mapping[str, Sequence[str]] | None = None,
+    phases: Sequence[str] = (),
 ) -> dict[str, Any]:
     """A Chaos Mesh ``PodSelectorSpec``: single values become ``labelSelectors``, lists become
-    ``expressionSelectors`` with operator ``In``, and ``pods`` selects by exact pod name."""
+    ``expressionSelectors`` with operator ``In``, ``exclude`` becomes ``NotIn`` (a pod without the label
+    matches), ``phases`` becomes ``podPhaseSelectors`` (e.g. ``["Running"]``: Chaos Mesh otherwise selects
+    Evicted and Completed pods too) and ``pods`` selects by exact pod name."""
     selector: dict[str, Any] = {"namespaces": [namespace]}
     single = {k: v for k, v in (labels or {}).items() if isinstance(v, str)}
     multi = {k: list(v) for k, v in (labels or {}).items() if not isinstance(v, str)}
     if single:
         selector["labelSelectors"] = single
-    if multi:
-        selector["expressionSelectors"] = [
-            {"key": k, "operator": "In", "values": v} for k, v in multi.items()
-        ]
+    expressions = [{"key": k, "operator": "In", "values": v} for k, v in multi.items()]
+    expressions += [{"key": k, "operator": "NotIn", "values": list(v)} for k, v in (exclude or {}).items()]
+    if expressions:
+        selector["expressionSelectors"] = expressions
+    if phases:
+        selector["podPhaseSelectors"] = list(phases)
     if pods:
         selector["pods"] = {namespace: list(pods)}
     return selector
@@ -154,12 +165,16 @@ def build_network_chaos(
     service_pods: Sequence[str] = (),
     name: str | None = None,
     gameday_id: str = "GAMEDAY-001",
+    nats_exclude: Mapping[str, Sequence[str]] | None = None,
+    phases: Sequence[str] = ("Running",),
 ) -> dict[str, Any]:
     """The NetworkChaos body for one run, from ``template`` (left unchanged).
 
-    ``duration_seconds`` is the fault's deadline (planned partition + safety margin), rounded up to
+    ``duration_seconds`` is the fault's deadline counted from the object's creation, rounded up to
     whole seconds. The service side (``spec.target``) is ``service_selector`` when it has labels,
-    else the exact pod names ``service_pods`` (resolved from the cluster by the caller).
+    else the exact pod names ``service_pods`` (resolved from the cluster by the caller). Label
+    selectors only pick pods in ``phases`` (Running by default); ``nats_exclude`` keeps pods out of the
+    NATS side (the official chart's ``nats-box`` shares ``app.kubernetes.io/name: nats``).
     """
     if duration_seconds <= 0:
         raise InvalidParameters(
@@ -185,11 +200,11 @@ def build_network_chaos(
     labels[GAMEDAY_ID_LABEL] = label_value(gameday_id)
     meta["labels"] = labels
     spec = body.setdefault("spec", {})
-    spec["selector"] = pod_selector(namespace, nats_selector)
+    spec["selector"] = pod_selector(namespace, nats_selector, exclude=nats_exclude, phases=phases)
     target = dict(spec.get("target") or {})
     target.setdefault("mode", "all")
     if service_selector:
-        target["selector"] = pod_selector(namespace, service_selector)
+        target["selector"] = pod_selector(namespace, service_selector, phases=phases)
     else:
         target["selector"] = pod_selector(namespace, pods=service_pods)
     spec["target"] = target
@@ -262,12 +277,12 @@ def _schema_problems(body: Mapping[str, Any], schema: Mapping[str, Any]) -> list
     return problems
 
 
-def _metadata_problems(body: Mapping[str, Any]) -> list[str]:
+def _metadata_problems(body: Mapping[str, Any], kind: str = KIND) -> list[str]:
     problems = []
     if body.get("apiVersion") != API_VERSION:
         problems.append(f"apiVersion: must be {API_VERSION!r}, got {body.get('apiVersion')!r}")
-    if body.get("kind") != KIND:
-        problems.append(f"kind: must be {KIND!r}, got {body.get('kind')!r}")
+    if body.get("kind") != kind:
+        problems.append(f"kind: must be {kind!r}, got {body.get('kind')!r}")
     meta = body.get("metadata")
     if not isinstance(meta, Mapping):
         return [*problems, "metadata: required"]
@@ -356,3 +371,83 @@ def validate_network_chaos(body: Mapping[str, Any], schema: Mapping[str, Any] | 
     problems = network_chaos_problems(body, schema)
     if problems:
         raise InvalidParameters({"chaos_manifest": "NetworkChaos refused: " + "; ".join(problems)})
+
+
+# --- PodChaos (GAMEDAY-002: kill the PostgreSQL primary) ------------------------------------------
+
+POD_CHAOS_KIND = "PodChaos"
+POD_CHAOS_PLURAL = "podchaos"
+POD_CHAOS_ACTIONS = ("pod-kill", "pod-failure", "container-kill")
+POD_MODES = ("one", "all", "fixed", "fixed-percent", "random-max-percent")
+
+
+def build_pod_chaos(
+    *,
+    namespace: str,
+    run_id: str,
+    selector: LabelSelector,
+    action: str = "pod-kill",
+    mode: str = "one",
+    value: str | None = None,
+    name_prefix: str = "pod-chaos",
+    gameday_id: str = "GAMEDAY-002",
+    duration_seconds: float | None = None,
+    grace_period: int | None = None,
+) -> dict[str, Any]:
+    """A ``PodChaos`` for one run: ``pod-kill`` of ``mode`` pods among those ``selector`` picks (Running
+    only), e.g. the CloudNativePG primary (``cnpg.io/cluster: events-db``, ``cnpg.io/instanceRole:
+    primary``). ``pod-kill`` is one-shot for Chaos Mesh: it needs no ``duration``, and ``pod-failure``
+    does (it is recovered at the deadline)."""
+    if not selector:
+        raise InvalidParameters({"selector": "must select the pods (at least one label)"})
+    if action == "pod-failure" and not duration_seconds:
+        raise InvalidParameters({"duration_seconds": "pod-failure needs a duration (the fault's deadline)"})
+    spec: dict[str, Any] = {
+        "action": action,
+        "mode": mode,
+        "selector": pod_selector(namespace, selector, phases=("Running",)),
+    }
+    if value is not None:
+        spec["value"] = value
+    if duration_seconds:
+        spec["duration"] = format_duration(duration_seconds)
+    if grace_period is not None:
+        spec["gracePeriod"] = int(grace_period)
+    return {
+        "apiVersion": API_VERSION,
+        "kind": POD_CHAOS_KIND,
+        "metadata": {
+            "name": chaos_name(run_id, name_prefix),
+            "namespace": namespace,
+            "labels": {
+                MANAGED_BY_LABEL: MANAGED_BY,
+                RUN_ID_LABEL: label_value(run_id),
+                GAMEDAY_ID_LABEL: label_value(gameday_id),
+            },
+        },
+        "spec": spec,
+    }
+
+
+def pod_chaos_problems(body: Mapping[str, Any]) -> list[str]:
+    """What the API server and Chaos Mesh's webhook would refuse in a ``PodChaos`` (structural: the
+    PodChaos CRD is not shipped with the project)."""
+    problems = _metadata_problems(body, POD_CHAOS_KIND)
+    spec = body.get("spec")
+    if not isinstance(spec, Mapping):
+        return [*problems, "spec: required"]
+    if spec.get("action") not in POD_CHAOS_ACTIONS:
+        problems.append(f"spec.action: must be one of {list(POD_CHAOS_ACTIONS)}, got {spec.get('action')!r}")
+    if spec.get("mode") not in POD_MODES:
+        problems.append(f"spec.mode: must be one of {list(POD_MODES)}, got {spec.get('mode')!r}")
+    problems += _pod_mode_problems(spec.get("mode"), spec.get("value"), "spec")
+    if not isinstance(spec.get("selector"), Mapping) or not spec["selector"]:
+        problems.append("spec.selector: required")
+    if spec.get("duration") is not None:
+        try:
+            parse_duration(spec["duration"])
+        except ValueError as exc:
+            problems.append(f"spec.duration: {exc}")
+    if spec.get("action") == "pod-failure" and not spec.get("duration"):
+        problems.append("spec.duration: pod-failure needs a duration")
+    return problems

@@ -186,6 +186,19 @@ def check_label_selector(v: Any) -> dict[str, str | list[str]]:
     return out
 
 
+def check_selector_map(v: Any) -> dict[str, dict[str, str | list[str]]]:
+    """Service name -> its pods' label selector."""
+    if not isinstance(v, Mapping):
+        raise ValueError(f"must map a service name to a label selector, got {v!r}")
+    out = {}
+    for name, selector in v.items():
+        try:
+            out[str(name)] = check_label_selector(selector)
+        except ValueError as exc:
+            raise ValueError(f"{name!r}: {exc}") from None
+    return out
+
+
 def check_stamps(v: Any) -> dict[str, Any]:
     if not isinstance(v, Mapping):
         raise ValueError(f"must map a stamp name to a time, got {v!r}")
@@ -417,6 +430,19 @@ class RunParams:
         type="dict[str, str]", check=check_url_map, section="Kubernetes")
     events_dsn_env: str = param("GAMEDAY_EVENTS_DSN", "environment variable holding the events table DSN",
                                 type="str", check=check_env_name, section="Kubernetes")
+    service_selectors: dict[str, Any] = param(
+        {}, "service -> label selector of its pods (official charts: app.kubernetes.io/name, /instance)",
+        type="dict", check=check_selector_map, section="Kubernetes")
+    service_containers: dict[str, str] = param({}, "service -> the container whose logs are read (default: its name)",
+                                               type="dict[str, str]", check=check_str_map, section="Kubernetes")
+    log_limit_bytes: int = param(8 * 1024 * 1024, "at most this many bytes per pod log read", type="int",
+                                 check=check_int, limit=(1024, 1 << 30), section="Kubernetes")
+    production_cluster_patterns: list[str] = param(
+        ["*prod*"], "kube context, cluster and API server names that mean production", type="list[str]",
+        check=check_str_list, section="Kubernetes")
+    chaos_filter_namespace: bool = param(False, "Chaos Mesh runs with enableFilterNamespace (the namespace needs "
+                                         "chaos-mesh.org/inject: enabled)", type="bool", check=check_bool,
+                                         section="Kubernetes")
     commands: dict[str, list[str]] = param({}, "phase id -> the playbook's shell steps to run", type="dict",
                                            check=check_commands, section="Kubernetes")
 

@@ -80,8 +80,12 @@ def resolve_paths(raw: Mapping[str, Any]) -> dict[str, Any]:
 def check_can_start(params: RunParams) -> None:
     """Refusals that need no side effect: a production namespace without ``confirm_production``, and
     a lab another live gameday holds. Dry runs change nothing, so neither refuses them."""
-    if params.target == "kubernetes" and not params.dry_run:
-        guard_production(params.namespace, params.production_namespace_patterns, params.confirm_production)
+    if params.target == "kubernetes":
+        if not params.dry_run:
+            guard_production(params.namespace, params.production_namespace_patterns, params.confirm_production)
+        from gamedaylib.targets.kubernetes import refuse_unconfirmed_production  # the client loads on use
+
+        refuse_unconfirmed_production(as_dict(params))  # the context and cluster too, and kube_context
     if params.target == "lab" and not params.dry_run:
         GamedayLock(Path(params.lab_dir) / LOCK_FILE).check_free()
 
@@ -240,7 +244,8 @@ class Run:
             raise ProbeError("alerts", "neither Alertmanager nor Prometheus is available")
         from gamedaylib.probes.alerts import AlertProbe
 
-        return self._probe("alerts", lambda: AlertProbe(ep.alertmanager_url, ep.prometheus_url))
+        return self._probe("alerts", lambda: AlertProbe(ep.alertmanager_url, ep.prometheus_url,
+                                                         namespace=ep.namespace or None))
 
     def alert_probe_if_any(self) -> Any:
         try:
@@ -433,6 +438,13 @@ class Run:
             if status.active:
                 return
             why = status.ended_early or "the fault is no longer in force"
+        deadline = time.monotonic() + 10.0
+        while status is not None and status.ended_early and status.ended_at is None and time.monotonic() < deadline:
+            time.sleep(0.5)  # the target is still recording the end (Chaos Mesh: the records' Recover events)
+            try:
+                status = self.fault.status()
+            except GamedayError:
+                break
         at = (status.ended_at if status is not None and status.ended_at else None) or utcnow()
         self.fault_ended_early = why
         self.journal.record("note", phase=self.current_phase, note=f"the fault ended early: {why}",

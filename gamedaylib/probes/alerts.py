@@ -7,11 +7,18 @@ from ``activeAt`` plus the rule's ``for`` duration read from ``/api/v1/rules``).
 Alertmanager forgets resolved alerts after a while, and a gameday alert may resolve soon after heal, so
 the runbook calls ``poll`` during the partition; the probe remembers every alert it has ever seen and
 ``timeline``/``first_fire_after`` answer from that memory plus a fresh look.
+
+A shared Prometheus and Alertmanager hold the alerts of every environment (staging's
+``NATSConsumerLagHigh`` has the same name as production's), so on a cluster the probe is given the
+gameday's ``namespace``: only alerts carrying that ``namespace`` label count (Alertmanager is asked with
+the matcher ``filter=namespace="..."``; Prometheus's answer is filtered here). The lab's alerts carry
+no namespace, and the lab's probe is given none.
 """
 
 from __future__ import annotations
 
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
@@ -50,11 +57,17 @@ class AlertProbe:
     """Reads alerts from Alertmanager (preferred) or Prometheus (fallback); either URL may be None."""
 
     def __init__(
-        self, alertmanager_url: str | None, prometheus_url: str | None, timeout: float = 2.0
+        self,
+        alertmanager_url: str | None,
+        prometheus_url: str | None,
+        timeout: float = 2.0,
+        *,
+        namespace: str | None = None,
     ) -> None:
         self.alertmanager_url = alertmanager_url.rstrip("/") if alertmanager_url else None
         self.prometheus_url = prometheus_url.rstrip("/") if prometheus_url else None
         self.timeout = timeout
+        self.namespace = namespace or None  # only alerts with this namespace label count
         self._seen: dict[tuple[str, tuple[tuple[str, str], ...], str, str], AlertEvent] = {}
         self._alertmanager_answered = False
         self._rule_for: dict[str, float] = {}
@@ -81,14 +94,17 @@ class AlertProbe:
         """Alerts Alertmanager holds now (active, silenced, inhibited and unprocessed alike)."""
         if self.alertmanager_url is None:
             raise ProbeError(_PROBE, "no Alertmanager URL configured")
-        data = get_json(f"{self.alertmanager_url}/api/v2/alerts", probe=_PROBE, timeout=self.timeout)
+        query = ""
+        if self.namespace:
+            query = "?" + urllib.parse.urlencode({"filter": f'namespace="{self.namespace}"'})
+        data = get_json(f"{self.alertmanager_url}/api/v2/alerts{query}", probe=_PROBE, timeout=self.timeout)
         if not isinstance(data, list):
             raise ProbeError(_PROBE, "Alertmanager /api/v2/alerts did not answer a list")
         events = []
         for alert in data:
             labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
             starts = parse_time(alert.get("startsAt"))
-            if "alertname" not in labels or starts is None:
+            if "alertname" not in labels or starts is None or not self._ours(labels):
                 continue
             ends = parse_time(alert.get("endsAt"))
             if ends is not None and ends > datetime.now(timezone.utc):
@@ -126,12 +142,16 @@ class AlertProbe:
             labels = {str(k): str(v) for k, v in (alert.get("labels") or {}).items()}
             active = parse_time(alert.get("activeAt"))
             name = labels.get("alertname")
-            if not name or active is None:
+            if not name or active is None or not self._ours(labels):
                 continue
             # activeAt is when the condition became true (pending); it fires `for` later.
             starts = active + timedelta(seconds=durations.get(name, 0.0))
             events.append(AlertEvent(name, starts, "prometheus", labels, None, "firing"))
         return events
+
+    def _ours(self, labels: dict[str, str]) -> bool:
+        """An alert of this gameday's environment (any alert when no namespace is set)."""
+        return self.namespace is None or labels.get("namespace") == self.namespace
 
     # -- memory -----------------------------------------------------------------------------------
     def _remember(self, fresh: list[AlertEvent]) -> None:

@@ -41,7 +41,13 @@ class Endpoints:
     stream_name: str = "EVENTS"
     consumer_name: str = "reporting"
     dashboards: dict[str, str] = field(default_factory=dict)
-    namespace: str = ""  # the cluster namespace (alerts of other environments are filtered out)
+    namespace: str = ""  # the cluster namespace (alerts and series of other environments are filtered out)
+
+    def monitor_urls(self) -> tuple[str, ...]:
+        """Every NATS monitoring URL to ask for the consumer's leader (``nats_monitor_urls``, else the one)."""
+        if self.nats_monitor_urls:
+            return self.nats_monitor_urls
+        return (self.nats_monitor_url,) if self.nats_monitor_url else ()
 
 
 @dataclass(frozen=True)

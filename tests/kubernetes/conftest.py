@@ -145,9 +145,9 @@ def kubeconfig(fake: FakeApiServer, tmp_path: Path) -> Path:
 @pytest.fixture()
 def k8s_params(kubeconfig: Path) -> dict[str, Any]:
     """Validated parameters for the fake cluster (what ``Gameday.start`` hands the target)."""
-    from gamedaylib.parameters import validate
+    from paramtools import validated
 
-    return validate(
+    return validated(
         {
             "target": "kubernetes",
             "namespace": NAMESPACE,

@@ -2,31 +2,56 @@
 
 No Kubernetes API server can run on the test machine, so this is a real HTTP server (``http.server``
 in a thread, 127.0.0.1, a free port) that speaks the REST paths the ``kubernetes`` Python client calls
-and answers like the real server does, ``Status`` objects included:
+and answers like the real server does, ``Status`` objects and unkind parts included:
 
+- ``GET  /api/v1/namespaces/{ns}``                                  the namespace (annotations)
 - ``GET  /api/v1/namespaces/{ns}/pods[?labelSelector=]``            PodList (equality and set selectors)
-- ``GET  /api/v1/namespaces/{ns}/pods/{name}/log[?tailLines=]``     text/plain (``sinceSeconds`` ignored)
-- ``POST /apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/networkchaos[?dryRun=All]``  201 | 409 | 422
-- ``GET  .../networkchaos[?labelSelector=]``, ``GET|DELETE .../networkchaos/{name}``  200 | 404
+- ``GET  /api/v1/namespaces/{ns}/pods/{name}``                      Pod
+- ``GET  /api/v1/namespaces/{ns}/pods/{name}/log``                  ``container`` required when the pod has
+  several (400 otherwise, the real message), ``previous`` (400 without a restarted container),
+  ``limitBytes``, ``tailLines`` (``sinceSeconds`` ignored)
+- ``GET  /api/v1/namespaces/{ns}/events[?fieldSelector=involvedObject.name=..,involvedObject.kind=..]``
+- ``POST|GET /apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/{networkchaos|podchaos}[?dryRun=All]``,
+  ``GET|DELETE .../{name}``: 201 | 200 | 404 | 409 | 422
 - ``GET  /apis/apiextensions.k8s.io/v1/customresourcedefinitions/networkchaos.chaos-mesh.org``
 - ``POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews``  allowed unless a test ``deny``-ed
   the verb, and then the verb's real call answers 403 Forbidden too.
+- ``POST /apis/authentication.k8s.io/v1/selfsubjectreviews``       who the token is
 
-Requests need the bearer token written into the kubeconfig (401 otherwise). NetworkChaos bodies are
-validated against the CRD's ``openAPIV3Schema`` and the webhook rules (422 Invalid, with causes).
+Requests need a valid bearer token (401 otherwise); ``expire_token`` invalidates the current one, as
+when a ``kubectl create token`` token reaches its end, and ``write_kubeconfig`` writes the current one.
+``fail_next`` makes matching requests answer transient errors first (429 with ``Retry-After``, 500,
+503), as API Priority and Fairness and a restarting API server do. NetworkChaos bodies are validated
+against the CRD's ``openAPIV3Schema`` and the webhook rules (422 Invalid, with causes).
 
-The controller, like Chaos Mesh: on a new NetworkChaos, after ``inject_delay`` it selects the pods
-(``Selected``), cuts the lab's partition proxy (``POST {proxy_control_url}/partition``) and reports
-``AllInjected=True`` with ``desiredPhase=Run``. At creationTimestamp + ``duration`` it heals the proxy
-and reports ``desiredPhase=Stop``, ``AllRecovered=True``, and keeps the object (event ``TimeUp``). On
-DELETE the object gets a ``deletionTimestamp`` and a finalizer; the controller heals the proxy, then
-removes the object after ``recover_delay``.
+The controller, like Chaos Mesh (chaos-mesh ``controllers/common``: desiredphase, records, condition,
+finalizers):
+
+- ``desiredPhase``: Stop when deleted (Event ``Deleted``), when ``creationTimestamp + duration`` has
+  passed (``TimeUp``) or when annotated ``experiment.chaos-mesh.org/pause: "true"`` (``Paused``); Run
+  otherwise (``Started``); a one-shot PodChaos (pod-kill) stays Run until deleted.
+- records, once, ``inject_delay`` after creation: one per selected pod (``namespace/pod``, selector keys
+  ``.`` and ``.Target``), Running pods only when ``podPhaseSelectors`` say so; nothing selected = no
+  record, status unchanged and only a Kubernetes Event ``Failed``: "Failed to select targets: no target
+  has been selected". Pods created later are never added.
+- Apply/Recover per record with record events (``Succeeded``/``Failed``, timestamps) and Events
+  ``Applied``/``Recovered``/``Failed``. A NetworkChaos cuts the lab's partition proxy when every record
+  is injected and heals it when every record is recovered; a pod listed in ``stuck_recover`` cannot be
+  recovered (chaos-daemon down on its node: ``Recover Failed``), which keeps the proxy cut and the
+  finalizer on. A PodChaos ``pod-kill`` removes the pod (and ``respawn`` puts a new one in its place).
+- conditions ``Selected``, ``AllInjected``, ``AllRecovered``, ``Paused`` from the records, as
+  ``condition.diffConditions`` computes them (no record: all False).
+- on DELETE: ``deletionTimestamp``; the finalizer ``chaos-mesh/records`` goes once every record is
+  recovered (and ``recover_delay`` has passed), and the object with it.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import dataclasses
 import json
+import random
 import re
 import socket
 import threading
@@ -48,6 +73,11 @@ from gamedaylib import chaos
 TOKEN = "gameday-fake-apiserver-token"
 SERVICE_ACCOUNT = "system:serviceaccount:{ns}:gameday"
 CHAOS_PREFIX = f"/apis/{chaos.GROUP}/{chaos.VERSION}/namespaces/"
+CHAOS_KINDS = {"networkchaos": "NetworkChaos", "podchaos": "PodChaos"}
+PAUSE_ANNOTATION = "experiment.chaos-mesh.org/pause"
+CLEAN_FINALIZER = "chaos-mesh.chaos-mesh.org/cleanFinalizer"
+FINALIZER = "chaos-mesh/records"
+_RAND = "bcdfghjklmnpqrstvwxz2456789"  # Kubernetes' random-name alphabet
 
 
 def _now() -> datetime:
@@ -58,9 +88,20 @@ def _rfc3339(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def jwt_token(expires_at: float, subject: str = "system:serviceaccount:teei-prod:gameday") -> str:
+    """A token shaped like a service-account JWT (unsigned) with an ``exp`` claim."""
+
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part({'sub': subject, 'exp': int(expires_at)})}.sig"
+
+
 @dataclass
 class FakePod:
-    """A pod the fake server reports; its log is read from ``log_file`` (live) or ``log_lines``."""
+    """A pod the fake server reports; its main container's log is read from ``log_file`` (live) or
+    ``log_lines``; sidecars log ``sidecar_lines``; ``previous_lines`` is the log of the container
+    before its last restart (``restarts`` > 0)."""
 
     name: str
     labels: dict[str, str]
@@ -69,44 +110,96 @@ class FakePod:
     ready: bool = True
     log_file: Path | None = None
     log_lines: list[str] = field(default_factory=list)
+    container: str = ""  # the main container ("" = derived from the name)
+    sidecars: tuple[str, ...] = ()
+    sidecar_lines: list[str] = field(default_factory=lambda: ['{"msg": "envoy: upstream reset"}'])
+    restarts: int = 0
+    previous_lines: list[str] = field(default_factory=list)
+    reason: str = ""  # status.reason: Evicted, ...
+    owner: str = "ReplicaSet"  # ownerReferences kind: ReplicaSet, StatefulSet, Job
+    node: str = "node-a"
+    deleting: bool = False
+
+    @property
+    def main_container(self) -> str:
+        if self.container:
+            return self.container
+        parts = self.name.split("-")
+        if len(parts) >= 3 and self.owner in ("ReplicaSet", "Job"):
+            return "-".join(parts[:-2])
+        if self.owner == "StatefulSet" and parts[-1].isdigit():
+            return "-".join(parts[:-1])
+        return self.name
+
+    @property
+    def containers(self) -> list[str]:
+        return [self.main_container, *self.sidecars]
 
     def to_api(self) -> dict[str, Any]:
-        container = self.name.rsplit("-", 2)[0] if "-" in self.name else self.name
-        ready = "True" if self.ready else "False"
+        ready = "True" if self.ready and self.phase == "Running" else "False"
+        meta: dict[str, Any] = {
+            "name": self.name,
+            "namespace": self.namespace,
+            "labels": dict(self.labels),
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, self.namespace + "/" + self.name)),
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1" if self.owner == "Job" else "apps/v1",
+                    "kind": self.owner,
+                    "name": self.name.rsplit("-", 1)[0],
+                    "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, self.name)),
+                    "controller": True,
+                }
+            ],
+        }
+        if self.deleting:
+            meta["deletionTimestamp"] = _rfc3339(_now())
+            meta["deletionGracePeriodSeconds"] = 30
+        terminated = (
+            {"terminated": {"exitCode": 0, "reason": "Completed"}} if self.phase == "Succeeded" else {}
+        )
+        status: dict[str, Any] = {
+            "phase": self.phase,
+            "conditions": [
+                {"type": "Initialized", "status": "True"},
+                {"type": "Ready", "status": ready},
+                {"type": "ContainersReady", "status": ready},
+                {"type": "PodScheduled", "status": "True"},
+            ],
+            "containerStatuses": [
+                {
+                    "name": c,
+                    "ready": ready == "True",
+                    "restartCount": self.restarts if c == self.main_container else 0,
+                    "image": f"example.org/{c}:1",
+                    "imageID": f"example.org/{c}@sha256:" + "0" * 64,
+                    "started": self.phase == "Running",
+                    "state": terminated or {"running": {"startedAt": "2026-01-01T00:00:05Z"}},
+                }
+                for c in self.containers
+            ],
+        }
+        if self.reason:
+            status["reason"] = self.reason
+            status["message"] = "The node was low on resource: memory."
         return {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {
-                "name": self.name,
-                "namespace": self.namespace,
-                "labels": dict(self.labels),
-                "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, self.namespace + "/" + self.name)),
-                "creationTimestamp": "2026-01-01T00:00:00Z",
+            "metadata": meta,
+            "spec": {
+                "nodeName": self.node,
+                "containers": [{"name": c, "image": f"example.org/{c}:1"} for c in self.containers],
             },
-            "spec": {"containers": [{"name": container, "image": f"example.org/{container}:1"}]},
-            "status": {
-                "phase": self.phase,
-                "conditions": [
-                    {"type": "Initialized", "status": "True"},
-                    {"type": "Ready", "status": ready},
-                    {"type": "ContainersReady", "status": ready},
-                    {"type": "PodScheduled", "status": "True"},
-                ],
-                "containerStatuses": [
-                    {
-                        "name": container,
-                        "ready": self.ready,
-                        "restartCount": 0,
-                        "image": f"example.org/{container}:1",
-                        "imageID": f"example.org/{container}@sha256:" + "0" * 64,
-                        "started": self.phase == "Running",
-                    }
-                ],
-            },
+            "status": status,
         }
 
-    def log_text(self, tail_lines: int | None = None) -> str:
-        if self.log_file is not None:
+    def log_text(self, container: str, *, previous: bool = False, tail_lines: int | None = None) -> str:
+        if previous:
+            lines = list(self.previous_lines)
+        elif container != self.main_container:
+            lines = list(self.sidecar_lines)
+        elif self.log_file is not None:
             try:
                 lines = self.log_file.read_text(encoding="utf-8", errors="replace").splitlines()
             except FileNotFoundError:
@@ -118,30 +211,122 @@ class FakePod:
         return "".join(line + "\n" for line in lines)
 
 
-def pods_for_lab(lab_dir: str | Path, namespace: str) -> list[FakePod]:
-    """The lab's processes as the pods of the playbook (``nats-0``, ``api-gateway-xxx``, ...)."""
+def random_suffix(n: int = 5) -> str:
+    return "".join(random.choice(_RAND) for _ in range(n))
+
+
+NATS_LABELS = {
+    "app.kubernetes.io/name": "nats",
+    "app.kubernetes.io/instance": "nats",
+    "app.kubernetes.io/component": "nats",
+}
+
+
+def service_labels(service: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": service,
+        "app.kubernetes.io/instance": "teei",
+        "app.kubernetes.io/part-of": "teei",
+    }
+
+
+def pods_for_lab(lab_dir: str | Path, namespace: str, *, nats_nodes: int = 3) -> list[FakePod]:
+    """The lab's processes as the pods of a cluster running the official charts:
+
+    - ``nats-0..2``: the official NATS chart's StatefulSet (labels ``app.kubernetes.io/name: nats``,
+      ``instance``, ``component: nats``; containers nats, reloader, prom-exporter); pod ``i`` logs the
+      lab's NATS node ``i`` (``logs/nats-<i>.log``) or the single node (``logs/nats.log``);
+    - ``nats-box-...``: the chart's nats-box Deployment: same name and instance, ``component: nats-box``;
+    - ``api-gateway-...`` and ``reporting-...``: the services, with an ``istio-proxy`` sidecar;
+    - an Evicted ``api-gateway`` pod, a Completed Job pod of ``reporting``, and ``reporting-db-0``
+      (another StatefulSet whose name starts like a service's);
+    - ``postgresql-0``.
+    """
     logs = Path(lab_dir) / "logs"
-    return [
-        FakePod("nats-0", {"app.kubernetes.io/name": "nats"}, namespace, log_file=logs / "nats.log"),
+
+    def nats_log(i: int) -> Path:
+        own = logs / f"nats-{i}.log"
+        return own if own.exists() else logs / "nats.log"
+
+    pods = [
+        FakePod(
+            f"nats-{i}",
+            {**NATS_LABELS, "statefulset.kubernetes.io/pod-name": f"nats-{i}"},
+            namespace,
+            log_file=nats_log(i),
+            container="nats",
+            sidecars=("reloader", "prom-exporter"),
+            owner="StatefulSet",
+            node=f"node-{'abc'[i % 3]}",
+        )
+        for i in range(nats_nodes)
+    ]
+    pods += [
+        FakePod(
+            "nats-box-6d9c8b7f5-vw2xz",
+            {
+                "app.kubernetes.io/name": "nats",
+                "app.kubernetes.io/instance": "nats",
+                "app.kubernetes.io/component": "nats-box",
+            },
+            namespace,
+            container="nats-box",
+        ),
         FakePod(
             "api-gateway-7c9d5b6f4-x2x7k",
-            {"app.kubernetes.io/name": "api-gateway", "app.kubernetes.io/part-of": "teei"},
+            {**service_labels("api-gateway"), "app.kubernetes.io/component": "api"},
             namespace,
             log_file=logs / "gateway.log",
+            sidecars=("istio-proxy",),
+            node="node-a",
         ),
         FakePod(
             "reporting-5f8b9c7d6-q4kzp",
-            {"app.kubernetes.io/name": "reporting", "app.kubernetes.io/part-of": "teei"},
+            {**service_labels("reporting"), "app.kubernetes.io/component": "consumer"},
             namespace,
             log_file=logs / "reporting.log",
+            sidecars=("istio-proxy",),
+            node="node-b",
+        ),
+        FakePod(
+            "api-gateway-7c9d5b6f4-bvn4r",
+            {**service_labels("api-gateway"), "app.kubernetes.io/component": "api"},
+            namespace,
+            phase="Failed",
+            ready=False,
+            reason="Evicted",
+            node="node-c",
+        ),
+        FakePod(
+            "reporting-backfill-29104520-k7z2d",
+            {
+                **service_labels("reporting"),
+                "app.kubernetes.io/component": "consumer",
+                "job-name": "reporting-backfill-29104520",
+                "batch.kubernetes.io/job-name": "reporting-backfill-29104520",
+            },
+            namespace,
+            phase="Succeeded",
+            ready=False,
+            owner="Job",
+            container="reporting",
+        ),
+        FakePod(
+            "reporting-db-0",
+            {"app.kubernetes.io/name": "postgresql", "app.kubernetes.io/instance": "reporting-db"},
+            namespace,
+            owner="StatefulSet",
+            container="postgresql",
         ),
         FakePod(
             "postgresql-0",
             {"app.kubernetes.io/name": "postgresql"},
             namespace,
             log_file=logs / "postgres.log",
+            owner="StatefulSet",
         ),
     ]
+    return pods
 
 
 # --- label selectors (the query-string syntax and Chaos Mesh's PodSelectorSpec) ----------------
@@ -196,8 +381,24 @@ def selector_matches(selector: str, labels: Mapping[str, str]) -> bool:
     return True
 
 
+def field_selector_matches(selector: str, obj: Mapping[str, Any]) -> bool:
+    """``a.b=c,d.e=f`` against nested fields (what the events list supports)."""
+    for req in _split_selector(selector or ""):
+        key, _, want = req.partition("=")
+        value: Any = obj
+        for part in key.strip().split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if str(value) != want.strip():
+            return False
+    return True
+
+
 def pod_selector_matches(spec: Mapping[str, Any], pod: FakePod, default_ns: str) -> bool:
-    """Chaos Mesh's ``PodSelectorSpec`` (namespaces, labelSelectors, expressionSelectors, pods)."""
+    """Chaos Mesh's ``PodSelectorSpec`` (namespaces, labelSelectors, expressionSelectors,
+    podPhaseSelectors, pods). Exact ``pods`` bypass the other selectors, as ``selectSpecifiedPods``."""
+    pods = spec.get("pods")
+    if pods:
+        return pod.name in (pods.get(pod.namespace) or [])
     namespaces = spec.get("namespaces") or [default_ns]
     if pod.namespace not in namespaces:
         return False
@@ -213,10 +414,8 @@ def pod_selector_matches(spec: Mapping[str, Any], pod: FakePod, default_ns: str)
             or (op == "DoesNotExist" and expr["key"] in pod.labels)
         ):
             return False
-    pods = spec.get("pods")
-    if pods is not None and pod.name not in (pods.get(pod.namespace) or []):
-        return False
-    return True
+    phases = spec.get("podPhaseSelectors")
+    return not phases or pod.phase in phases
 
 
 # --- the server ----------------------------------------------------------------------------------
@@ -225,18 +424,35 @@ def pod_selector_matches(spec: Mapping[str, Any], pod: FakePod, default_ns: str)
 @dataclass
 class _Chaos:
     body: dict[str, Any]
+    kind: str  # NetworkChaos | PodChaos
     created: float  # time.time()
-    duration: float  # seconds
-    injected: bool = False
-    expired: bool = False
+    duration: float  # seconds (1e9 = none)
+    records: list[dict[str, Any]] | None = None
     deleting_since: float | None = None
     proxy_cut: bool = False
+    drives_proxy: bool = True  # False for objects seeded by a test (another run's fault)
+    said: set[str] = field(default_factory=set)  # Events emitted once (Started, TimeUp, ...)
+
+    @property
+    def one_shot(self) -> bool:
+        return self.kind == "PodChaos" and (self.body.get("spec") or {}).get("action") in (
+            "pod-kill",
+            "container-kill",
+        )
 
 
 class ApiError(Exception):
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details or {}
+        self.headers = headers or {}
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -253,6 +469,15 @@ class ApiError(Exception):
         return out
 
 
+_TRANSIENT = {
+    429: ("TooManyRequests", "the server has received too many requests and has asked us to try again later"),
+    500: ("InternalError", "Internal error occurred: etcdserver: request timed out"),
+    502: ("", "Bad Gateway"),
+    503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
+    504: ("Timeout", "the server was unable to return a response in the time allotted"),
+}
+
+
 class FakeApiServer:
     """The fake API server and its Chaos Mesh stand-in; use as a context manager."""
 
@@ -266,6 +491,8 @@ class FakeApiServer:
         inject_delay: float = 0.3,
         recover_delay: float = 0.2,
         proxy_backstop_seconds: float = 30.0,
+        token: str = TOKEN,
+        respawn: bool = True,
     ) -> None:
         self.pods: list[FakePod] = list(pods)
         self.proxy_control_url = proxy_control_url.rstrip("/") if proxy_control_url else None
@@ -276,12 +503,22 @@ class FakeApiServer:
         # The proxy is cut with a deadline this much past the chaos duration: the controller, not
         # the proxy's own deadline, is what heals it at `duration` (the proxy only backs it up).
         self.proxy_backstop_seconds = proxy_backstop_seconds
+        self.respawn = respawn  # a pod-killed Deployment/StatefulSet pod gets a replacement
         self.schema = chaos.load_crd_schema(self.crd_path) if self.crd_path else None
         self.denied: set[tuple[str, str, str, str]] = set()  # (verb, group, resource, subresource)
         self.requests: list[tuple[str, str]] = []  # (method, path?query) in order
+        self.answers: list[tuple[str, str, int]] = []  # (method, path?query, status) in order
         self.proxy_calls: list[dict[str, Any]] = []
         self.controller_errors: list[str] = []
-        self._chaos: dict[tuple[str, str], _Chaos] = {}
+        self.namespace_annotations: dict[str, dict[str, str]] = {}
+        self.stuck_recover: set[str] = set()  # pod names chaos-daemon cannot recover
+        self.fail_apply: set[str] = set()  # pod names chaos-daemon cannot inject
+        self.token = token
+        self.valid_tokens = {token}
+        self.whoami_supported = True
+        self.events: list[dict[str, Any]] = []
+        self._faults: list[tuple[str, str, list[int]]] = []  # (method, path substring, statuses to answer)
+        self._chaos: dict[tuple[str, str, str], _Chaos] = {}  # (plural, ns, name)
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -330,16 +567,22 @@ class FakeApiServer:
         self.stop()
 
     def write_kubeconfig(
-        self, path: str | Path, *, context: str = "fake-cluster", namespace: str = "default"
+        self,
+        path: str | Path,
+        *,
+        context: str = "fake-cluster",
+        namespace: str = "default",
+        cluster: str = "fake",
+        token: str | None = None,
     ) -> Path:
         p = Path(path)
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "gameday", "user": {"token": TOKEN}}],
+            "clusters": [{"name": cluster, "cluster": {"server": self.url}}],
+            "users": [{"name": "gameday", "user": {"token": token or self.token}}],
             "contexts": [
-                {"name": context, "context": {"cluster": "fake", "user": "gameday", "namespace": namespace}}
+                {"name": context, "context": {"cluster": cluster, "user": "gameday", "namespace": namespace}}
             ],
             "current-context": context,
         }
@@ -353,26 +596,80 @@ class FakeApiServer:
         with self._lock:
             self.denied.add((verb, group, resource, subresource))
 
+    def fail_next(self, method: str, path_contains: str, *statuses: int) -> None:
+        """The next requests ``method`` on a path containing ``path_contains`` answer ``statuses``, one
+        each, in order (429 carries ``Retry-After: 1``), before the server answers normally again."""
+        with self._lock:
+            self._faults.append((method, path_contains, list(statuses)))
+
+    def clear_faults(self) -> None:
+        """Transient errors still queued by ``fail_next`` are dropped: the API server is healthy again."""
+        with self._lock:
+            self._faults.clear()
+
+    def expire_token(self) -> str:
+        """The current token stops working (401); a new one is issued and returned (as ``kubectl create
+        token`` would give), and ``write_kubeconfig`` writes it from now on."""
+        with self._lock:
+            self.valid_tokens.discard(self.token)
+            self.token = (
+                jwt_token(time.time() + 3600) if "." in self.token else f"{TOKEN}-{uuid.uuid4().hex[:8]}"
+            )
+            self.valid_tokens.add(self.token)
+            return self.token
+
+    def pause(self, namespace: str, name: str, plural: str = "networkchaos") -> None:
+        """``kubectl annotate networkchaos NAME experiment.chaos-mesh.org/pause=true``."""
+        with self._lock:
+            item = self._chaos[(plural, namespace, name)]
+            item.body["metadata"].setdefault("annotations", {})[PAUSE_ANNOTATION] = "true"
+
     def put_chaos(self, body: Mapping[str, Any], *, injected: bool = True) -> None:
         """Seed an existing NetworkChaos (another run's), as the controller would have left it."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        obj = self._store(copy.deepcopy(dict(body)), ns)
         with self._lock:
-            item = self._chaos[(ns, name)]
-            item.injected = injected
-            self._set_status(item, selected=True, injected=injected, recovered=not injected, phase="Run")
-        _ = obj
+            item = self._store(copy.deepcopy(dict(body)), ns, "networkchaos")
+            item.drives_proxy = False
+            item.records = [
+                {
+                    "id": f"{ns}/seeded-pod",
+                    "selectorKey": ".",
+                    "phase": "Injected" if injected else "Not Injected",
+                    "injectedCount": 1,
+                    "recoveredCount": 0 if injected else 1,
+                    "events": [],
+                }
+            ]
+            item.said.add("Started")
+            if not injected:
+                item.body["status"]["experiment"]["desiredPhase"] = "Stop"
+                item.said.add("TimeUp")
+            item.duration = 1e9 if injected else 0.0
+            self._set_conditions(item)
+        _ = name
 
-    def chaos_objects(self, namespace: str | None = None) -> list[dict[str, Any]]:
+    def chaos_objects(
+        self, namespace: str | None = None, plural: str = "networkchaos"
+    ) -> list[dict[str, Any]]:
         with self._lock:
-            return [copy.deepcopy(c.body) for (ns, _), c in self._chaos.items() if namespace in (None, ns)]
+            return [
+                copy.deepcopy(c.body)
+                for (p, ns, _), c in self._chaos.items()
+                if p == plural and namespace in (None, ns)
+            ]
+
+    def events_for(self, name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [copy.deepcopy(e) for e in self.events if e["involvedObject"]["name"] == name]
 
     def mutating_requests(self) -> list[tuple[str, str]]:
         with self._lock:
             return [
                 r
                 for r in self.requests
-                if r[0] in ("POST", "PUT", "PATCH", "DELETE") and "accessreview" not in r[1]
+                if r[0] in ("POST", "PUT", "PATCH", "DELETE")
+                and "accessreview" not in r[1]
+                and "selfsubjectreview" not in r[1]
             ]
 
     # -- the controller (Chaos Mesh stand-in)
@@ -396,127 +693,245 @@ class FakeApiServer:
                 self.controller_errors.append(f"proxy {body}: {exc}")
             return False
 
-    def _set_status(
-        self,
-        item: _Chaos,
-        *,
-        selected: bool,
-        injected: bool,
-        recovered: bool,
-        phase: str,
-        event: str | None = None,
-        message: str = "",
-    ) -> None:
+    def _event(self, item: _Chaos, reason: str, message: str, type_: str = "Normal") -> None:
+        """A Kubernetes Event about the chaos object (the recorder's Event); repeated ones count up."""
+        meta = item.body["metadata"]
+        now = _now()
+        for event in self.events:
+            involved = event["involvedObject"]
+            if (involved["uid"], event["reason"], event["message"]) == (meta["uid"], reason, message):
+                event["count"] += 1
+                event["lastTimestamp"] = _rfc3339(now)
+                return
+        self.events.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                    "namespace": meta["namespace"],
+                    "uid": str(uuid.uuid4()),
+                    "resourceVersion": str(len(self.events) + 1),
+                    "creationTimestamp": _rfc3339(now),
+                },
+                "involvedObject": {
+                    "apiVersion": chaos.API_VERSION,
+                    "kind": item.kind,
+                    "namespace": meta["namespace"],
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+                "reason": reason,
+                "message": message,
+                "source": {"component": "chaos-controller-manager"},
+                "firstTimestamp": _rfc3339(now),
+                "lastTimestamp": _rfc3339(now),
+                "count": 1,
+                "type": type_,
+                "reportingComponent": "",
+                "reportingInstance": "",
+            }
+        )
+
+    def _once(self, item: _Chaos, reason: str, message: str) -> None:
+        if reason not in item.said:
+            item.said.add(reason)
+            self._event(item, reason, message)
+
+    def _set_conditions(self, item: _Chaos) -> None:
         status = item.body.setdefault("status", {})
+        recs = item.records
+        annotations = item.body["metadata"].get("annotations") or {}
         status["conditions"] = [
-            {"type": "Selected", "status": str(selected)},
-            {"type": "AllInjected", "status": str(injected)},
-            {"type": "AllRecovered", "status": str(recovered)},
-            {"type": "Paused", "status": "False"},
+            {"type": "Selected", "status": str(recs is not None)},
+            {
+                "type": "AllInjected",
+                "status": str(bool(recs) and all(r["phase"] == "Injected" for r in recs)),
+            },
+            {
+                "type": "AllRecovered",
+                "status": str(bool(recs) and all(r["phase"] == "Not Injected" for r in recs)),
+            },
+            {"type": "Paused", "status": str(annotations.get(PAUSE_ANNOTATION) == "true")},
         ]
         experiment = status.setdefault("experiment", {})
-        experiment["desiredPhase"] = phase
-        if event:
-            records = experiment.setdefault("containerRecords", [])
-            if not records:
-                records.append(
-                    {
-                        "id": item.body["metadata"]["namespace"] + "/nats-0",
-                        "selectorKey": ".",
-                        "phase": "Not Injected",
-                        "injectedCount": 0,
-                        "recoveredCount": 0,
-                        "events": [],
-                    }
-                )
-            rec = records[0]
-            rec["events"].append(
-                {
-                    "type": event,
-                    "operation": "Apply" if injected else "Recover",
-                    "timestamp": _rfc3339(_now()),
-                    **({"message": message} if message else {}),
-                }
-            )
-            if event == "Succeeded" and injected:
-                rec["phase"], rec["injectedCount"] = "Injected", rec["injectedCount"] + 1
-            elif event == "Succeeded":
-                rec["phase"], rec["recoveredCount"] = "Not Injected", rec["recoveredCount"] + 1
+        if recs is not None:
+            experiment["containerRecords"] = recs
 
     def _controller_loop(self) -> None:
         while not self._stop.wait(0.05):
             with self._lock:
                 items = list(self._chaos.items())
             for key, item in items:
-                self._reconcile(key, item)
+                try:
+                    self._reconcile(key, item)
+                except Exception as exc:  # noqa: BLE001 - a test fake: keep the controller alive, report
+                    with self._lock:
+                        self.controller_errors.append(f"reconcile {key}: {exc!r}")
 
-    def _selected(self, item: _Chaos) -> bool:
+    def _select(self, item: _Chaos) -> list[dict[str, Any]] | None:
         spec, ns = item.body["spec"], item.body["metadata"]["namespace"]
-        nats = [p for p in self.pods if pod_selector_matches(spec["selector"], p, ns)]
-        target = spec.get("target") or {}
-        services = [p for p in self.pods if pod_selector_matches(target.get("selector") or {}, p, ns)]
-        return bool(nats) and bool(services)
+        selectors = {".": spec}
+        if item.kind == "NetworkChaos" and spec.get("target"):
+            selectors[".Target"] = spec["target"]
+        records: list[dict[str, Any]] = []
+        for key, sel in selectors.items():
+            chosen = [p for p in self.pods if pod_selector_matches(sel.get("selector") or {}, p, ns)]
+            if sel.get("mode") == "one" and chosen:
+                chosen = [random.choice(chosen)]
+            if not chosen:
+                return None
+            records += [
+                {
+                    "id": f"{p.namespace}/{p.name}",
+                    "selectorKey": key,
+                    "phase": "Not Injected",
+                    "injectedCount": 0,
+                    "recoveredCount": 0,
+                    "events": [],
+                }
+                for p in chosen
+            ]
+        return records
 
-    def _reconcile(self, key: tuple[str, str], item: _Chaos) -> None:
+    def _record_event(self, record: dict[str, Any], type_: str, operation: str, message: str = "") -> None:
+        # metav1.Time marshals whole seconds (RFC 3339, no fraction), as Chaos Mesh writes them
+        event = {"type": type_, "operation": operation, "timestamp": _rfc3339(_now())}
+        if message:
+            event["message"] = message
+        record.setdefault("events", []).append(event)
+
+    def _reconcile(self, key: tuple[str, str, str], item: _Chaos) -> None:
         now = time.time()
+        meta = item.body["metadata"]
+        annotations = meta.get("annotations") or {}
+        experiment = item.body.setdefault("status", {}).setdefault("experiment", {})
+        # desiredphase controller
         if item.deleting_since is not None:
-            if item.proxy_cut:
-                item.proxy_cut = not self._proxy({"active": False})
-            with self._lock:
-                self._set_status(
-                    item, selected=True, injected=False, recovered=not item.proxy_cut, phase="Stop"
-                )
-                if not item.proxy_cut and now - item.deleting_since >= self.recover_delay:
-                    self._chaos.pop(key, None)
-            return
-        if item.expired:
-            return
-        if now >= item.created + item.duration:
-            if item.proxy_cut:
-                item.proxy_cut = not self._proxy({"active": False})
-            if not item.proxy_cut:
-                with self._lock:
-                    item.expired = True
-                    self._set_status(
-                        item,
-                        selected=True,
-                        injected=False,
-                        recovered=True,
-                        phase="Stop",
-                        event="Succeeded" if item.injected else None,
-                    )
-            return
-        if item.injected or now - item.created < self.inject_delay:
-            return
-        if not self._selected(item):
-            with self._lock:
-                self._set_status(item, selected=False, injected=False, recovered=True, phase="Run")
-            return
-        remaining = item.created + item.duration - now
-        ok = self._proxy(
-            {"active": True, "duration_seconds": round(remaining + self.proxy_backstop_seconds, 3)}
-        )
+            phase = "Stop"
+            if experiment.get("desiredPhase") != "Stop":
+                self._once(item, "Deleted", "Experiment has been deleted")
+        elif item.one_shot:
+            phase = "Run"
+        elif now >= item.created + item.duration:
+            phase = "Stop"
+            if experiment.get("desiredPhase") != "Stop":
+                self._once(item, "TimeUp", "Time up according to the duration")
+        elif annotations.get(PAUSE_ANNOTATION) == "true":
+            phase = "Stop"
+            if experiment.get("desiredPhase") != "Stop":
+                self._once(item, "Paused", "Experiment has been paused")
+        else:
+            phase = "Run"
+            if experiment.get("desiredPhase") != "Run":
+                self._once(item, "Started", "Experiment has started")
         with self._lock:
-            item.proxy_cut = ok
-            item.injected = ok
-            if ok:
-                self._set_status(
-                    item, selected=True, injected=True, recovered=False, phase="Run", event="Succeeded"
+            experiment["desiredPhase"] = phase
+            self._set_conditions(item)  # the condition controller runs whatever the records say
+        # records controller
+        if item.records is None:
+            if item.deleting_since is None and now - item.created < self.inject_delay:
+                return
+            if item.deleting_since is None:
+                with self._lock:
+                    selected = self._select(item)
+                    if selected is None:
+                        self._event(
+                            item, "Failed", "Failed to select targets: no target has been selected", "Warning"
+                        )
+                        return
+                    item.records = selected
+                    self._set_conditions(item)
+        for record in item.records or []:
+            pod = record["id"].split("/", 1)[1]
+            if phase == "Run" and record["phase"] != "Injected":
+                if pod in self.fail_apply:
+                    with self._lock:
+                        self._record_event(
+                            record,
+                            "Failed",
+                            "Apply",
+                            f"rpc error: code = Unavailable desc = "
+                            f"chaos-daemon on {self._node(pod)} unreachable",
+                        )
+                        self._event(
+                            item,
+                            "Failed",
+                            f"Failed to apply chaos: chaos-daemon on {self._node(pod)} unreachable",
+                            "Warning",
+                        )
+                    continue
+                with self._lock:
+                    if item.kind == "PodChaos":
+                        self._kill(pod, meta["namespace"])
+                    record["phase"] = "Injected"
+                    record["injectedCount"] += 1
+                    self._record_event(record, "Succeeded", "Apply")
+                    self._event(item, "Applied", f"Successfully apply chaos for {record['id']}")
+            elif phase == "Stop" and record["phase"] == "Injected":
+                if pod in self.stuck_recover:
+                    with self._lock:
+                        if not any(e["type"] == "Failed" for e in record["events"][-1:]):
+                            self._record_event(
+                                record,
+                                "Failed",
+                                "Recover",
+                                f"rpc error: code = Unavailable desc = connection error: dial tcp "
+                                f"{self._node(pod)}:31767: connect: connection refused",
+                            )
+                        self._event(
+                            item, "Failed", "Failed to recover chaos: chaos-daemon unreachable", "Warning"
+                        )
+                    continue
+                with self._lock:
+                    record["phase"] = "Not Injected"
+                    record["recoveredCount"] += 1
+                    self._record_event(record, "Succeeded", "Recover")
+                    self._event(item, "Recovered", f"Successfully recover chaos for {record['id']}")
+        recs = item.records or []
+        if item.kind == "NetworkChaos" and item.drives_proxy:
+            all_in = bool(recs) and all(r["phase"] == "Injected" for r in recs)
+            all_out = all(r["phase"] == "Not Injected" for r in recs)
+            if all_in and not item.proxy_cut and phase == "Run":
+                remaining = item.created + item.duration - now
+                item.proxy_cut = self._proxy(
+                    {
+                        "active": True,
+                        "duration_seconds": round(max(1.0, remaining) + self.proxy_backstop_seconds, 3),
+                    }
                 )
-            else:
-                self._set_status(
-                    item,
-                    selected=True,
-                    injected=False,
-                    recovered=True,
-                    phase="Run",
-                    event="Failed",
-                    message="could not apply the partition",
-                )
+            elif all_out and item.proxy_cut:
+                item.proxy_cut = not self._proxy({"active": False})
+        with self._lock:
+            self._set_conditions(item)
+        # finalizers controller
+        if item.deleting_since is not None:
+            resumed = all(r["phase"] == "Not Injected" for r in recs) and not item.proxy_cut
+            forced = annotations.get(CLEAN_FINALIZER) == "forced"
+            if (resumed and now - item.deleting_since >= self.recover_delay) or forced:
+                with self._lock:
+                    self._chaos.pop(key, None)
+
+    def _node(self, pod: str) -> str:
+        found = next((p for p in self.pods if p.name == pod), None)
+        return found.node if found else "unknown-node"
+
+    def _kill(self, pod_name: str, namespace: str) -> None:
+        victim = next((p for p in self.pods if p.name == pod_name and p.namespace == namespace), None)
+        if victim is None:
+            return
+        self.pods.remove(victim)
+        if self.respawn and victim.owner in ("StatefulSet", "ReplicaSet"):
+            name = (
+                victim.name
+                if victim.owner == "StatefulSet"
+                else (victim.name.rsplit("-", 1)[0] + "-" + random_suffix())
+            )
+            self.pods.append(dataclasses.replace(victim, name=name, ready=False))
 
     # -- request handling (called by the handler thread)
 
-    def _store(self, body: dict[str, Any], ns: str) -> dict[str, Any]:
+    def _store(self, body: dict[str, Any], ns: str, plural: str) -> _Chaos:
         meta = body.setdefault("metadata", {})
         created = time.time()
         meta.update(
@@ -526,17 +941,16 @@ class FakeApiServer:
                 "resourceVersion": str(int(created * 1000)),
                 "generation": 1,
                 "creationTimestamp": _rfc3339(datetime.fromtimestamp(created, timezone.utc)),
-                "finalizers": ["chaos-mesh/records"],
+                "finalizers": [FINALIZER],
             }
         )
-        duration = (
-            chaos.parse_duration(body["spec"]["duration"]) if body.get("spec", {}).get("duration") else 1e9
-        )
-        item = _Chaos(body=body, created=created, duration=duration)
-        self._set_status(item, selected=False, injected=False, recovered=True, phase="Run")
+        spec = body.get("spec") or {}
+        duration = chaos.parse_duration(spec["duration"]) if spec.get("duration") else 1e9
+        item = _Chaos(body=body, kind=CHAOS_KINDS[plural], created=created, duration=duration)
+        body["status"] = {"experiment": {}}
         with self._lock:
-            self._chaos[(ns, meta["name"])] = item
-        return body
+            self._chaos[(plural, ns, meta["name"])] = item
+        return item
 
     def authorize(
         self, verb: str, group: str, resource: str, subresource: str, ns: str, name: str = ""
@@ -553,49 +967,58 @@ class FakeApiServer:
                 {"name": name, "group": group, "kind": resource},
             )
 
+    def transient(self, method: str, path: str) -> ApiError | None:
+        with self._lock:
+            for fault in self._faults:
+                wanted_method, part, statuses = fault
+                if wanted_method == method and part in path and statuses:
+                    code = statuses.pop(0)
+                    reason, message = _TRANSIENT.get(code, ("InternalError", "error"))
+                    headers = {"Retry-After": "1"} if code == 429 else {}
+                    return ApiError(
+                        code, reason, message, {"retryAfterSeconds": 1} if code == 429 else None, headers
+                    )
+        return None
+
     def handle(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any, str]:
         """One request; returns (status, payload, content type) or raises ApiError."""
         parts = [p for p in path.split("/") if p]
-        # /api/v1/namespaces/{ns}/pods[/{name}/log]
-        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) >= 5 and parts[4] == "pods":
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) == 4 and method == "GET":
             ns = parts[3]
-            if len(parts) == 5 and method == "GET":
-                self.authorize("list", "", "pods", "", ns)
-                try:
-                    items = [
-                        p.to_api()
-                        for p in self.pods
-                        if p.namespace == ns and selector_matches(query.get("labelSelector", ""), p.labels)
-                    ]
-                except ValueError as exc:
-                    raise ApiError(400, "BadRequest", f"unable to parse requirement: {exc}") from exc
-                return (
-                    200,
-                    {
-                        "kind": "PodList",
-                        "apiVersion": "v1",
-                        "metadata": {"resourceVersion": "1"},
-                        "items": items,
-                    },
-                    "application/json",
-                )
-            if len(parts) == 7 and parts[6] == "log" and method == "GET":
-                self.authorize("get", "", "pods", "log", ns, parts[5])
-                pod = next((p for p in self.pods if p.namespace == ns and p.name == parts[5]), None)
-                if pod is None:
-                    raise ApiError(
-                        404, "NotFound", f'pods "{parts[5]}" not found', {"name": parts[5], "kind": "pods"}
-                    )
-                tail = int(query["tailLines"]) if "tailLines" in query else None
-                return 200, pod.log_text(tail), "text/plain"
-            if len(parts) == 6 and method == "GET":
-                self.authorize("get", "", "pods", "", ns, parts[5])
-                pod = next((p for p in self.pods if p.namespace == ns and p.name == parts[5]), None)
-                if pod is None:
-                    raise ApiError(
-                        404, "NotFound", f'pods "{parts[5]}" not found', {"name": parts[5], "kind": "pods"}
-                    )
-                return 200, pod.to_api(), "application/json"
+            self.authorize("get", "", "namespaces", "", ns, ns)
+            return (
+                200,
+                {
+                    "kind": "Namespace",
+                    "apiVersion": "v1",
+                    "metadata": {"name": ns, "annotations": dict(self.namespace_annotations.get(ns, {}))},
+                    "status": {"phase": "Active"},
+                },
+                "application/json",
+            )
+        if (
+            parts[:3] == ["api", "v1", "namespaces"]
+            and len(parts) == 5
+            and parts[4] == "events"
+            and method == "GET"
+        ):
+            ns = parts[3]
+            self.authorize("list", "", "events", "", ns)
+            with self._lock:
+                items = [
+                    copy.deepcopy(e)
+                    for e in self.events
+                    if e["metadata"]["namespace"] == ns
+                    and field_selector_matches(query.get("fieldSelector", ""), e)
+                ]
+            return (
+                200,
+                {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": items},
+                "application/json",
+            )
+        # /api/v1/namespaces/{ns}/pods[/{name}[/log]]
+        if parts[:3] == ["api", "v1", "namespaces"] and len(parts) >= 5 and parts[4] == "pods":
+            return self._pods_request(method, parts, query)
         if (
             path == f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{chaos.CRD_NAME}"
             and method == "GET"
@@ -630,32 +1053,107 @@ class FakeApiServer:
             else:
                 out["status"]["reason"] = 'RBAC: allowed by RoleBinding "gameday"'
             return 201, out, "application/json"
+        if (
+            path == "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+            and method == "POST"
+            and self.whoami_supported
+        ):
+            out = copy.deepcopy(body) or {}
+            out["status"] = {
+                "userInfo": {
+                    "username": SERVICE_ACCOUNT.format(ns="teei-prod"),
+                    "groups": ["system:serviceaccounts", "system:authenticated"],
+                }
+            }
+            return 201, out, "application/json"
         if path.startswith(CHAOS_PREFIX):
             rest = path[len(CHAOS_PREFIX) :].split("/")
-            if len(rest) in (2, 3) and rest[1] == chaos.PLURAL:
-                return self._chaos_request(method, rest[0], rest[2] if len(rest) == 3 else None, query, body)
+            if len(rest) in (2, 3) and rest[1] in CHAOS_KINDS:
+                return self._chaos_request(
+                    method, rest[1], rest[0], rest[2] if len(rest) == 3 else None, query, body
+                )
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
 
+    def _pods_request(self, method: str, parts: list[str], query: dict[str, str]) -> tuple[int, Any, str]:
+        ns = parts[3]
+        if len(parts) == 5 and method == "GET":
+            self.authorize("list", "", "pods", "", ns)
+            try:
+                with self._lock:
+                    items = [
+                        p.to_api()
+                        for p in self.pods
+                        if p.namespace == ns and selector_matches(query.get("labelSelector", ""), p.labels)
+                    ]
+            except ValueError as exc:
+                raise ApiError(400, "BadRequest", f"unable to parse requirement: {exc}") from exc
+            return (
+                200,
+                {"kind": "PodList", "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": items},
+                "application/json",
+            )
+        if len(parts) in (6, 7) and method == "GET":
+            name = parts[5]
+            sub = parts[6] if len(parts) == 7 else ""
+            if sub not in ("", "log"):
+                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            self.authorize("get", "", "pods", sub, ns, name)
+            with self._lock:
+                pod = next((p for p in self.pods if p.namespace == ns and p.name == name), None)
+            if pod is None:
+                raise ApiError(404, "NotFound", f'pods "{name}" not found', {"name": name, "kind": "pods"})
+            if not sub:
+                return 200, pod.to_api(), "application/json"
+            container = query.get("container")
+            if not container:
+                if len(pod.containers) > 1:
+                    raise ApiError(
+                        400,
+                        "BadRequest",
+                        f"a container name must be specified for pod {name}, choose one of: "
+                        f"[{' '.join(pod.containers)}]",
+                    )
+                container = pod.containers[0]
+            if container not in pod.containers:
+                raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
+            previous = query.get("previous") in ("true", "True", "1")
+            if previous and (container != pod.main_container or pod.restarts == 0):
+                raise ApiError(
+                    400,
+                    "BadRequest",
+                    f'previous terminated container "{container}" in pod "{name}" not found',
+                )
+            tail = int(query["tailLines"]) if "tailLines" in query else None
+            text = pod.log_text(container, previous=previous, tail_lines=tail)
+            if "limitBytes" in query:
+                text = text.encode()[: int(query["limitBytes"])].decode(errors="ignore")
+            return 200, text, "text/plain"
+        raise ApiError(
+            405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+        )
+
     def _chaos_request(
-        self, method: str, ns: str, name: str | None, query: dict[str, str], body: Any
+        self, method: str, plural: str, ns: str, name: str | None, query: dict[str, str], body: Any
     ) -> tuple[int, Any, str]:
         if not self.crd_installed:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        g, r = chaos.GROUP, chaos.PLURAL
+        g, r, kind = chaos.GROUP, plural, CHAOS_KINDS[plural]
         if name is None and method == "GET":
             self.authorize("list", g, r, "", ns)
             selector = query.get("labelSelector", "")
             with self._lock:
                 items = [
                     copy.deepcopy(c.body)
-                    for (n, _), c in self._chaos.items()
-                    if n == ns and selector_matches(selector, c.body["metadata"].get("labels") or {})
+                    for (p, n, _), c in self._chaos.items()
+                    if p == plural
+                    and n == ns
+                    and selector_matches(selector, c.body["metadata"].get("labels") or {})
                 ]
             return (
                 200,
                 {
                     "apiVersion": chaos.API_VERSION,
-                    "kind": "NetworkChaosList",
+                    "kind": f"{kind}List",
                     "metadata": {"resourceVersion": "1"},
                     "items": items,
                 },
@@ -674,16 +1172,19 @@ class FakeApiServer:
                 )
             body = copy.deepcopy(body)
             body.setdefault("metadata", {})["namespace"] = ns
-            problems = chaos.network_chaos_problems(body, self.schema)
+            if kind == "NetworkChaos":
+                problems = chaos.network_chaos_problems(body, self.schema)
+            else:
+                problems = chaos.pod_chaos_problems(body)
             if problems:
                 raise ApiError(
                     422,
                     "Invalid",
-                    f'NetworkChaos.chaos-mesh.org "{meta.get("name")}" is invalid: ' + "; ".join(problems),
+                    f'{kind}.chaos-mesh.org "{meta.get("name")}" is invalid: ' + "; ".join(problems),
                     {
                         "name": meta.get("name"),
                         "group": g,
-                        "kind": "NetworkChaos",
+                        "kind": kind,
                         "causes": [
                             {"reason": "FieldValueInvalid", "message": p, "field": p.split(":", 1)[0]}
                             for p in problems
@@ -691,11 +1192,11 @@ class FakeApiServer:
                     },
                 )
             with self._lock:
-                if (ns, meta["name"]) in self._chaos:
+                if (plural, ns, meta["name"]) in self._chaos:
                     raise ApiError(
                         409,
                         "AlreadyExists",
-                        f'networkchaos.chaos-mesh.org "{meta["name"]}" already exists',
+                        f'{r}.chaos-mesh.org "{meta["name"]}" already exists',
                         {"name": meta["name"], "group": g, "kind": r},
                     )
                 if query.get("dryRun") == "All":
@@ -703,17 +1204,17 @@ class FakeApiServer:
                     out["metadata"]["creationTimestamp"] = _rfc3339(_now())
                     out["metadata"]["uid"] = str(uuid.uuid4())
                     return 201, out, "application/json"
-                stored = self._store(body, ns)
-                return 201, copy.deepcopy(stored), "application/json"
+                stored = self._store(body, ns, plural)
+                return 201, copy.deepcopy(stored.body), "application/json"
         if name is not None and method in ("GET", "DELETE"):
             self.authorize("get" if method == "GET" else "delete", g, r, "", ns, name)
             with self._lock:
-                item = self._chaos.get((ns, name))
+                item = self._chaos.get((plural, ns, name))
                 if item is None:
                     raise ApiError(
                         404,
                         "NotFound",
-                        f'networkchaos.chaos-mesh.org "{name}" not found',
+                        f'{r}.chaos-mesh.org "{name}" not found',
                         {"name": name, "group": g, "kind": r},
                     )
                 if method == "DELETE" and item.deleting_since is None:
@@ -730,14 +1231,18 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeApiServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
-    def _send(self, code: int, payload: Any, content_type: str) -> None:
+    def _send(
+        self, code: int, payload: Any, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> None:
         data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
 
@@ -748,20 +1253,27 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         with self.fake._lock:
             self.fake.requests.append((self.command, self.path))
+        headers: dict[str, str] = {}
         try:
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+            auth = self.headers.get("Authorization") or ""
+            if not auth.lower().startswith("bearer ") or auth.split(" ", 1)[1] not in self.fake.valid_tokens:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            transient = self.fake.transient(self.command, split.path)
+            if transient is not None:
+                raise transient
             body = json.loads(raw) if raw else None
             code, payload, ctype = self.fake.handle(self.command, split.path, query, body)
         except ApiError as exc:
-            code, payload, ctype = exc.code, exc.status(), "application/json"
+            code, payload, ctype, headers = exc.code, exc.status(), "application/json", exc.headers
         except json.JSONDecodeError as exc:
             code, payload, ctype = (
                 400,
                 ApiError(400, "BadRequest", f"invalid JSON: {exc}").status(),
                 "application/json",
             )
-        self._send(code, payload, ctype)
+        with self.fake._lock:
+            self.fake.answers.append((self.command, self.path, code))
+        self._send(code, payload, ctype, headers)
 
     do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _dispatch
 
@@ -804,3 +1316,19 @@ def nats_reachable_through(port: int, timeout: float = 1.0) -> bool:
             return s.recv(5).startswith(b"INFO")
     except OSError:
         return False
+
+
+__all__ = [
+    "NAMESPACE",
+    "TOKEN",
+    "FakeApiServer",
+    "FakePod",
+    "free_port",
+    "jwt_token",
+    "nats_reachable_through",
+    "pods_for_lab",
+    "proxy_status",
+    "selector_matches",
+    "service_labels",
+    "wait_for",
+]

@@ -37,9 +37,7 @@ def test_the_default_crd_is_found_where_ci_has_it() -> None:
 
 
 def test_shipped_manifest_validates_as_is(schema: dict[str, Any]) -> None:
-    body = yaml.safe_load(
-        chaos.DEFAULT_MANIFEST.read_text(encoding="utf-8")
-    )
+    body = yaml.safe_load(chaos.DEFAULT_MANIFEST.read_text(encoding="utf-8"))
     assert raw_schema_errors(body, schema) == []
     assert chaos.network_chaos_problems(body, schema) == []
     spec = body["spec"]

@@ -168,3 +168,85 @@ def test_crd_is_served_unless_uninstalled(server: FakeApiServer) -> None:
         == 404
     )
     assert call(server, "GET", CHAOS)[0] == 404
+
+
+def test_logs_of_a_pod_with_a_sidecar_need_the_container(server: FakeApiServer) -> None:
+    server.pods.append(
+        FakePod(
+            "reporting-5f8b9c7d6-q4kzp",
+            {"app": "reporting"},
+            NS,
+            log_lines=["stored"],
+            sidecars=("istio-proxy",),
+        )
+    )
+    path = f"/api/v1/namespaces/{NS}/pods/reporting-5f8b9c7d6-q4kzp/log"
+    code, status = call(server, "GET", path)
+    assert (code, status["reason"]) == (400, "BadRequest")
+    assert status["message"] == (
+        "a container name must be specified for pod reporting-5f8b9c7d6-q4kzp, "
+        "choose one of: [reporting istio-proxy]"
+    )
+    assert call(server, "GET", path + "?container=reporting") == (200, "stored\n")
+    code, status = call(server, "GET", path + "?container=reporting&previous=true")
+    assert code == 400 and "previous terminated container" in status["message"]
+    assert call(server, "GET", path + "?container=reporting&limitBytes=3") == (200, "sto")
+
+
+def test_transient_answers_and_an_expired_token(server: FakeApiServer) -> None:
+    server.fail_next("GET", "/pods", 429, 503)
+    code, status = call(server, "GET", f"/api/v1/namespaces/{NS}/pods")
+    assert (code, status["reason"], status["details"]["retryAfterSeconds"]) == (429, "TooManyRequests", 1)
+    assert call(server, "GET", f"/api/v1/namespaces/{NS}/pods")[0] == 503
+    assert call(server, "GET", f"/api/v1/namespaces/{NS}/pods")[0] == 200
+    old = server.token
+    new = server.expire_token()
+    assert call(server, "GET", f"/api/v1/namespaces/{NS}/pods", token=old)[0] == 401
+    assert call(server, "GET", f"/api/v1/namespaces/{NS}/pods", token=new)[0] == 200
+
+
+def test_selecting_nothing_leaves_only_a_kubernetes_event(server: FakeApiServer) -> None:
+    b = body()
+    b["spec"]["selector"]["labelSelectors"] = {"app": "natz"}
+    assert call(server, "POST", CHAOS, b)[0] == 201
+    events = f"/api/v1/namespaces/{NS}/events?fieldSelector=involvedObject.name%3Dnats-partition-r1"
+    wait_for(lambda: any(e["reason"] == "Failed" for e in call(server, "GET", events)[1]["items"]), 5)
+    failed_event = next(e for e in call(server, "GET", events)[1]["items"] if e["reason"] == "Failed")
+    assert failed_event["message"] == "Failed to select targets: no target has been selected"
+    assert failed_event["type"] == "Warning" and failed_event["involvedObject"]["kind"] == "NetworkChaos"
+    status = call(server, "GET", f"{CHAOS}/nats-partition-r1")[1]["status"]
+    assert "containerRecords" not in status["experiment"]
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Selected": "False",
+        "AllInjected": "False",
+        "AllRecovered": "False",
+        "Paused": "False",
+    }
+
+
+def test_pause_stops_the_fault_and_recovers_every_record(server: FakeApiServer) -> None:
+    assert call(server, "POST", CHAOS, body(duration="1m"))[0] == 201
+    wait_for(lambda: server.proxy_calls, 5)
+    server.pause(NS, "nats-partition-r1")
+    wait_for(
+        lambda: (
+            call(server, "GET", f"{CHAOS}/nats-partition-r1")[1]["status"]["experiment"]["desiredPhase"]
+            == "Stop"
+        ),
+        5,
+    )
+    obj = wait_for(
+        lambda: (
+            (o := call(server, "GET", f"{CHAOS}/nats-partition-r1")[1])
+            and all(r["phase"] == "Not Injected" for r in o["status"]["experiment"]["containerRecords"])
+            and o
+        ),
+        5,
+    )
+    assert [e["operation"] for e in obj["status"]["experiment"]["containerRecords"][0]["events"]] == [
+        "Apply",
+        "Recover",
+    ]
+    assert server.proxy_calls[-1] == {"active": False}
+    reasons = [e["reason"] for e in server.events_for("nats-partition-r1")]
+    assert reasons[0] == "Started" and "Paused" in reasons and "Recovered" in reasons

@@ -73,10 +73,24 @@ def lossy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         lab.down()
 
 
+def nats_monitor_urls(lab: dict[str, Any]) -> list[str]:
+    """The lab's NATS nodes, one monitoring URL each (``nats_monitor_urls`` of ``gameday lab status
+    --json`` once the lab runs a cluster), else its single node's."""
+    return list(lab.get("nats_monitor_urls") or [lab["nats_monitor_url"]])
+
+
+def declared(name: str) -> bool:
+    """Whether the runbook declares this parameter yet (``gameday run`` refuses unknown ones)."""
+    from paramtools import declared as names
+
+    return name in names()
+
+
 @pytest.fixture()
 def cluster(lab: dict[str, Any], tmp_path: Path) -> Iterator[tuple[FakeApiServer, Path]]:
+    # the three NATS pods of the official chart are the lab's NATS nodes: nats-<i> logs node i
     server = FakeApiServer(
-        pods=pods_for_lab(lab["lab_dir"], NAMESPACE),
+        pods=pods_for_lab(lab["lab_dir"], NAMESPACE, nats_nodes=3),
         proxy_control_url=lab["proxy_control_url"],
         inject_delay=0.5,
         recover_delay=0.5,
@@ -87,16 +101,34 @@ def cluster(lab: dict[str, Any], tmp_path: Path) -> Iterator[tuple[FakeApiServer
 
 def params_file(lab: dict[str, Any], kubeconfig: Path, tmp_path: Path, **extra: Any) -> Path:
     gateway = lab["gateway_url"]
+    monitors = nats_monitor_urls(lab)
+    where: dict[str, Any] = (
+        {"nats_monitor_urls": monitors}
+        if declared("nats_monitor_urls")
+        else {"nats_monitor_url": monitors[0]}
+    )
+    if declared("service_selectors"):
+        where["service_selectors"] = {
+            s: {"app.kubernetes.io/name": s, "app.kubernetes.io/instance": "teei"}
+            for s in ("api-gateway", "reporting")
+        }
+    # the lab's Prometheus series carry no namespace: the service readings are scraped directly
+    readings = {
+        service: lab[key]
+        for service, key in (("api-gateway", "gateway_metrics_url"), ("reporting", "reporting_metrics_url"))
+        if lab.get(key)
+    }
     params = {
         "target": "kubernetes",
         "profile": "rehearsal",
         "namespace": NAMESPACE,
         "kubeconfig": str(kubeconfig),
         "kube_context": "fake-cluster",
-        "nats_selector": {"app.kubernetes.io/name": "nats"},
+        "nats_selector": {"app.kubernetes.io/name": "nats", "app.kubernetes.io/instance": "nats"},
         "service_selector": {},
         "service_pods": ["api-gateway", "reporting"],
-        "nats_monitor_url": lab["nats_monitor_url"],
+        "service_metrics": readings,
+        **where,
         "prometheus_url": lab.get("prometheus_url") or "",
         "alertmanager_url": lab.get("alertmanager_url") or "",
         "ingest_url": gateway + "/v1/events",
@@ -187,6 +219,16 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     # the fault really went through the cluster API: one NetworkChaos, injected, then deleted
     creates = [p for m, p in fake.requests if m == "POST" and p.endswith("/networkchaos")]
     assert len(creates) == 1 and any(m == "DELETE" for m, _ in fake.requests)
+    # ... on the chart-shaped pods: the three NATS pods and the two services, not nats-box, the Evicted
+    # pod, the Job's pod nor reporting-db-0
+    name = next(
+        e["involvedObject"]["name"] for e in fake.events if e["involvedObject"]["kind"] == "NetworkChaos"
+    )
+    applied = {e["message"].rsplit(" ", 1)[-1] for e in fake.events_for(name) if e["reason"] == "Applied"}
+    assert applied == {
+        f"{NAMESPACE}/{p}"
+        for p in ("nats-0", "nats-1", "nats-2", "api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp")
+    }
     assert fake.chaos_objects(NAMESPACE) == [] or all(is_recovered(o) for o in fake.chaos_objects(NAMESPACE))
     assert not any(is_injected(o) for o in fake.chaos_objects(NAMESPACE))
     assert proxy_status(lab["proxy_control_url"])["cuts"] == cuts_before + 1, "the network was cut once"
@@ -194,7 +236,7 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     journal = [
         json.loads(line) for line in (archive / "journal.jsonl").read_text(encoding="utf-8").splitlines()
     ]
-    assert any(e["kind"] == "fault.active" for e in journal)
+    assert any(e["kind"] in ("partition.active", "fault.active") for e in journal)
 
     # the lab's ground truth: every event users were told was accepted (202) before the run ended is
     # stored, once (the simulated users keep posting: later ones may still be on their way)
@@ -261,10 +303,10 @@ def test_runbook_killed_mid_partition_is_healed_by_duration(
         assert proxy_status(lab["proxy_control_url"])["active"] is True
         kill_run(proc)  # the CLI, Papermill and the kernel: nobody heals
         name = injected[0]["metadata"]["name"]
-        assert injected[0]["spec"]["duration"] == "10s"
+        assert injected[0]["spec"]["duration"] == "20s", "8 s + 2 s after T+0, + 10 s of injection wait"
         assert proxy_status(lab["proxy_control_url"])["active"] is True, "still cut: the runbook did not heal"
-        # Chaos Mesh's duration (10 s from creation) heals it; the object stays, Stop + AllRecovered
-        wait_for(lambda: proxy_status(lab["proxy_control_url"])["active"] is False, 20, 0.2)
+        # Chaos Mesh's duration (20 s from creation) heals it; the object stays, Stop + AllRecovered
+        wait_for(lambda: proxy_status(lab["proxy_control_url"])["active"] is False, 30, 0.2)
         (obj,) = [o for o in fake.chaos_objects(NAMESPACE) if o["metadata"]["name"] == name]
         assert is_recovered(obj), "expired, not deleted: Chaos Mesh healed it, not the runbook"
         assert not any(m == "DELETE" for m, _ in fake.requests)
@@ -283,7 +325,7 @@ def test_a_lossy_system_fails_on_the_cluster_target_too(lossy_lab: dict[str, Any
 
     lab = lossy_lab
     with FakeApiServer(
-        pods=pods_for_lab(lab["lab_dir"], NAMESPACE),
+        pods=pods_for_lab(lab["lab_dir"], NAMESPACE, nats_nodes=3),
         proxy_control_url=lab["proxy_control_url"],
         inject_delay=0.5,
         recover_delay=0.5,
@@ -296,7 +338,9 @@ def test_a_lossy_system_fails_on_the_cluster_target_too(lossy_lab: dict[str, Any
                 "--target",
                 "kubernetes",
                 "--params",
-                str(params_file(lab, kubeconfig, tmp_path, commands={})),
+                # the buffer does fill up (capacity 20): the stop condition, which now sees the
+                # gateway's buffer, must not end the partition before the loss happens
+                str(params_file(lab, kubeconfig, tmp_path, commands={}, stop_buffer_fraction=1.0)),
                 "--output-dir",
                 str(tmp_path / "outputs"),
             ],

@@ -70,6 +70,11 @@ def alerting(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
         "      - alert: NATSUnreachable\n        expr: vector(1)\n        for: 0s\n"
         "        labels: {severity: critical}\n"
         "      - alert: EventBufferGrowing\n        expr: vector(0) > 1\n        for: 0s\n"
+        # the same alert in two environments of a shared Prometheus
+        "      - alert: NATSCircuitBreakerOpen\n"
+        "        expr: label_replace(vector(2), 'namespace', 'teei-prod', '', '')"
+        " or label_replace(vector(2), 'namespace', 'teei-staging', '', '')\n"
+        "        for: 0s\n"
     )
     (tmp / "prometheus.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -205,3 +210,33 @@ def test_absent_sources_are_not_available() -> None:
     assert probe.available() is False
     with pytest.raises(ProbeError, match="unreachable"):
         probe.timeline(datetime.now(timezone.utc))
+
+
+@pytest.mark.parametrize("source", ["alertmanager", "prometheus"])
+def test_namespace_keeps_other_environments_alerts_out(
+    alerting: tuple[str, str, datetime], source: str
+) -> None:
+    """A shared Prometheus/Alertmanager holds staging's alert of the same name: only the gameday's
+    namespace counts."""
+    am_url, prom_url, before = alerting
+    names = ("NATSCircuitBreakerOpen",)
+    everyone = AlertProbe(am_url if source == "alertmanager" else None, prom_url)
+    deadline = time.monotonic() + 20
+    while True:
+        seen = {
+            e.labels.get("namespace")
+            for e in everyone.timeline(before)
+            if e.name in names and e.source == source
+        }
+        if seen == {"teei-prod", "teei-staging"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    assert seen == {"teei-prod", "teei-staging"}, "without a namespace both environments' alerts count"
+    for namespace in ("teei-prod", "teei-staging"):
+        probe = AlertProbe(am_url if source == "alertmanager" else None, prom_url, namespace=namespace)
+        event = probe.first_fire_after(before, names)
+        assert event is not None and event.source == source and event.labels["namespace"] == namespace
+        assert {e.labels.get("namespace") for e in probe.timeline(before)} == {namespace}
+    # the lab's alerts carry no namespace: a probe given one sees none of them
+    lab_like = AlertProbe(am_url if source == "alertmanager" else None, prom_url, namespace="teei-prod")
+    assert all(e.name != "NATSUnreachable" for e in lab_like.timeline(before))

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from gamedaylib.exceptions import ProbeError
-from gamedaylib.probes.nats import NatsMonitor
+from gamedaylib.probes import get_json
+from gamedaylib.probes.nats import NatsMonitor, ServerAnswer
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,8 +89,9 @@ def test_lag_probe_reads_what_was_published(nats_server: tuple[str, str]) -> Non
     lag = NatsMonitor(monitor_url).consumer_lag("EVENTS", "reporting")
 
     assert lag.num_pending == 20
-    assert lag.num_ack_pending == 5
-    assert lag.total == 25
+    assert lag.num_ack_pending == 5, "delivered but unacknowledged: reported beside the lag"
+    assert lag.lag == 20, "the lag is num_pending alone, never num_pending + num_ack_pending"
+    assert not hasattr(lag, "total")
     assert lag.stream == "EVENTS" and lag.consumer == "reporting"
     assert lag.leader  # a single server leads its own streams
     assert lag.from_leader
@@ -159,11 +161,9 @@ def nats_cluster(tmp_path: Path) -> Iterator[tuple[str, list[str]]]:
                 proc.wait()
 
 
-def test_cluster_reads_the_consumer_leader_not_a_stale_follower(nats_cluster: tuple[str, list[str]]) -> None:
+def _make_replicated_consumer(nats_url: str, messages: int) -> None:
     import nats
     from nats.js.api import ConsumerConfig, StreamConfig
-
-    nats_url, urls = nats_cluster
 
     async def main() -> None:
         nc = await nats.connect(nats_url)
@@ -171,23 +171,154 @@ def test_cluster_reads_the_consumer_leader_not_a_stale_follower(nats_cluster: tu
             js = nc.jetstream(timeout=10)
             await js.add_stream(StreamConfig(name="EVENTS", subjects=["events.>"], num_replicas=3))
             await js.add_consumer("EVENTS", ConsumerConfig(durable_name="reporting", num_replicas=3))
-            for _ in range(9):
+            for _ in range(messages):
                 await js.publish("events.x", b"x")
         finally:
             await nc.close()
 
     asyncio.run(main())
-    time.sleep(0.5)
-    readings = [NatsMonitor(u, allow_replica=True).consumer_lag("EVENTS", "reporting") for u in urls]
-    leaders = [u for u, r in zip(urls, readings, strict=True) if r.from_leader]
-    followers = [u for u, r in zip(urls, readings, strict=True) if not r.from_leader]
-    assert len(leaders) == 1 and len(followers) == 2
-    assert readings[urls.index(leaders[0])].num_pending == 9
 
-    # Asked through a follower with the peers known, the probe finds the leader's numbers.
+
+def _step_down(nats_url: str) -> None:
+    """Ask the consumer's leader to step down (``$JS.API.CONSUMER.LEADER.STEPDOWN``): another replica
+    is elected, as when a pod restarts."""
+    import nats
+
+    async def main() -> None:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.request("$JS.API.CONSUMER.LEADER.STEPDOWN.EVENTS.reporting", b"", timeout=5)
+        finally:
+            await nc.close()
+
+    asyncio.run(main())
+
+
+def _readings(urls: list[str]) -> list[ServerAnswer]:
+    monitor = NatsMonitor(urls)
+    return [monitor.ask(u, "EVENTS", "reporting") for u in urls]
+
+
+def _leader_of(urls: list[str], timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        leaders = [a.url for a in _readings(urls) if a.leads]
+        if len(leaders) == 1:
+            return leaders[0]
+        assert time.monotonic() < deadline, f"no single consumer leader within {timeout}s: {leaders}"
+        time.sleep(0.2)
+
+
+def test_cluster_reads_the_consumer_leader_not_a_stale_follower(nats_cluster: tuple[str, list[str]]) -> None:
+    nats_url, urls = nats_cluster
+    _make_replicated_consumer(nats_url, messages=9)
+    leader = _leader_of(urls)
+    followers = [u for u in urls if u != leader]
+
+    def settled() -> dict[str, ServerAnswer] | None:
+        """Every server has heard of the election (a loaded machine takes a moment)."""
+        answers = {a.url: a for a in _readings(urls)}
+        lead = answers[leader]
+        named = all(answers[f].leader == lead.server and not answers[f].leads for f in followers)
+        return answers if lead.leads and lead.lag is not None and lead.lag.num_pending == 9 and named else None
+
+    deadline = time.monotonic() + 15
+    while (answers := settled()) is None:
+        assert time.monotonic() < deadline, [a.describe() for a in _readings(urls)]
+        time.sleep(0.2)
+
+    # Given every server (a follower first), the probe reads the leader's numbers.
+    lag = NatsMonitor([*followers, leader]).consumer_lag("EVENTS", "reporting")
+    assert lag.from_leader and lag.num_pending == 9 and lag.url == leader
+    assert lag.server == answers[leader].server == lag.leader
+    # The older spelling (one URL plus peer_urls) finds it too.
     via_peers = NatsMonitor(followers[0], peer_urls=urls).consumer_lag("EVENTS", "reporting")
     assert via_peers.from_leader and via_peers.num_pending == 9
-    assert via_peers.leader == readings[urls.index(leaders[0])].leader
-    # Without peers, a follower's numbers are refused rather than passed off as the lag.
-    with pytest.raises(ProbeError, match="not the leader"):
+    # Only a follower's URL: its numbers are refused rather than passed off as the lag, and the error
+    # says what it answered and what to do.
+    with pytest.raises(ProbeError) as err:
         NatsMonitor(followers[0]).consumer_lag("EVENTS", "reporting")
+    assert f"follower, leader is {answers[leader].server}" in err.value.reason
+    assert "nats_monitor_urls" in err.value.reason
+
+
+def test_leader_moving_between_two_reads_is_still_found(nats_cluster: tuple[str, list[str]]) -> None:
+    """The leader is asked last; right after the first server answers, the leader steps down. The
+    server that led no longer does when it is read: the probe asks again and finds the new leader."""
+    nats_url, urls = nats_cluster
+    _make_replicated_consumer(nats_url, messages=7)
+    old_leader = _leader_of(urls)
+    followers = [u for u in urls if u != old_leader]
+    jsz_reads: list[str] = []
+
+    def fetch(url: str) -> object:
+        answer = get_json(url, probe="nats", timeout=2.0)
+        if "/jsz?" in url:
+            jsz_reads.append(url)
+            if len(jsz_reads) == 1:
+                _step_down(nats_url)
+                deadline = time.monotonic() + 15
+                while _leader_of(urls) == old_leader:
+                    assert time.monotonic() < deadline, "the leader did not move"
+                    time.sleep(0.1)
+        return answer
+
+    monitor = NatsMonitor([followers[0], old_leader, followers[1]], fetch=fetch)
+    lag = monitor.consumer_lag("EVENTS", "reporting")
+    new_leader = _leader_of(urls)
+    assert new_leader != old_leader
+    assert lag.from_leader and lag.url == new_leader and lag.num_pending == 7
+    assert any(u.startswith(old_leader + "/jsz") for u in jsz_reads[1:]), "the old leader was read after"
+    said = {a.url: a for a in monitor.last_answers}
+    assert not said[old_leader].leads, "the old leader answered as a follower"
+
+
+def test_unreachable_and_missing_servers_are_each_named(nats_cluster: tuple[str, list[str]]) -> None:
+    nats_url, urls = nats_cluster
+    _make_replicated_consumer(nats_url, messages=1)
+    leader = _leader_of(urls)
+    followers = [u for u in urls if u != leader]
+    dead = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(ProbeError) as err:
+        NatsMonitor([followers[0], dead], timeout=0.5, rounds=2).consumer_lag("EVENTS", "reporting")
+    reason = err.value.reason
+    assert f"{dead}: {dead}" in reason and "unreachable" in reason
+    assert followers[0] in reason and "follower, leader is" in reason
+    with pytest.raises(ProbeError, match="consumer 'nope' not found on stream 'EVENTS' here"):
+        NatsMonitor(urls).consumer_lag("EVENTS", "nope")
+
+
+@pytest.fixture()
+def named_account_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """One nats-server whose JetStream lives in a named account (TEEI), as a chart with accounts has it."""
+    port, monitor = _free_port(), _free_port()
+    conf = tmp_path / "accounts.conf"
+    conf.write_text(
+        f"listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor}\n"
+        f"jetstream {{ store_dir: '{tmp_path / 'js'}' }}\n"
+        "accounts { TEEI: { jetstream: enabled, users: [{user: teei, password: s3cret}] } }\n"
+    )
+    proc = subprocess.Popen(
+        [_nats_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        monitor_url = f"http://127.0.0.1:{monitor}"
+        deadline = time.monotonic() + 10
+        while not NatsMonitor(monitor_url, timeout=0.5).healthz():
+            assert proc.poll() is None and time.monotonic() < deadline, "nats-server not healthy"
+            time.sleep(0.05)
+        yield f"nats://teei:s3cret@127.0.0.1:{port}", monitor_url
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+def test_named_account_is_read_with_nats_account(named_account_server: tuple[str, str]) -> None:
+    nats_url, monitor_url = named_account_server
+    _publish(nats_url, count=4, fetch=1)
+    with pytest.raises(ProbeError) as err:
+        NatsMonitor(monitor_url).consumer_lag("EVENTS", "reporting")
+    assert "account '$G' has no JetStream here" in err.value.reason and "TEEI" in err.value.reason
+    assert "nats_account" in err.value.reason
+    lag = NatsMonitor(monitor_url, account="TEEI").consumer_lag("EVENTS", "reporting")
+    assert (lag.num_pending, lag.num_ack_pending) == (3, 1)
