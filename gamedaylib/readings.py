@@ -190,9 +190,8 @@ class PipelineReader:
         self.alert_names = tuple(alert_names)
         self.t0 = t0
         self.timeout = timeout
-        urls = list(endpoints.nats_monitor_urls) or ([endpoints.nats_monitor_url] if endpoints.nats_monitor_url else [])
-        self.nats = (NatsMonitor(urls[0], timeout=timeout, peer_urls=urls[1:], account=endpoints.nats_account)
-                     if urls else None)
+        urls = endpoints.monitor_urls()
+        self.nats = NatsMonitor(urls, timeout=timeout, account=endpoints.nats_account) if urls else None
         self.prometheus = PrometheusProbe(endpoints.prometheus_url, timeout=timeout) if endpoints.prometheus_url else None
         self._pool: ThreadPoolExecutor | None = None
 

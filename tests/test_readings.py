@@ -268,8 +268,6 @@ def test_a_replica_that_does_not_answer_is_missing_from_the_count(replicas: Repl
     assert (r.reporting_instances, r.stored_total, r.gateway_instances) == (1, 30, 2)
 
 
-@pytest.mark.xfail(strict=True, reason="probes/nats.py on main reads only the first URL and raises when it does "
-                   "not answer; branch k8s (bae9eb0) asks every server: drop this marker when merging it")
 def test_the_lag_is_read_from_the_server_that_leads_the_consumer(nats: str) -> None:
     """Finding the consumer leader across ``nats_monitor_urls`` is the probe's job: a first server
     that does not answer (a restarting pod) must not blind the reading while another one leads."""
