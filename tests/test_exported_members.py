@@ -33,7 +33,7 @@ def test_the_notebooks_first_cell_and_the_exceptions() -> None:
     assert set(gamedaylib.__all__) <= set(namespace)
     assert namespace["Gameday"].__name__ == "Gameday"  # type: ignore[attr-defined]
     assert callable(namespace["from_namespace"]) and callable(namespace["list_gamedays"])
-    assert [s.id for s in gamedaylib.list_gamedays()] == ["GAMEDAY-001"]
+    assert [s.id for s in gamedaylib.list_gamedays()] == ["GAMEDAY-001", "GAMEDAY-002"]
     for name in ("GamedayError", "InvalidParameters", "PreflightFailed", "ProbeError"):
         assert issubclass(getattr(gamedaylib, name), GamedayError), name
     assert gamedaylib.__version__ == metadata.version("gameday")
