@@ -38,7 +38,7 @@ import nats
 import psycopg
 
 from gamedaylib.lab import processes as proc
-from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.client import Lab
 
 TYPES = ("buddy.match", "kintell.session", "report.generated", "user.login", "page.view")
 

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.client import Lab
 
 
 def main(argv: list[str] | None = None) -> int:

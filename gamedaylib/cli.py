@@ -163,7 +163,7 @@ def _ensure_lab(params: dict[str, Any], journal: Any) -> Any:
     """The lab a run uses: a running one (knobs must match) or one started here (stopped at the end)."""
     if params["target"] != "lab" or params["dry_run"]:
         return None
-    from gamedaylib.lab.supervisor import Lab
+    from gamedaylib.lab.client import Lab
     from gamedaylib.targets.lab import check_knobs, lab_knobs
 
     lab = Lab(params["lab_dir"])
@@ -185,7 +185,7 @@ def _heal_from_outside(params: dict[str, Any], journal: Any) -> None:
     if params["dry_run"] or not requested_partition(journal.entries()):
         return  # never heal a fault this run did not ask for (it may be another run's)
     if params["target"] == "lab":
-        from gamedaylib.lab.supervisor import Lab
+        from gamedaylib.lab.client import Lab
         from gamedaylib.targets.lab import LabTarget
 
         if not Lab(params["lab_dir"]).is_up():

@@ -25,7 +25,7 @@ from runtools import GAMEDAY, archive_of, journal, metrics, scorecard
 
 from gamedaylib.archive import remote_loads
 from gamedaylib.lab.sink import read_posts
-from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.client import Lab
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(480)]
 

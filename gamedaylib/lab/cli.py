@@ -17,8 +17,9 @@ from typing import Any
 import yaml
 
 from gamedaylib.exceptions import InvalidParameters, LabAlreadyRunning
+from gamedaylib.lab.client import DEFAULT_PARTITION_SECONDS, Lab
 from gamedaylib.lab.knobs import validate_knobs
-from gamedaylib.lab.supervisor import DEFAULT_LAB_DIR, DEFAULT_PARTITION_SECONDS, Lab
+from gamedaylib.lab.layout import DEFAULT_LAB_DIR
 
 HUMAN_FIELDS = (
     ("gateway", "gateway_url"),

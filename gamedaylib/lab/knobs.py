@@ -1,4 +1,4 @@
-"""Lab knobs: the switches that stage real flaws in the lab (DESIGN.md "Lab knobs").
+"""Lab knobs: the switches that stage real flaws in the lab, and its shape (DESIGN.md "Lab knobs").
 
 Public API:
 
@@ -6,11 +6,17 @@ Public API:
 - ``validate_knobs(knobs) -> dict``: the defaults overlaid with ``knobs``, coerced and checked.
   Strings as they come from ``-p NAME=VALUE`` are accepted ("true", "5", "2.5"). Raises
   ``InvalidParameters`` naming every bad knob (unknown name, wrong type, rate or capacity not
-  positive, value outside its enum).
+  positive, value outside its enum or range).
+- ``jetstream_replicas(knobs) -> int``: replicas of the stream and of the consumer.
 - ``events_ddl(knobs) -> str``: the SQL that creates the ``events`` table (``gamedaylib/sql/events.sql``)
   for these knobs; the supervisor runs it once against the lab's database. With
   ``lab_idempotency=False`` the index on ``idempotency_key`` is not unique, so the consumer's plain
   INSERT stores duplicates.
+
+The shape of the lab: ``lab_nats_nodes`` (1..5, default 3; 1 = a single nats-server) is the size of
+the NATS cluster, whose stream ``EVENTS`` and durable consumer ``reporting`` have ``min(3, nodes)``
+replicas; ``lab_service_replicas`` (1..4, default 2) is the number of ``api-gateway`` and of
+``reporting`` processes.
 
 Knobs are fixed when a lab starts; services read them from ``config.json``.
 """
@@ -30,10 +36,14 @@ DEFAULT_KNOBS: dict[str, Any] = {
     "lab_retry": True,
     "lab_idempotency": True,
     "lab_partition_mode": "blackhole",
+    "lab_nats_nodes": 3,
+    "lab_service_replicas": 2,
 }
 
 OVERFLOW_MODES = ("reject", "drop")
 PARTITION_MODES = ("blackhole", "reset")
+NATS_NODES_RANGE = (1, 5)  # nats-server cluster size; JetStream replicates on min(3, nodes)
+SERVICE_REPLICAS_RANGE = (1, 4)  # processes of api-gateway and of reporting
 
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
@@ -83,6 +93,16 @@ def _as_positive_int(value: Any) -> int:
     return value
 
 
+def _as_int_in(low: int, high: int) -> Any:
+    def check(value: Any) -> int:
+        number = _as_positive_int(value)
+        if not low <= number <= high:
+            raise ValueError(f"must be an integer from {low} to {high}, got {value!r}")
+        return number
+
+    return check
+
+
 def _as_choice(choices: tuple[str, ...]) -> Any:
     def check(value: Any) -> str:
         if not isinstance(value, str) or value.strip().lower() not in choices:
@@ -99,6 +119,8 @@ _COERCE = {
     "lab_retry": _as_bool,
     "lab_idempotency": _as_bool,
     "lab_partition_mode": _as_choice(PARTITION_MODES),
+    "lab_nats_nodes": _as_int_in(*NATS_NODES_RANGE),
+    "lab_service_replicas": _as_int_in(*SERVICE_REPLICAS_RANGE),
 }
 
 
@@ -130,3 +152,9 @@ def events_ddl(knobs: dict[str, Any] | None = None) -> str:
     if not effective["lab_idempotency"]:
         sql = sql.replace(_UNIQUE_INDEX, _PLAIN_INDEX)
     return sql
+
+
+def jetstream_replicas(knobs: dict[str, Any]) -> int:
+    """Replicas of stream ``EVENTS`` and of the durable consumer: ``min(3, lab_nats_nodes)`` (JetStream
+    allows at most 3 useful replicas; a 5-node cluster places them on 3 of its nodes)."""
+    return min(3, int(knobs.get("lab_nats_nodes", DEFAULT_KNOBS["lab_nats_nodes"])))

@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -129,16 +129,23 @@ def _kill_survivors(pids: Iterable[int], grace: float) -> list[int]:
     return left
 
 
-def terminate(refs: Iterable[ProcessRef], *, sig: int = signal.SIGTERM, grace: float = 5.0) -> list[str]:
-    """Send ``sig`` to each live process (and its process group's members), SIGKILL what is left
-    after ``grace`` seconds. Returns the names of processes that had to be killed."""
+def terminate(
+    refs: Iterable[ProcessRef],
+    *,
+    sig: int = signal.SIGTERM,
+    grace: float = 5.0,
+    signals: Mapping[str, int] | None = None,
+) -> list[str]:
+    """Send ``sig`` (or ``signals[name]`` for a process of that name) to each live process, all at
+    once, wait for them and their process groups' members, and SIGKILL what is left after ``grace``
+    seconds. Returns the names of processes that had to be killed."""
     targets: dict[int, str] = {}
     for ref in refs:
         if not is_alive(ref):
             continue
         stat = proc_stat(ref.pid)
         targets[ref.pid] = ref.name
-        send_signal(ref.pid, sig)
+        send_signal(ref.pid, (signals or {}).get(ref.name, sig))
         if stat is not None and stat.pgid == ref.pid:
             for member in group_members(ref.pid):
                 targets.setdefault(member, f"{ref.name}[{member}]")

@@ -1,22 +1,21 @@
-"""The lab supervisor: starts every lab process, records them, and stops them all.
+"""The lab supervisor process: starts every lab process, records them, and stops them all.
 
-Two halves:
+``python -m gamedaylib.lab.supervisor --lab-dir DIR [--knobs JSON]`` (normally spawned by
+``gamedaylib.lab.client.Lab.up``) picks free ports, writes ``config.json``, starts the NATS cluster
+(``lab_nats_nodes`` nats-servers ``nats-0``..., routed to each other, JetStream on each), PostgreSQL,
+the sink, the exporter, the partition proxy, Prometheus and Alertmanager (when installed), the
+``lab_service_replicas`` gateways (``gateway-0``...) and reporting consumers (``reporting-0``...) and
+the simulated users, waits for each to be ready, writes ``state.json`` atomically, then idles (it
+restarts nothing: ``status`` reports a dead process). SIGTERM/SIGINT/SIGHUP stop the children
+(SIGTERM, SIGKILL after a grace) and remove ``state.json``.
 
-- ``Lab(lab_dir)``, the Python API the CLI, the runbook and the tests use: ``up``, ``down``,
-  ``status``, ``is_up``, ``partition``. ``up`` spawns the supervisor as a detached process (its own
-  session) and waits until it has written ``state.json``; ``down`` signals it and then kills, by PID
-  and by session, anything of the lab still alive, so nothing is left behind even after ``kill -9``
-  of the supervisor or of the process that ran ``up``.
-- ``python -m gamedaylib.lab.supervisor --lab-dir DIR [--knobs JSON]``, the supervisor process:
-  picks free ports, writes ``config.json``, starts nats-server, PostgreSQL, the sink, the exporter,
-  the proxy, Prometheus and Alertmanager (when installed), the gateway, reporting and the simulated
-  users, waits for each to be ready, writes ``state.json`` atomically, then idles (it restarts
-  nothing: ``status`` reports a dead process). SIGTERM/SIGINT/SIGHUP stop the children in reverse
-  order (SIGTERM, SIGKILL after a grace) and remove ``state.json``.
+The NATS servers never advertise their peers' client URLs to clients (``no_advertise`` in the cluster
+block): the services know only the proxy's listeners, one per node, so a cut isolates them from every
+node at once, as the playbook's NetworkChaos does.
 
-Files under the lab folder: see docs/ARCHITECTURE.md "The lab". Besides them: ``pids.json``
-(every process started so far, with start times, updated as they start), ``supervisor.lock``
-(held by the live supervisor: two supervisors never run on one folder) and
+Files under the lab folder: see docs/ARCHITECTURE.md "The lab" (``layout.LabLayout``). Besides them:
+``pids.json`` (every process started so far, with start times, updated as they start),
+``supervisor.lock`` (held by the live supervisor: two supervisors never run on one folder) and
 ``logs/supervisor.log`` (the progress lines ``gameday lab up`` shows).
 """
 
@@ -32,7 +31,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,300 +38,94 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+import psycopg
 import yaml
 
 from gamedaylib import gamedays
-from gamedaylib.exceptions import InvalidParameters, LabAlreadyRunning, LabError, ProbeError
+from gamedaylib.exceptions import LabError, ProbeError
 from gamedaylib.lab import processes as proc
 from gamedaylib.lab.knobs import events_ddl, validate_knobs
+from gamedaylib.lab.layout import (
+    EXIT_ALREADY_RUNNING,
+    MAX_PARTITION_SECONDS,
+    LabLayout,
+    replica_names,
+)
 from gamedaylib.lab.processes import ProcessRef
 from gamedaylib.lab.truth import answers_path
 from gamedaylib.probes.metrics import scrape
 
 log = logging.getLogger("gamedaylib.lab.supervisor")
 
-DEFAULT_LAB_DIR = ".gameday/lab"
-DEFAULT_PARTITION_SECONDS = 60.0  # `partition(True)` without a duration: the proxy needs a deadline
-MAX_PARTITION_SECONDS = 3600
-STARTUP_TIMEOUT_SECONDS = 90.0
 STOP_GRACE_SECONDS = 5.0
-EXIT_ALREADY_RUNNING = 3  # the supervisor's exit status when another one holds the lab folder
+NATS_CLUSTER_NAME = "nats"  # the official Helm chart's cluster name for release "nats"
+# one OS thread of Go code per nats-server, as a pod with a 1-CPU limit gets: three servers sharing a
+# 2-core machine spend a fifth less CPU than with a thread per core each (measured at 500 events/s)
+NATS_ENV = {"GOMAXPROCS": "1"}
 
-PORT_NAMES = (
-    "nats",
-    "nats_monitor",
-    "proxy",
-    "proxy_control",
-    "gateway",
-    "reporting",
-    "exporter",
-    "postgres",
-    "prometheus",
-    "alertmanager",
-    "sink",
-)
-# Fields of state.json that `gameday lab status --json` promises (null when not applicable).
-URL_FIELDS = (
-    "gateway_url",
-    "events_dsn",
-    "nats_url",
-    "nats_monitor_url",
-    "prometheus_url",
-    "alertmanager_url",
-    "proxy_control_url",
-    "gateway_metrics_url",
-    "reporting_metrics_url",
-    "exporter_metrics_url",
-    "sink_url",
-    "truth_file",
-)
-# Prometheus job name -> ports key of the process it scrapes at /metrics.
-SCRAPE_JOBS = {
-    "api-gateway": "gateway",
-    "reporting": "reporting",
-    "nats-exporter": "exporter",
-    "partition-proxy": "proxy_control",
-    "prometheus": "prometheus",
-    "alertmanager": "alertmanager",
+# ports of one of a kind; the per-node and per-replica ones are <name>_<i> (service.LabConfig.indexed)
+SINGLE_PORTS = ("gateway", "proxy_control", "postgres", "prometheus", "alertmanager", "sink")
+NODE_PORTS = ("nats", "nats_monitor", "nats_cluster", "proxy", "exporter")
+REPLICA_PORTS = ("gateway_admin", "reporting")
+
+# Prometheus job name -> (ports key of what it scrapes at /metrics, pod name of each target or None).
+# A per-node or per-replica key gives the job one target per node or replica.
+SCRAPE_JOBS: dict[str, tuple[str, str | None]] = {
+    "api-gateway": ("gateway_admin", "api-gateway"),
+    "reporting": ("reporting", "reporting"),
+    "nats-exporter": ("exporter", "nats"),
+    "partition-proxy": ("proxy_control", None),
+    "prometheus": ("prometheus", None),
+    "alertmanager": ("alertmanager", None),
 }
-
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-# --------------------------------------------------------------------------------------------------
-# The API: Lab
-# --------------------------------------------------------------------------------------------------
+def allocate_ports(nodes: int, replicas: int) -> dict[str, int]:
+    """Free ports for a lab of ``nodes`` NATS nodes and ``replicas`` service replicas, by name."""
+    names = list(SINGLE_PORTS)
+    names += [f"{name}_{i}" for name in NODE_PORTS for i in range(nodes)]
+    names += [f"{name}_{i}" for name in REPLICA_PORTS for i in range(replicas)]
+    return dict(zip(names, proc.free_ports(len(names))))
 
 
-class Lab:
-    """One lab folder and the processes it holds. Every method is safe to call from any process."""
-
-    def __init__(self, lab_dir: str | os.PathLike[str] = DEFAULT_LAB_DIR) -> None:
-        self.lab_dir = Path(lab_dir).expanduser().resolve()
-
-    # paths
-    @property
-    def config_path(self) -> Path:
-        return self.lab_dir / "config.json"
-
-    @property
-    def state_path(self) -> Path:
-        return self.lab_dir / "state.json"
-
-    @property
-    def pids_path(self) -> Path:
-        return self.lab_dir / "pids.json"
-
-    @property
-    def supervisor_log(self) -> Path:
-        return self.lab_dir / "logs" / "supervisor.log"
-
-    def _supervisor_ref(self) -> ProcessRef | None:
-        pids = proc.read_json(self.pids_path)
-        if pids and pids.get("supervisor"):
-            return ProcessRef.from_json(pids["supervisor"])
-        try:
-            return ProcessRef("supervisor", int((self.lab_dir / "supervisor.pid").read_text().strip()), None)
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def _supervisor_alive(self) -> bool:
-        ref = self._supervisor_ref()
-        return ref is not None and proc.is_alive(ref)
-
-    def is_up(self) -> bool:
-        """True when the supervisor is alive and has declared the lab ready (``state.json``)."""
-        return self.state_path.exists() and self._supervisor_alive()
-
-    def up(
-        self,
-        knobs: dict[str, Any] | None = None,
-        *,
-        timeout: float = STARTUP_TIMEOUT_SECONDS,
-        progress: Callable[[str], None] | None = None,
-    ) -> dict[str, Any]:
-        """Start the lab in the background and return its status once every process is ready.
-
-        ``knobs`` are validated first (``InvalidParameters``, nothing started). Raises
-        ``LabAlreadyRunning`` when a lab is up (or starting) in this folder, ``LabError`` when it
-        could not start (then everything it started is stopped). ``progress`` receives each
-        progress line of the supervisor (which process is being started or waited for)."""
-        effective = validate_knobs(knobs)
-        if self._supervisor_alive():
-            raise LabAlreadyRunning(self._already_running_message())
-        self._cleanup_leftovers()
-        (self.lab_dir / "logs").mkdir(parents=True, exist_ok=True)
-        log_offset = self.supervisor_log.stat().st_size if self.supervisor_log.exists() else 0
-        with open(self.supervisor_log, "ab") as out:
-            child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gamedaylib.lab.supervisor",
-                    "--lab-dir",
-                    str(self.lab_dir),
-                    "--knobs",
-                    json.dumps(effective),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.lab_dir,
-                start_new_session=True,
-                close_fds=True,
-            )
-        # reap it when it ends, so that it never lingers as a zombie of this process
-        threading.Thread(target=child.wait, name="lab-supervisor-reaper", daemon=True).start()
-        try:
-            return self._wait_ready(child, timeout, log_offset, progress)
-        except LabAlreadyRunning:
-            raise
-        except BaseException:
-            self.down()
-            raise
-
-    def _wait_ready(
-        self,
-        child: subprocess.Popen[bytes],
-        timeout: float,
-        log_offset: int,
-        progress: Callable[[str], None] | None,
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        offset = log_offset
-        while True:
-            offset = self._forward_progress(offset, progress)
-            if child.poll() is not None or not proc.is_alive(child.pid):
-                offset = self._forward_progress(offset, progress)
-                code = child.wait()
-                if code == EXIT_ALREADY_RUNNING:
-                    raise LabAlreadyRunning(self._already_running_message())
-                raise LabError(
-                    f"the lab supervisor exited with status {code} before the lab was ready; "
-                    f"last lines of {self.supervisor_log}:\n{proc.tail(self.supervisor_log)}"
-                )
-            if self.state_path.exists():
-                state = proc.read_json(self.state_path)
-                if state and state.get("supervisor_pid") == child.pid:
-                    self._forward_progress(offset, progress)
-                    return self.status()
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"the lab was not ready after {timeout:g}s; last lines of {self.supervisor_log}:\n"
-                    f"{proc.tail(self.supervisor_log)}"
-                )
-            time.sleep(0.05)
-
-    def _forward_progress(self, offset: int, progress: Callable[[str], None] | None) -> int:
-        try:
-            with open(self.supervisor_log, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return offset
-        complete = data[: data.rfind(b"\n") + 1]
-        if progress is not None:
-            for line in complete.decode("utf-8", "replace").splitlines():
-                if line.strip():
-                    progress(line)
-        return offset + len(complete)
-
-    def _already_running_message(self) -> str:
-        ref = self._supervisor_ref()
-        what = "up" if self.state_path.exists() else "starting"
-        return f"a lab is already {what} in {self.lab_dir} (supervisor pid {ref.pid if ref else '?'})"
-
-    def down(self, *, timeout: float = 30.0) -> None:
-        """Stop the lab and everything it started; no-op when nothing runs. Never leaves a process
-        behind: after the supervisor's own shutdown, whatever is still alive is killed by PID."""
-        sup = self._supervisor_ref()
-        if sup is not None and proc.is_alive(sup):
-            proc.send_signal(sup.pid, signal.SIGTERM)
-            left = proc.wait_gone([sup.pid], timeout)
-            if left:
-                log.warning("lab supervisor %d ignored SIGTERM for %ss: killing it", sup.pid, timeout)
-                proc.send_signal(sup.pid, signal.SIGKILL)
-                proc.wait_gone(left, 5.0)
-        self._cleanup_leftovers()
-
-    def _cleanup_leftovers(self) -> None:
-        """Kill every recorded process of this lab that is still alive, then forget them."""
-        refs: list[ProcessRef] = []
-        sup = self._supervisor_ref()
-        pids = proc.read_json(self.pids_path) or {}
-        for data in (pids.get("children") or {}).values():
-            refs.append(ProcessRef.from_json(data))
-        state = proc.read_json(self.state_path) or {}
-        for name, pid in (state.get("pids") or {}).items():
-            if all(r.pid != pid for r in refs):
-                refs.append(ProcessRef(name, int(pid), None))
-        if sup is not None and proc.is_alive(sup):
-            raise LabError(f"the lab supervisor (pid {sup.pid}) is still running in {self.lab_dir}")
-        proc.terminate(list(reversed(refs)), sig=signal.SIGKILL, grace=5.0)
-        if sup is not None and sup.start_ticks is not None:
-            # anything else of the supervisor's session (a child spawned but not yet recorded, a
-            # PostgreSQL backend): only started after the supervisor, so never an unrelated process
-            for pid in proc.session_members(sup.pid):
-                stat = proc.proc_stat(pid)
-                if stat is not None and stat.start_ticks >= sup.start_ticks:
-                    proc.terminate([ProcessRef("leftover", pid, stat.start_ticks)], sig=signal.SIGKILL)
-        for path in (self.state_path, self.pids_path, self.lab_dir / "supervisor.pid"):
-            path.unlink(missing_ok=True)
-
-    def status(self) -> dict[str, Any]:
-        """The state (config, ports, URLs, pids) plus ``up``, ``partition_active`` and, per process,
-        ``processes: {name: {"pid", "alive"}}``. When no lab is up, the URL fields are null."""
-        state = proc.read_json(self.state_path)
-        up = state is not None and self._supervisor_alive()
-        result: dict[str, Any] = {name: None for name in URL_FIELDS}
-        result.update({"lab_dir": str(self.lab_dir), "up": up, "partition_active": False, "processes": {}})
-        if state is None:
-            config = proc.read_json(self.config_path)
-            if config is not None and self._supervisor_alive():
-                result["starting"] = True
-            return result
-        result.update(state)
-        result["up"] = up
-        refs = {r["name"]: ProcessRef.from_json(r) for r in state.get("process_refs", [])}
-        result["processes"] = {
-            name: {"pid": pid, "alive": proc.is_alive(refs.get(name, ProcessRef(name, pid, None)))}
-            for name, pid in (state.get("pids") or {}).items()
-        }
-        result["partition"] = None
-        if up:
-            try:
-                partition = proc.http_json(state["proxy_control_url"] + "/partition", timeout=2.0)
-                result["partition"] = partition
-                result["partition_active"] = bool(partition.get("active"))
-            except LabError as exc:
-                result["partition_active"] = None
-                result["partition_error"] = str(exc)
-        return result
-
-    def partition(self, active: bool, duration_seconds: float | None = None) -> dict[str, Any]:
-        """Cut (``active=True``, healing by itself after ``duration_seconds``, default
-        ``DEFAULT_PARTITION_SECONDS``) or heal the lab's network to NATS; returns the proxy's status."""
-        state = proc.read_json(self.state_path)
-        if state is None or not self._supervisor_alive():
-            raise LabError(f"no lab is up in {self.lab_dir} (start one with `gameday lab up`)")
-        payload: dict[str, Any] = {"active": bool(active)}
-        if active:
-            duration = DEFAULT_PARTITION_SECONDS if duration_seconds is None else float(duration_seconds)
-            limit = float(state.get("max_partition_seconds", MAX_PARTITION_SECONDS))
-            if not 0 < duration <= limit:
-                raise InvalidParameters(f"must be > 0 and at most {limit:g} seconds", "duration_seconds")
-            payload["duration_seconds"] = duration
-            payload["mode"] = state["knobs"]["lab_partition_mode"]
-        result: dict[str, Any] = proc.http_json(state["proxy_control_url"] + "/partition", payload=payload)
-        return result
+def indexed(ports: dict[str, int], name: str) -> list[int]:
+    """``ports[name_0], ports[name_1], ...`` (the same rule as ``service.LabConfig.indexed``)."""
+    found: list[int] = []
+    while f"{name}_{len(found)}" in ports:
+        found.append(ports[f"{name}_{len(found)}"])
+    return found
 
 
-# --------------------------------------------------------------------------------------------------
-# The supervisor process
-# --------------------------------------------------------------------------------------------------
+def nats_server_config(lab_dir: Path, ports: dict[str, int], node: int) -> str:
+    """nats-server's configuration file for node ``node`` of the lab's cluster (a single server, without
+    a cluster block, when the lab has one node)."""
+    q = json.dumps
+    nodes = len(indexed(ports, "nats"))
+    name, store = f"nats-{node}", lab_dir / "nats" / f"nats-{node}"
+    client, monitor = f"127.0.0.1:{ports[f'nats_{node}']}", f"127.0.0.1:{ports[f'nats_monitor_{node}']}"
+    lines = [
+        f"server_name: {q(name)}",
+        f"listen: {q(client)}",
+        f"http: {q(monitor)}",
+        f"jetstream {{ store_dir: {q(str(store))} }}",
+    ]
+    if nodes > 1:
+        routes = ", ".join(q(f"nats-route://127.0.0.1:{port}") for port in indexed(ports, "nats_cluster"))
+        listen = f"127.0.0.1:{ports[f'nats_cluster_{node}']}"
+        lines += [
+            "cluster {",
+            f"  name: {q(NATS_CLUSTER_NAME)}",
+            f"  listen: {q(listen)}",
+            "  # never tell clients about the other nodes: they would reconnect around the partition proxy",
+            "  no_advertise: true",
+            f"  routes: [{routes}]",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 class _Stop(BaseException):
@@ -358,10 +150,14 @@ class Supervisor:
     urls: dict[str, Any] = field(default_factory=dict)
     self_ref: ProcessRef | None = None
 
+    @property
+    def layout(self) -> LabLayout:
+        return LabLayout(self.lab_dir)
+
     # -- bookkeeping ------------------------------------------------------------------------------
     def _record(self) -> None:
         proc.write_json_atomic(
-            self.lab_dir / "pids.json",
+            self.layout.pids,
             {
                 "supervisor": self.self_ref.to_json() if self.self_ref else None,
                 "children": {c.name: c.ref.to_json() for c in self.children},
@@ -369,7 +165,7 @@ class Supervisor:
         )
 
     def _log_file(self, name: str) -> IO[bytes]:
-        return open(self.lab_dir / "logs" / f"{name}.log", "ab")
+        return open(self.layout.log(name), "ab")
 
     def spawn(
         self,
@@ -379,9 +175,10 @@ class Supervisor:
         stop_signal: int = signal.SIGTERM,
         user: tuple[int, int] | None = None,
         cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> Child:
         log.info("starting %s", name)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         kwargs: dict[str, Any] = {}
         if user is not None:
             kwargs.update(user=user[0], group=user[1], extra_groups=[])
@@ -412,7 +209,7 @@ class Supervisor:
                 return None
             return (
                 f"{child.name} exited with status {code}; last lines of its log:\n"
-                f"{proc.tail(self.lab_dir / 'logs' / f'{child.name}.log')}"
+                f"{proc.tail(self.layout.log(child.name))}"
             )
 
         return check
@@ -430,48 +227,75 @@ class Supervisor:
 
     # -- configuration ----------------------------------------------------------------------------
     def configure(self, prometheus: str | None, alertmanager: str | None) -> dict[str, Any]:
-        ports = dict(zip(PORT_NAMES, proc.free_ports(len(PORT_NAMES))))
-        lab = str(self.lab_dir)
+        nodes, replicas = self.knobs["lab_nats_nodes"], self.knobs["lab_service_replicas"]
+        ports = allocate_ports(nodes, replicas)
         local = "http://127.0.0.1:{}".format
         self.config = {
-            "lab_dir": lab,
+            "lab_dir": str(self.lab_dir),
             "knobs": self.knobs,
             "ports": ports,
             "events_dsn": f"postgresql://gameday@127.0.0.1:{ports['postgres']}/gameday",
             "max_partition_seconds": MAX_PARTITION_SECONDS,
         }
+        nats_urls = [f"nats://127.0.0.1:{p}" for p in indexed(ports, "nats")]
+        monitor_urls = [local(p) for p in indexed(ports, "nats_monitor")]
+        exporter_urls = [local(p) + "/metrics" for p in indexed(ports, "exporter")]
+        gateway_urls = [local(p) + "/metrics" for p in indexed(ports, "gateway_admin")]
+        reporting_urls = [local(p) + "/metrics" for p in indexed(ports, "reporting")]
         self.urls = {
             "gateway_url": local(ports["gateway"]),
             "events_dsn": self.config["events_dsn"],
-            "nats_url": f"nats://127.0.0.1:{ports['nats']}",
-            "nats_monitor_url": local(ports["nats_monitor"]),
+            "nats_url": nats_urls[0],
+            "nats_urls": nats_urls,
+            "nats_monitor_url": monitor_urls[0],
+            "nats_monitor_urls": monitor_urls,
+            "nats_servers": replica_names("nats", nodes),
+            "nats_cluster": NATS_CLUSTER_NAME if nodes > 1 else None,
             "prometheus_url": local(ports["prometheus"]) if prometheus else None,
             "alertmanager_url": local(ports["alertmanager"]) if alertmanager else None,
             "proxy_control_url": local(ports["proxy_control"]),
-            "gateway_metrics_url": local(ports["gateway"]) + "/metrics",
-            "reporting_metrics_url": local(ports["reporting"]) + "/metrics",
-            "exporter_metrics_url": local(ports["exporter"]) + "/metrics",
+            "gateway_metrics_url": gateway_urls[0],
+            "gateway_metrics_urls": gateway_urls,
+            "reporting_metrics_url": reporting_urls[0],
+            "reporting_metrics_urls": reporting_urls,
+            "exporter_metrics_url": exporter_urls[0],
+            "exporter_metrics_urls": exporter_urls,
             "sink_url": local(ports["sink"]),
             "truth_file": str(answers_path(self.lab_dir)),
         }
-        proc.write_json_atomic(self.lab_dir / "config.json", self.config)
+        proc.write_json_atomic(self.layout.config, self.config)
         return self.config
+
+    def write_nats_configs(self) -> list[Path]:
+        """One configuration file per NATS node (``nats/nats-<i>.conf``)."""
+        paths = []
+        for node in range(self.knobs["lab_nats_nodes"]):
+            path = self.lab_dir / "nats" / f"nats-{node}.conf"
+            path.write_text(nats_server_config(self.lab_dir, self.config["ports"], node), encoding="utf-8")
+            paths.append(path)
+        return paths
 
     def write_prometheus_config(self, with_alertmanager: bool) -> Path:
         ports = self.config["ports"]
         rules_dir = self.lab_dir / "prometheus" / "rules"
         rule_files = write_lab_rules(rules_dir)
+        scrape_configs = []
+        for job, (port, pod) in SCRAPE_JOBS.items():
+            if job == "alertmanager" and not with_alertmanager:
+                continue
+            per_target = indexed(ports, port)
+            if per_target:  # one target per node or replica, labelled with its pod name
+                static = [
+                    {"targets": [f"127.0.0.1:{p}"], "labels": {"pod": f"{pod}-{i}"}}
+                    for i, p in enumerate(per_target)
+                ]
+            else:
+                static = [{"targets": [f"127.0.0.1:{ports[port]}"]}]
+            scrape_configs.append({"job_name": job, "static_configs": static})
         config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [
-                {
-                    "job_name": job,
-                    "static_configs": [{"targets": [f"127.0.0.1:{ports[port]}"]}],
-                }
-                for job, port in SCRAPE_JOBS.items()
-                if with_alertmanager or job != "alertmanager"
-            ],
+            "scrape_configs": scrape_configs,
         }
         if with_alertmanager:
             config["alerting"] = {
@@ -583,7 +407,7 @@ class Supervisor:
             if result.returncode != 0:
                 raise LabError(
                     f"initdb exited with status {result.returncode}:\n"
-                    f"{proc.tail(self.lab_dir / 'logs' / 'initdb.log')}"
+                    f"{proc.tail(self.layout.log('initdb'))}"
                 )
             shutil.move(str(staging / "data"), str(data))  # a copy when /tmp is another filesystem
             if user is not None:
@@ -592,8 +416,6 @@ class Supervisor:
             shutil.rmtree(staging, ignore_errors=True)
 
     def prepare_database(self, child: Child) -> None:
-        import psycopg
-
         port = self.config["ports"]["postgres"]
         admin_dsn = f"postgresql://gameday@127.0.0.1:{port}/postgres"
         last_error: list[str] = [""]
@@ -625,6 +447,7 @@ class Supervisor:
         for sub in ("logs", "truth", "sink", "prometheus", "alertmanager"):
             (self.lab_dir / sub).mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.lab_dir / "nats", ignore_errors=True)  # a fresh JetStream store per lab
+        (self.lab_dir / "nats").mkdir()
         for stale in (self.lab_dir / "prometheus" / "data", self.lab_dir / "alertmanager" / "data"):
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -637,29 +460,25 @@ class Supervisor:
             alertmanager_bin = None  # nothing would send it alerts
         self.configure(prometheus_bin, alertmanager_bin)
         ports = self.config["ports"]
-        config_path = str(self.lab_dir / "config.json")
+        replicas = self.knobs["lab_service_replicas"]
+        config_path = str(self.layout.config)
 
-        def service(name: str) -> Child:
-            return self.spawn(
-                name, [sys.executable, "-m", f"gamedaylib.lab.{name}", "--lab-config", config_path]
-            )
+        def service(name: str, replica: int | None = None) -> Child:
+            argv = [sys.executable, "-m", f"gamedaylib.lab.{name}", "--lab-config", config_path]
+            if replica is None:
+                return self.spawn(name, argv)
+            return self.spawn(f"{name}-{replica}", [*argv, "--replica", str(replica)])
 
-        # 1. everything that needs nothing else, in parallel
-        nats = self.spawn(
-            "nats",
-            [
-                nats_bin,
-                "-a", "127.0.0.1",
-                "-p", str(ports["nats"]),
-                "-m", str(ports["nats_monitor"]),
-                "-n", "gameday-lab",
-                "-js",
-                "-sd", str(self.lab_dir / "nats"),
-            ],
-        )  # fmt: skip
+        # 1. everything that needs nothing else, in parallel; the proxy first (the services connect
+        #    through it), the NATS cluster's nodes together (they route to each other)
+        proxy = service("proxy")
+        nats = [
+            self.spawn(f"nats-{node}", [nats_bin, "-c", str(path)], env=NATS_ENV)
+            for node, path in enumerate(self.write_nats_configs())
+        ]
+        postgres = self.start_postgres()
         sink = service("sink")
         exporter = service("exporter")
-        proxy = service("proxy")
         prometheus = alertmanager = None
         if alertmanager_bin:
             am_config = self.write_alertmanager_config()
@@ -689,32 +508,37 @@ class Supervisor:
             )
         else:
             log.info("prometheus not on PATH: the lab runs without Prometheus and Alertmanager")
-        postgres = self.start_postgres()
+        # the services ride out a NATS cluster still forming (they retry), so they start at once
+        gateways = [service("gateway", i) for i in range(replicas)]
+        reportings = [service("reporting", i) for i in range(replicas)]
 
-        # 2. the services need NATS (through the proxy) and the events table
-        self._wait_http(nats, self.urls["nats_monitor_url"] + "/healthz")
+        # 2. the users need the events table and every gateway answering
+        for node, child in enumerate(nats):
+            self._wait_http(child, self.urls["nats_monitor_urls"][node] + "/healthz")
         self.prepare_database(postgres)
-        gateway = service("gateway")
-        reporting = service("reporting")
         self._wait_http(proxy, self.urls["proxy_control_url"] + "/healthz")
-        self._wait_http(gateway, self.urls["gateway_url"] + "/healthz")
+        for i, child in enumerate(gateways):
+            self._wait_http(child, f"http://127.0.0.1:{ports[f'gateway_admin_{i}']}/healthz")
         users = service("users")
-        self._wait_http(reporting, f"http://127.0.0.1:{ports['reporting']}/healthz")
+        for i, child in enumerate(reportings):
+            self._wait_http(child, f"http://127.0.0.1:{ports[f'reporting_{i}']}/healthz")
         self._wait_http(sink, self.urls["sink_url"] + "/healthz")
-        self._wait_http(exporter, f"http://127.0.0.1:{ports['exporter']}/healthz")
+        self._wait_http(exporter, f"http://127.0.0.1:{ports['exporter_0']}/healthz")
         if alertmanager is not None:
             self._wait_http(alertmanager, self.urls["alertmanager_url"] + "/-/ready")
         if prometheus is not None:
             self._wait_http(prometheus, self.urls["prometheus_url"] + "/-/ready")
 
-        # 3. ready means events flow: the gateway has published at least one event
-        log.info("waiting for the first event published by the gateway")
+        # 3. ready means events flow: every service replica is connected to NATS, and the events
+        #    the users post are published and stored
+        log.info("waiting for every service replica to connect to NATS and the first event stored")
+        services = [*gateways, *reportings]
         proc.wait_for(
-            lambda: _published(self.urls["gateway_metrics_url"]) >= 1,
+            lambda: self._events_flow(),
             timeout=30.0,
-            what="the gateway's first published event",
+            what="every replica connected to NATS and the first event stored",
             interval=0.1,
-            abort=lambda: self._died(users)() or self._died(gateway)(),
+            abort=lambda: next((r for r in (self._died(c)() for c in [users, *services]) if r), None),
         )
         state = {
             **self.config,
@@ -724,10 +548,26 @@ class Supervisor:
             "startup_seconds": round(time.monotonic() - started, 3),
             "pids": {c.name: c.ref.pid for c in self.children},
             "process_refs": [c.ref.to_json() for c in self.children],
+            "log_files": {c.name: str(self.layout.log(c.name)) for c in self.children},
         }
-        proc.write_json_atomic(self.lab_dir / "state.json", state)
+        proc.write_json_atomic(self.layout.state, state)
         log.info("lab ready in %.1fs", state["startup_seconds"])
         return state
+
+    def _events_flow(self) -> bool:
+        """Every gateway and reporting replica reports ``nats_connected 1``, and the replicas together
+        have published and stored at least one event."""
+        published = stored = 0.0
+        for url in self.urls["gateway_metrics_urls"] + self.urls["reporting_metrics_urls"]:
+            try:
+                metrics = scrape(url, timeout=1.0)
+            except ProbeError:
+                return False
+            if metrics.value("nats_connected") != 1:
+                return False
+            published += metrics.sum("events_published_total") or 0.0
+            stored += metrics.sum("events_stored_total") or 0.0
+        return published >= 1 and stored >= 1
 
     def idle(self) -> None:
         """Stay up until signalled; report (never restart) a child that dies."""
@@ -741,27 +581,26 @@ class Supervisor:
                     )
 
     def stop(self) -> None:
-        """Stop the children in reverse order of start, then anything else left in the session."""
-        for child in reversed(self.children):
-            if child.popen.poll() is None:
-                log.info("stopping %s", child.name)
-                killed = proc.terminate([child.ref], sig=child.stop_signal, grace=STOP_GRACE_SECONDS)
-                if killed:
-                    log.warning("killed %s after %ss", ", ".join(killed), STOP_GRACE_SECONDS)
-            child.popen.poll()  # reap
+        """Stop the users first (no post is left half-answered in the truth file), then every other
+        child at once, then anything else left in the session."""
+        alive = [c for c in self.children if c.popen.poll() is None]
+        first = [c for c in alive if c.name == "users"]
+        for batch in (first, [c for c in alive if c.name != "users"]):
+            if not batch:
+                continue
+            log.info("stopping %s", ", ".join(c.name for c in batch))
+            killed = proc.terminate(
+                [c.ref for c in batch], grace=STOP_GRACE_SECONDS, signals={c.name: c.stop_signal for c in batch}
+            )
+            if killed:
+                log.warning("killed %s after %ss", ", ".join(killed), STOP_GRACE_SECONDS)
+            for c in batch:
+                c.popen.poll()  # reap
         leftovers = proc.kill_session(os.getsid(0), exclude=[os.getpid()])
         if leftovers:
             log.warning("killed leftover processes %s", leftovers)
         for c in self.children:
             c.popen.poll()
-
-
-def _published(gateway_metrics_url: str) -> float:
-    """The gateway's ``events_published_total`` (0 while it does not answer)."""
-    try:
-        return scrape(gateway_metrics_url, timeout=1.0).sum("events_published_total") or 0.0
-    except ProbeError:
-        return 0.0
 
 
 def write_lab_rules(dest: Path, monitoring_dirs: list[Path] | None = None) -> list[Path]:
@@ -815,17 +654,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     lab_dir = Path(args.lab_dir).resolve()
     lab_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(lab_dir / "supervisor.lock", "w")  # noqa: SIM115 (held for the process lifetime)
+    layout = LabLayout(lab_dir)
+    lock = open(layout.supervisor_lock, "w")  # noqa: SIM115 (held for the process lifetime)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        log.error("another lab supervisor holds %s", lab_dir / "supervisor.lock")
+        log.error("another lab supervisor holds %s", layout.supervisor_lock)
         return EXIT_ALREADY_RUNNING
 
     sup = Supervisor(lab_dir, validate_knobs(json.loads(args.knobs)))
     sup.self_ref = ProcessRef.of("supervisor", os.getpid())
-    (lab_dir / "state.json").unlink(missing_ok=True)
-    (lab_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    layout.state.unlink(missing_ok=True)
+    layout.supervisor_pid.write_text(f"{os.getpid()}\n")
     sup._record()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
@@ -846,8 +686,8 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         sup.stop()
-        for name in ("state.json", "pids.json", "supervisor.pid"):
-            (lab_dir / name).unlink(missing_ok=True)
+        for path in (layout.state, layout.pids, layout.supervisor_pid):
+            path.unlink(missing_ok=True)
         log.info("lab stopped")
     return status
 

@@ -54,7 +54,7 @@ class LabTarget:
 
     def __init__(self, lab_dir: str | Path, knobs: Mapping[str, Any] | None = None, *, start: bool = True,
                  nats_monitor_url: str | None = None) -> None:
-        from gamedaylib.lab.supervisor import Lab
+        from gamedaylib.lab.client import Lab
 
         self.lab_dir = Path(lab_dir).resolve()
         self.nats_monitor_url = nats_monitor_url or None  # explicit parameter: wins over the lab's own

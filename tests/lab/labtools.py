@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.client import Lab
 from gamedaylib.lab.truth import read_answers
 
 

@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gamedaylib.lab.processes import find_binary
 from gamedaylib.gamedays import monitoring_dirs
-from gamedaylib.lab.supervisor import Lab, write_lab_rules
+from gamedaylib.lab.client import Lab
+from gamedaylib.lab.processes import find_binary
+from gamedaylib.lab.supervisor import write_lab_rules
 
 pytestmark = pytest.mark.timeout(240)
 

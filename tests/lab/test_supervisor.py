@@ -23,8 +23,9 @@ import pytest
 
 from gamedaylib.exceptions import LabAlreadyRunning
 from gamedaylib.lab import processes as proc
+from gamedaylib.lab.client import Lab
 from gamedaylib.lab.processes import find_binary
-from gamedaylib.lab.supervisor import SCRAPE_JOBS, Lab
+from gamedaylib.lab.supervisor import SCRAPE_JOBS
 
 pytestmark = pytest.mark.timeout(240)
 
