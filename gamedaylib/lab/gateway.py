@@ -49,6 +49,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gamedaylib.lab.service import (
     NATS_ERRORS,
+    SETUP_RETRY_MAX_SECONDS,
+    SETUP_TIMEOUT_SECONDS,
     LabConfig,
     connect_nats,
     ensure_stream,
@@ -288,16 +290,17 @@ class Gateway:
         ]
 
     async def _ensure_stream(self, stop: asyncio.Event) -> None:
-        assert self.js is not None
+        assert self.nc is not None
+        js = self.nc.jetstream(timeout=SETUP_TIMEOUT_SECONDS)
         delay = 0.2
         while not stop.is_set():
             try:
-                await ensure_stream(self.js, self.config)
+                await ensure_stream(js, self.config)
                 return
             except NATS_ERRORS as exc:
                 log.warning("cannot ensure stream yet (%r); retrying", exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, SETUP_RETRY_MAX_SECONDS)
 
     async def publisher(self, stop: asyncio.Event) -> None:
         self.nc = await connect_nats(

@@ -1,5 +1,12 @@
 """Process plumbing for the lab: free ports, finding binaries, spawning, PID bookkeeping, killing.
 
+Binaries: ``find_binary`` looks in the venv, then on PATH. The environment variable
+``GAMEDAY_LAB_WITHOUT`` (comma-separated part names, e.g. ``alertmanager`` or
+``prometheus,alertmanager``) makes it answer "not found" for those parts although they are installed,
+so that a test, or a user, can run the lab as it runs on a machine without them (the part's name is
+the first name ``find_binary`` is asked for: ``prometheus``, ``alertmanager``, ``promtool``,
+``nats-server``). ``hidden_parts()`` reads it.
+
 A PID alone is not an identity (PIDs are reused), so the lab records every process as a
 ``ProcessRef``: its PID plus its start time in clock ticks since boot (``/proc/<pid>/stat`` field
 22). A process is only signalled when both still match. Every lab process lives in the supervisor's
@@ -181,8 +188,20 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+WITHOUT_ENV = "GAMEDAY_LAB_WITHOUT"
+
+
+def hidden_parts() -> frozenset[str]:
+    """The part names listed in ``GAMEDAY_LAB_WITHOUT`` (lower-cased; empty when unset)."""
+    raw = os.environ.get(WITHOUT_ENV, "")
+    return frozenset(name.strip().lower() for name in raw.split(",") if name.strip())
+
+
 def find_binary(*names: str) -> str | None:
-    """The first of ``names`` found in the venv's bin dir (next to ``sys.executable``), then on PATH."""
+    """The first of ``names`` found in the venv's bin dir (next to ``sys.executable``), then on PATH;
+    None when not found, or when the part (``names[0]``) is listed in ``GAMEDAY_LAB_WITHOUT``."""
+    if names and names[0].lower() in hidden_parts():
+        return None
     venv_bin = str(Path(sys.executable).parent)
     for name in names:
         found = shutil.which(name, path=venv_bin) or shutil.which(name)

@@ -32,6 +32,8 @@ from gamedaylib.lab.knobs import jetstream_replicas
 from gamedaylib.lab.service import (
     CONSUMER_NAME,
     NATS_ERRORS,
+    SETUP_RETRY_MAX_SECONDS,
+    SETUP_TIMEOUT_SECONDS,
     STREAM_NAME,
     LabConfig,
     connect_nats,
@@ -250,7 +252,7 @@ class Reporting:
         nc = await connect_nats(
             self.config, replica_name("reporting", self.config.replica), on_state=self._on_nats_state, stop=stop
         )
-        js = nc.jetstream(timeout=5)
+        js = nc.jetstream(timeout=SETUP_TIMEOUT_SECONDS)
         delay = 0.2
         while not stop.is_set():
             try:
@@ -264,7 +266,7 @@ class Reporting:
                 log.warning("cannot bind consumer yet (%r); retrying", exc)
                 self.m_retries.inc()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, SETUP_RETRY_MAX_SECONDS)
         else:
             await nc.close()
             return

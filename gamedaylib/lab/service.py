@@ -40,6 +40,10 @@ from gamedaylib.playbook import CONSUMER_NAME, STREAM_NAME
 
 STREAM_SUBJECTS = ["events.>"]
 DUPLICATE_WINDOW_MARGIN_SECONDS = 3600.0  # beyond the longest partition the lab allows
+# setting up (stream, consumer) while a new cluster elects its leaders: ask often, give up on an
+# answer soon (a JetStream request without a meta leader is not answered at all)
+SETUP_TIMEOUT_SECONDS = 1.0
+SETUP_RETRY_MAX_SECONDS = 1.0
 # what a NATS or JetStream operation raises while the link is cut, reset or slow: retried, never fatal
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
@@ -48,6 +52,8 @@ log = logging.getLogger("gamedaylib.lab")
 __all__ = [
     "CONSUMER_NAME",
     "NATS_ERRORS",
+    "SETUP_RETRY_MAX_SECONDS",
+    "SETUP_TIMEOUT_SECONDS",
     "STREAM_NAME",
     "LabConfig",
     "connect_nats",
@@ -167,7 +173,7 @@ async def connect_nats(
                 raise LabError(f"{name}: stopped before NATS answered") from exc
             log.warning("nats connect to %s failed (%r); retrying", ", ".join(config.nats_urls), exc)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, SETUP_RETRY_MAX_SECONDS)
             continue
         if on_state:
             on_state(True)
@@ -263,6 +269,7 @@ def main_for(name: str, serve: Serve, argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         level=logging.INFO,
         format=f"%(asctime)s {who} %(levelname)s %(message)s",
+        force=True,  # a service forked from the supervisor inherits its logging set-up
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     disable_created_metrics()  # no *_created series: the lab's scrape stays small and readable

@@ -22,6 +22,7 @@ Files under the lab folder: see docs/ARCHITECTURE.md "The lab" (``layout.LabLayo
 from __future__ import annotations
 
 import argparse
+import ctypes
 import fcntl
 import json
 import logging
@@ -32,18 +33,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import psycopg
 import yaml
 
 from gamedaylib import gamedays
 from gamedaylib.exceptions import LabError, ProbeError
+from gamedaylib.lab import exporter as exporter_service
+from gamedaylib.lab import gateway as gateway_service
 from gamedaylib.lab import processes as proc
+from gamedaylib.lab import proxy as proxy_service
+from gamedaylib.lab import reporting as reporting_service
+from gamedaylib.lab import sink as sink_service
+from gamedaylib.lab import users as users_service
 from gamedaylib.lab.knobs import events_ddl, validate_knobs
 from gamedaylib.lab.layout import (
     EXIT_ALREADY_RUNNING,
@@ -58,10 +66,22 @@ from gamedaylib.probes.metrics import scrape
 log = logging.getLogger("gamedaylib.lab.supervisor")
 
 STOP_GRACE_SECONDS = 5.0
+PR_SET_NAME = 15  # prctl(2)
+# the lab's Python services, forked from the supervisor (Supervisor.fork): name -> entry point
+SERVICES: dict[str, Callable[[list[str]], int]] = {
+    "proxy": proxy_service.main,
+    "sink": sink_service.main,
+    "exporter": exporter_service.main,
+    "gateway": gateway_service.main,
+    "reporting": reporting_service.main,
+    "users": users_service.main,
+}
 NATS_CLUSTER_NAME = "nats"  # the official Helm chart's cluster name for release "nats"
 # one OS thread of Go code per nats-server, as a pod with a 1-CPU limit gets: three servers sharing a
 # 2-core machine spend a fifth less CPU than with a thread per core each (measured at 500 events/s)
 NATS_ENV = {"GOMAXPROCS": "1"}
+META_LEADER_SECONDS = 2.0  # a new cluster elects its meta leader well within this, or not for 4-9 s
+NATS_START_ATTEMPTS = 3
 
 # ports of one of a kind; the per-node and per-replica ones are <name>_<i> (service.LabConfig.indexed)
 SINGLE_PORTS = ("gateway", "proxy_control", "postgres", "prometheus", "alertmanager", "sink")
@@ -132,10 +152,49 @@ class _Stop(BaseException):
     """Raised in the supervisor's main thread by SIGTERM/SIGINT/SIGHUP."""
 
 
+class ChildProcess(Protocol):
+    """What the supervisor asks of a child process: ``subprocess.Popen`` or a ``ForkedProcess``."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class ForkedProcess:
+    """A lab service forked from the supervisor (``Supervisor.fork``): reaped with ``waitpid``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: gone, status unknown
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+
 @dataclass
 class Child:
     name: str
-    popen: subprocess.Popen[bytes]
+    popen: ChildProcess
     ref: ProcessRef
     stop_signal: int = signal.SIGTERM
     reported_dead: bool = False
@@ -202,6 +261,25 @@ class Supervisor:
         self._record()
         return child
 
+    def fork(self, name: str, main: Callable[[list[str]], int], argv: list[str]) -> Child:
+        """Start a lab service as a fork of the supervisor, which has imported every service module
+        once (aiohttp, nats-py, psycopg, prometheus_client): a fresh interpreter per service would
+        spend most of ``lab up`` importing them again, eight times over. The child gets its own
+        process group, log file and default signal handlers, keeps no inherited descriptor, names
+        itself ``name`` (``ps -o comm``) and runs ``main(argv)``, the service's own entry point."""
+        log.info("starting %s", name)
+        out = os.open(self.layout.log(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child; its behaviour is tested through the lab)
+            _run_forked(name, main, argv, out)
+        os.close(out)
+        child = Child(name, ForkedProcess(pid), ProcessRef.of(name, pid))
+        self.children.append(child)
+        self._record()
+        return child
+
     def _died(self, child: Child) -> Callable[[], str | None]:
         def check() -> str | None:
             code = child.popen.poll()
@@ -214,13 +292,13 @@ class Supervisor:
 
         return check
 
+    def _any_died(self, children: list[Child]) -> Callable[[], str | None]:
+        checks = [self._died(c) for c in children]
+        return lambda: next((reason for reason in (check() for check in checks) if reason), None)
+
     def _wait_http(self, child: Child, url: str, timeout: float = 30.0) -> None:
         def ok() -> bool:
-            try:
-                status, _ = proc.http_get(url, timeout=1.0)
-            except LabError:
-                return False
-            return 200 <= status < 300
+            return _answers(url)
 
         log.info("waiting for %s (%s)", child.name, url)
         proc.wait_for(ok, timeout=timeout, what=f"{child.name} at {url}", abort=self._died(child))
@@ -262,6 +340,7 @@ class Supervisor:
             "exporter_metrics_urls": exporter_urls,
             "sink_url": local(ports["sink"]),
             "truth_file": str(answers_path(self.lab_dir)),
+            "hidden_parts": sorted(proc.hidden_parts()),
         }
         proc.write_json_atomic(self.layout.config, self.config)
         return self.config
@@ -464,18 +543,15 @@ class Supervisor:
         config_path = str(self.layout.config)
 
         def service(name: str, replica: int | None = None) -> Child:
-            argv = [sys.executable, "-m", f"gamedaylib.lab.{name}", "--lab-config", config_path]
+            argv = ["--lab-config", config_path]
             if replica is None:
-                return self.spawn(name, argv)
-            return self.spawn(f"{name}-{replica}", [*argv, "--replica", str(replica)])
+                return self.fork(name, SERVICES[name], argv)
+            return self.fork(f"{name}-{replica}", SERVICES[name], [*argv, "--replica", str(replica)])
 
-        # 1. everything that needs nothing else, in parallel; the proxy first (the services connect
-        #    through it), the NATS cluster's nodes together (they route to each other)
+        # 1. everything that needs nothing else, in parallel: the NATS cluster's nodes first and together
+        #    (see wait_nats), then the proxy (the services connect through it)
+        nats = self.start_nats(nats_bin)
         proxy = service("proxy")
-        nats = [
-            self.spawn(f"nats-{node}", [nats_bin, "-c", str(path)], env=NATS_ENV)
-            for node, path in enumerate(self.write_nats_configs())
-        ]
         postgres = self.start_postgres()
         sink = service("sink")
         exporter = service("exporter")
@@ -508,13 +584,14 @@ class Supervisor:
             )
         else:
             log.info("prometheus not on PATH: the lab runs without Prometheus and Alertmanager")
+        if proc.hidden_parts():
+            log.info("hidden by %s: %s", proc.WITHOUT_ENV, ", ".join(sorted(proc.hidden_parts())))
         # the services ride out a NATS cluster still forming (they retry), so they start at once
         gateways = [service("gateway", i) for i in range(replicas)]
         reportings = [service("reporting", i) for i in range(replicas)]
 
         # 2. the users need the events table and every gateway answering
-        for node, child in enumerate(nats):
-            self._wait_http(child, self.urls["nats_monitor_urls"][node] + "/healthz")
+        self.wait_nats(nats, nats_bin)
         self.prepare_database(postgres)
         self._wait_http(proxy, self.urls["proxy_control_url"] + "/healthz")
         for i, child in enumerate(gateways):
@@ -538,7 +615,7 @@ class Supervisor:
             timeout=30.0,
             what="every replica connected to NATS and the first event stored",
             interval=0.1,
-            abort=lambda: next((r for r in (self._died(c)() for c in [users, *services]) if r), None),
+            abort=self._any_died([users, *services]),
         )
         state = {
             **self.config,
@@ -553,6 +630,53 @@ class Supervisor:
         proc.write_json_atomic(self.layout.state, state)
         log.info("lab ready in %.1fs", state["startup_seconds"])
         return state
+
+    def start_nats(self, nats_bin: str) -> list[Child]:
+        """Spawn every NATS node at once (nothing else started yet competes for the CPU)."""
+        return [
+            self.spawn(f"nats-{node}", [nats_bin, "-c", str(path)], env=NATS_ENV)
+            for node, path in enumerate(self.write_nats_configs())
+        ]
+
+    def wait_nats(self, nats: list[Child], nats_bin: str) -> list[Child]:
+        """Wait until every node is healthy: JetStream up and, in a cluster, a meta leader elected.
+
+        A new cluster's first election needs every node's vote (their logs are all empty). When a node
+        campaigns before the routes to every other node carry its vote request (a slow start on a
+        busy machine), the vote fails and the next one comes only after raft's election timeout, 4 to
+        9 seconds later. Rather than wait for it, the supervisor starts the cluster again from an
+        empty store: a node that is not healthy ``META_LEADER_SECONDS`` after the start means a
+        restart, up to ``NATS_START_ATTEMPTS`` starts in all (the last one waits as long as it takes,
+        up to the usual timeout). Returns the nodes that are up (new ones after a restart)."""
+        urls = [url + "/healthz" for url in self.urls["nats_monitor_urls"]]
+        for attempt in range(1, NATS_START_ATTEMPTS + 1):
+            last = attempt == NATS_START_ATTEMPTS or len(nats) == 1
+            log.info("waiting for %s (%s)", ", ".join(c.name for c in nats), ", ".join(urls))
+            try:
+                proc.wait_for(
+                    lambda: all(_answers(url) for url in urls),
+                    timeout=30.0 if last else META_LEADER_SECONDS,
+                    what="every NATS node healthy",
+                    abort=self._any_died(nats),
+                )
+                return nats
+            except LabError as exc:
+                if last or any(self._died(c)() for c in nats):
+                    raise
+                log.warning("%s (no JetStream meta leader): starting the NATS cluster again", exc)
+            killed = {c.name for c in nats}
+            proc.terminate([c.ref for c in nats], sig=signal.SIGKILL, grace=2.0)
+            for child in nats:
+                child.popen.wait()
+            self.children = [c for c in self.children if c.name not in killed]
+            for node in range(len(nats)):
+                shutil.rmtree(self.lab_dir / "nats" / f"nats-{node}", ignore_errors=True)
+            nats = self.start_nats(nats_bin)
+            for child in nats:  # the children list keeps the start order: nats first
+                self.children.remove(child)
+            self.children[:0] = nats
+            self._record()
+        return nats
 
     def _events_flow(self) -> bool:
         """Every gateway and reporting replica reports ``nats_connected 1``, and the replicas together
@@ -601,6 +725,45 @@ class Supervisor:
             log.warning("killed leftover processes %s", leftovers)
         for c in self.children:
             c.popen.poll()
+
+
+def _run_forked(name: str, main: Callable[[list[str]], int], argv: list[str], out: int) -> None:
+    """The forked child's life: never returns into the supervisor's code."""
+    code = 1
+    try:
+        os.setpgid(0, 0)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the supervisor's lock among them
+        _set_process_name(name)
+        code = main(argv)
+    except BaseException:  # noqa: BLE001 (whatever happens, the child must not go on as the supervisor)
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _set_process_name(name: str) -> None:
+    """Name this process ``name`` for ``ps -o comm`` and ``/proc/<pid>/comm`` (Linux, best effort)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _answers(url: str) -> bool:
+    """True when ``url`` answers 2xx right now."""
+    try:
+        status, _ = proc.http_get(url, timeout=1.0)
+    except LabError:
+        return False
+    return 200 <= status < 300
 
 
 def write_lab_rules(dest: Path, monitoring_dirs: list[Path] | None = None) -> list[Path]:
