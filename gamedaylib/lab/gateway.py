@@ -17,8 +17,7 @@ has its own buffer: what a replica holds dies with it.
   cut off.
 - ``GET /healthz``, ``GET /metrics`` (ARCHITECTURE.md "Service metrics").
 
-One publisher task drains the buffer to subject ``events.<type>`` in pipelined batches (an event that
-finds the publisher idle waits ``PUBLISH_LINGER_SECONDS`` for others to join it), with header
+One publisher task drains the buffer to subject ``events.<type>`` in pipelined batches, with header
 ``Nats-Msg-Id: <idempotency_key>`` (not with ``lab_idempotency=false``), and removes an event only
 after its PubAck. A failed publish is retried (same Msg-Id: a timed-out publish may still be stored
 later, the stream's duplicate window absorbs the repeat) with exponential backoff and full jitter; a
@@ -69,7 +68,6 @@ TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")  # one or more
 MAX_TYPE_LENGTH = 128
 
 BATCH_SIZE = 2000  # publishes in flight at once
-PUBLISH_LINGER_SECONDS = 0.02  # an event waits at most this long for others to share its publish round
 PUBLISH_TIMEOUT_SECONDS = 1.0
 BACKOFF_BASE_SECONDS = 0.1
 BACKOFF_CAP_SECONDS = 3.0
@@ -314,9 +312,6 @@ class Gateway:
                 self.wakeup.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wakeup.wait(), timeout=1.0)
-                    # the first event after a quiet spell: let a few more join it, one write and one
-                    # round of PubAcks for all of them rather than one per event
-                    await asyncio.sleep(PUBLISH_LINGER_SECONDS)
                 continue
             wait = self.breaker.remaining_cooldown()
             if wait > 0:

@@ -50,9 +50,9 @@ def test_ten_second_partition_loses_nothing_and_doubles_nothing(healthy: Running
     reader.start()
     breaker_states, buffer_sizes, connected = set(), [], set()
     while time.monotonic() - cut_at < 9.5:
-        breaker_states.add(healthy.gateway("circuit_breaker_state"))
+        breaker_states.update(healthy.gateways("circuit_breaker_state"))
         buffer_sizes.append(healthy.gateway("event_buffer_size"))
-        connected.add(healthy.gateway("nats_connected"))
+        connected.update(healthy.gateways("nats_connected"))
         time.sleep(0.5)
     reader.join(10)
     assert len(sse) == 3, "the SSE stream must keep answering during the cut"
@@ -63,9 +63,8 @@ def test_ten_second_partition_loses_nothing_and_doubles_nothing(healthy: Running
     assert healthy.gateway("nats_retry_total") > retries_before
 
     healthy.wait_partition_over(10)  # healed by its own deadline
-    healthy.wait_drained(timeout=60)
-    assert healthy.gateway("circuit_breaker_state") == 0
-    assert healthy.gateway("event_buffer_size") == 0
+    healthy.wait_drained(timeout=60)  # every gateway's buffer back to empty, the backlog stored
+    assert set(healthy.gateways("circuit_breaker_state")) == {0}
 
     stored = healthy.stored()
     answers = healthy.answers(older_than=2)
@@ -100,7 +99,7 @@ def test_reset_mode_resets_the_services_connections(healthy: RunningLab) -> None
     # a reset is noticed at once, not after missed pings
     wait_for(lambda: healthy.log("gateway").count("nats disconnected") > before, 4,
              "the gateway to see its connection reset")
-    assert healthy.gateway("nats_connected") == 0
+    assert set(healthy.gateways("nats_connected")) == {0}
     healthy.wait_partition_over(10)
     healthy.wait_drained(timeout=60)
     stored = healthy.stored()
