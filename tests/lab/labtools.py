@@ -54,10 +54,11 @@ def optional_parts(combination: str) -> Iterator[None]:
     """Run the block with exactly this combination of optional parts for labs started in it (skip the
     test when the machine lacks a part the combination needs)."""
     needed = {"neither": (), "prometheus": ("prometheus",), "both": ("prometheus", "alertmanager")}[combination]
-    missing = [part for part in needed if find_binary(part, f"prometheus-{part}") is None]
-    if missing:
-        pytest.skip(f"{', '.join(missing)} not installed: combination {combination!r} cannot run here")
     with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(WITHOUT_ENV, raising=False)  # what is really installed
+        missing = [part for part in needed if find_binary(part, f"prometheus-{part}") is None]
+        if missing:
+            pytest.skip(f"{', '.join(missing)} not installed: combination {combination!r} cannot run here")
         patch.setenv(WITHOUT_ENV, ",".join(COMBINATIONS[combination]))
         yield
 
