@@ -19,7 +19,6 @@ Targets: nothing lost, nothing duplicated, the rate held. ``--json FILE`` writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal

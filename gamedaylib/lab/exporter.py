@@ -222,7 +222,7 @@ async def _metrics(request: web.Request) -> web.Response:
     if varz is None:
         jsz = None  # the real exporter skips a server whose /varz does not answer
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(jsz_metrics(jsz, varz)))  # type: ignore[arg-type]
+    registry.register(_Families(jsz_metrics(jsz, varz)))
     return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
 
 

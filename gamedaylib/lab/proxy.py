@@ -43,7 +43,7 @@ log = logging.getLogger("gamedaylib.lab.proxy")
 
 
 
-def _reset(transport: asyncio.BaseTransport) -> None:
+def _reset(transport: asyncio.Transport) -> None:
     """Close with a TCP RST rather than a FIN."""
     sock = transport.get_extra_info("socket")
     if sock is not None:

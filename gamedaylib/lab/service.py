@@ -36,7 +36,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_cr
 
 from gamedaylib.exceptions import LabError
 from gamedaylib.lab.knobs import jetstream_replicas, validate_knobs
-from gamedaylib.playbook import CONSUMER_NAME, STREAM_NAME
 
 STREAM_SUBJECTS = ["events.>"]
 DUPLICATE_WINDOW_MARGIN_SECONDS = 3600.0  # beyond the longest partition the lab allows
@@ -48,6 +47,9 @@ SETUP_RETRY_MAX_SECONDS = 1.0
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
 log = logging.getLogger("gamedaylib.lab")
+
+STREAM_NAME = "EVENTS"  # the stream every gateway publishes to
+CONSUMER_NAME = "reporting"  # the durable pull consumer the reporting replicas share
 
 __all__ = [
     "CONSUMER_NAME",
@@ -92,7 +94,7 @@ class LabConfig:
 
     def indexed(self, name: str) -> list[int]:
         """The ports ``<name>_0``, ``<name>_1``, ... (one per node or replica), in order."""
-        found = []
+        found: list[int] = []
         while f"{name}_{len(found)}" in self.ports:
             found.append(int(self.ports[f"{name}_{len(found)}"]))
         return found

@@ -33,10 +33,10 @@ from typing import IO
 from gamedaylib.lab.gateway import REPLICA_HEADER
 from gamedaylib.lab.service import LabConfig, main_for
 from gamedaylib.lab.truth import answers_path
-from gamedaylib.playbook import CRITICAL_EVENT_TYPES
 
 log = logging.getLogger("gamedaylib.lab.users")
 
+CRITICAL_EVENT_TYPES = ("buddy.match", "kintell.session", "report.generated")  # the playbook's critical events
 OTHER_EVENT_TYPES = ("user.login", "page.view", "profile.updated")
 EVENT_TYPES = CRITICAL_EVENT_TYPES + OTHER_EVENT_TYPES
 CLIENT_TIMEOUT_SECONDS = 2.0

@@ -109,7 +109,7 @@ def test_each_node_exporter_reports_that_node_view_under_the_real_exporter_label
 async def _connect_info(url: str) -> tuple[Any, list[str]]:
     nc = await nats.connect(url, allow_reconnect=False, connect_timeout=5)
     try:
-        return nc._server_info.get("connect_urls"), [s.uri.netloc for s in nc._server_pool]  # noqa: SLF001
+        return nc._server_info.get("connect_urls"), [s.uri.netloc for s in nc._server_pool]
     finally:
         await nc.close()
 
@@ -190,7 +190,7 @@ def test_killing_a_gateway_replica_during_a_partition_loses_exactly_what_it_held
              "gateway-0 to reconnect")
     wait_for(lambda: metric(lab.state["gateway_metrics_urls"][0], "event_buffer_size") == 0, 60,
              "gateway-0 to drain its buffer")
-    accepted, missing = lab.settled_missing(older_than=2)
+    _, missing = lab.settled_missing(older_than=2)
     answers = {a["idempotency_key"]: a for a in lab.answers()}
     assert {answers[key]["gateway"] for key in missing} <= {"gateway-1"}, "only the killed replica lost events"
     # what it held, minus what it had sent before the cut and JetStream stored (its ack was cut off)
