@@ -46,6 +46,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from gamedaylib.lab.layout import replica_name
 from gamedaylib.lab.service import (
     NATS_ERRORS,
     SETUP_RETRY_MAX_SECONDS,
@@ -55,7 +56,6 @@ from gamedaylib.lab.service import (
     ensure_stream,
     main_for,
     metrics_routes,
-    replica_name,
     start_http,
 )
 

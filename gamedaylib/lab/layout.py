@@ -6,14 +6,15 @@ the client that reads them (``client.py``); docs/ARCHITECTURE.md "The lab" descr
 - ``DEFAULT_LAB_DIR``, ``MAX_PARTITION_SECONDS``, ``EXIT_ALREADY_RUNNING``.
 - ``URL_FIELDS`` / ``LIST_FIELDS``: the fields of ``state.json`` that ``gameday lab status --json``
   always has (null, or an empty list, when no lab is up or a part is not installed).
-- ``process_names(knobs)``: the names the lab's replicated processes get for these knobs.
+- ``replica_name(name, index)``: ``nats-0``, ``gateway-1``, ... (the naming rule of every node and replica).
+- ``indexed_ports(ports, name)``: ``config.json``'s per-node or per-replica ports ``<name>_0``,
+  ``<name>_1``, ... in order.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 DEFAULT_LAB_DIR = ".gameday/lab"
 MAX_PARTITION_SECONDS = 3600
@@ -42,18 +43,20 @@ LIST_FIELDS = (
     "gateway_metrics_urls",
     "reporting_metrics_urls",
 )
-# replicated processes: name prefix -> the knob that counts them
-REPLICATED = {"nats": "lab_nats_nodes", "gateway": "lab_service_replicas", "reporting": "lab_service_replicas"}
 
 
-def replica_names(name: str, count: int) -> list[str]:
-    """``nats-0``, ``nats-1``, ...: the pod names a StatefulSet would give."""
-    return [f"{name}-{i}" for i in range(count)]
+def replica_name(name: str, index: int) -> str:
+    """The name of node or replica ``index`` of ``name``: ``nats-0``, ``gateway-1`` (a StatefulSet's pod
+    names); its process, its log file (``logs/<name>.log``) and its NATS client are named so."""
+    return f"{name}-{index}"
 
 
-def process_names(knobs: dict[str, Any]) -> dict[str, list[str]]:
-    """The names of the replicated processes for these (validated) knobs, by kind."""
-    return {kind: replica_names(kind, int(knobs[knob])) for kind, knob in REPLICATED.items()}
+def indexed_ports(ports: dict[str, int], name: str) -> list[int]:
+    """``ports["<name>_0"], ports["<name>_1"], ...``: one port per node or replica, in order."""
+    found: list[int] = []
+    while f"{name}_{len(found)}" in ports:
+        found.append(int(ports[f"{name}_{len(found)}"]))
+    return found
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gamedaylib.lab.knobs import jetstream_replicas
+from gamedaylib.lab.layout import replica_name
 from gamedaylib.lab.service import (
     CONSUMER_NAME,
     NATS_ERRORS,
@@ -40,7 +41,6 @@ from gamedaylib.lab.service import (
     ensure_stream,
     main_for,
     metrics_routes,
-    replica_name,
     start_http,
 )
 

@@ -36,6 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_cr
 
 from gamedaylib.exceptions import LabError
 from gamedaylib.lab.knobs import jetstream_replicas, validate_knobs
+from gamedaylib.lab.layout import indexed_ports, replica_name
 
 STREAM_SUBJECTS = ["events.>"]
 DUPLICATE_WINDOW_MARGIN_SECONDS = 3600.0  # beyond the longest partition the lab allows
@@ -62,7 +63,6 @@ __all__ = [
     "ensure_stream",
     "load_config",
     "main_for",
-    "replica_name",
     "serve_app",
 ]
 
@@ -94,10 +94,7 @@ class LabConfig:
 
     def indexed(self, name: str) -> list[int]:
         """The ports ``<name>_0``, ``<name>_1``, ... (one per node or replica), in order."""
-        found: list[int] = []
-        while f"{name}_{len(found)}" in self.ports:
-            found.append(int(self.ports[f"{name}_{len(found)}"]))
-        return found
+        return indexed_ports(self.ports, name)
 
     def replica_port(self, name: str) -> int:
         """This replica's own ``<name>_<replica>`` port."""
@@ -252,11 +249,6 @@ async def serve_app(app: web.Application, port: int, stop: asyncio.Event) -> Non
 
 
 Serve = Callable[[LabConfig, asyncio.Event], Awaitable[None]]
-
-
-def replica_name(name: str, replica: int) -> str:
-    """A replica's process name: ``gateway-0``, ``reporting-1``, ``nats-2`` (a StatefulSet's pod names)."""
-    return f"{name}-{replica}"
 
 
 def main_for(name: str, serve: Serve, argv: list[str] | None = None) -> int:

@@ -57,7 +57,8 @@ from gamedaylib.lab.layout import (
     EXIT_ALREADY_RUNNING,
     MAX_PARTITION_SECONDS,
     LabLayout,
-    replica_names,
+    indexed_ports,
+    replica_name,
 )
 from gamedaylib.lab.processes import ProcessRef
 from gamedaylib.lab.truth import answers_path
@@ -78,12 +79,13 @@ SERVICES: dict[str, Callable[[list[str]], int]] = {
 }
 NATS_CLUSTER_NAME = "nats"  # the official Helm chart's cluster name for release "nats"
 # one OS thread of Go code per nats-server, as a pod with a 1-CPU limit gets: three servers sharing a
-# 2-core machine spend a fifth less CPU than with a thread per core each (measured at 500 events/s)
+# 2-core machine spend less CPU than with a thread per core each (at 500 events/s, measured once on
+# this machine: 30 % of a core for the three instead of 36-42 %)
 NATS_ENV = {"GOMAXPROCS": "1"}
 META_LEADER_SECONDS = 2.0  # a new cluster elects its meta leader well within this, or not for 4-9 s
 NATS_START_ATTEMPTS = 3
 
-# ports of one of a kind; the per-node and per-replica ones are <name>_<i> (service.LabConfig.indexed)
+# ports of one of a kind; the per-node and per-replica ones are <name>_<i> (layout.indexed_ports)
 SINGLE_PORTS = ("gateway", "proxy_control", "postgres", "prometheus", "alertmanager", "sink")
 NODE_PORTS = ("nats", "nats_monitor", "nats_cluster", "proxy", "exporter")
 REPLICA_PORTS = ("gateway_admin", "reporting")
@@ -112,20 +114,13 @@ def allocate_ports(nodes: int, replicas: int) -> dict[str, int]:
     return dict(zip(names, proc.free_ports(len(names))))
 
 
-def indexed(ports: dict[str, int], name: str) -> list[int]:
-    """``ports[name_0], ports[name_1], ...`` (the same rule as ``service.LabConfig.indexed``)."""
-    found: list[int] = []
-    while f"{name}_{len(found)}" in ports:
-        found.append(ports[f"{name}_{len(found)}"])
-    return found
-
-
 def nats_server_config(lab_dir: Path, ports: dict[str, int], node: int) -> str:
     """nats-server's configuration file for node ``node`` of the lab's cluster (a single server, without
     a cluster block, when the lab has one node)."""
     q = json.dumps
-    nodes = len(indexed(ports, "nats"))
-    name, store = f"nats-{node}", lab_dir / "nats" / f"nats-{node}"
+    nodes = len(indexed_ports(ports, "nats"))
+    name = replica_name("nats", node)
+    store = lab_dir / "nats" / name
     client, monitor = f"127.0.0.1:{ports[f'nats_{node}']}", f"127.0.0.1:{ports[f'nats_monitor_{node}']}"
     lines = [
         f"server_name: {q(name)}",
@@ -134,7 +129,7 @@ def nats_server_config(lab_dir: Path, ports: dict[str, int], node: int) -> str:
         f"jetstream {{ store_dir: {q(str(store))} }}",
     ]
     if nodes > 1:
-        routes = ", ".join(q(f"nats-route://127.0.0.1:{port}") for port in indexed(ports, "nats_cluster"))
+        routes = ", ".join(q(f"nats-route://127.0.0.1:{port}") for port in indexed_ports(ports, "nats_cluster"))
         listen = f"127.0.0.1:{ports[f'nats_cluster_{node}']}"
         lines += [
             "cluster {",
@@ -315,11 +310,11 @@ class Supervisor:
             "events_dsn": f"postgresql://gameday@127.0.0.1:{ports['postgres']}/gameday",
             "max_partition_seconds": MAX_PARTITION_SECONDS,
         }
-        nats_urls = [f"nats://127.0.0.1:{p}" for p in indexed(ports, "nats")]
-        monitor_urls = [local(p) for p in indexed(ports, "nats_monitor")]
-        exporter_urls = [local(p) + "/metrics" for p in indexed(ports, "exporter")]
-        gateway_urls = [local(p) + "/metrics" for p in indexed(ports, "gateway_admin")]
-        reporting_urls = [local(p) + "/metrics" for p in indexed(ports, "reporting")]
+        nats_urls = [f"nats://127.0.0.1:{p}" for p in indexed_ports(ports, "nats")]
+        monitor_urls = [local(p) for p in indexed_ports(ports, "nats_monitor")]
+        exporter_urls = [local(p) + "/metrics" for p in indexed_ports(ports, "exporter")]
+        gateway_urls = [local(p) + "/metrics" for p in indexed_ports(ports, "gateway_admin")]
+        reporting_urls = [local(p) + "/metrics" for p in indexed_ports(ports, "reporting")]
         self.urls = {
             "gateway_url": local(ports["gateway"]),
             "events_dsn": self.config["events_dsn"],
@@ -327,7 +322,7 @@ class Supervisor:
             "nats_urls": nats_urls,
             "nats_monitor_url": monitor_urls[0],
             "nats_monitor_urls": monitor_urls,
-            "nats_servers": replica_names("nats", nodes),
+            "nats_servers": [replica_name("nats", node) for node in range(nodes)],
             "nats_cluster": NATS_CLUSTER_NAME if nodes > 1 else None,
             "prometheus_url": local(ports["prometheus"]) if prometheus else None,
             "alertmanager_url": local(ports["alertmanager"]) if alertmanager else None,
@@ -349,7 +344,7 @@ class Supervisor:
         """One configuration file per NATS node (``nats/nats-<i>.conf``)."""
         paths = []
         for node in range(self.knobs["lab_nats_nodes"]):
-            path = self.lab_dir / "nats" / f"nats-{node}.conf"
+            path = self.lab_dir / "nats" / f"{replica_name('nats', node)}.conf"
             path.write_text(nats_server_config(self.lab_dir, self.config["ports"], node), encoding="utf-8")
             paths.append(path)
         return paths
@@ -362,10 +357,10 @@ class Supervisor:
         for job, (port, pod) in SCRAPE_JOBS.items():
             if job == "alertmanager" and not with_alertmanager:
                 continue
-            per_target = indexed(ports, port)
+            per_target = indexed_ports(ports, port)
             if per_target:  # one target per node or replica, labelled with its pod name
                 static = [
-                    {"targets": [f"127.0.0.1:{p}"], "labels": {"pod": f"{pod}-{i}"}}
+                    {"targets": [f"127.0.0.1:{p}"], "labels": {"pod": replica_name(pod or job, i)}}
                     for i, p in enumerate(per_target)
                 ]
             else:
@@ -546,7 +541,7 @@ class Supervisor:
             argv = ["--lab-config", config_path]
             if replica is None:
                 return self.fork(name, SERVICES[name], argv)
-            return self.fork(f"{name}-{replica}", SERVICES[name], [*argv, "--replica", str(replica)])
+            return self.fork(replica_name(name, replica), SERVICES[name], [*argv, "--replica", str(replica)])
 
         # 1. everything that needs nothing else, in parallel: the NATS cluster's nodes first and together
         #    (see wait_nats), then the proxy (the services connect through it)
@@ -634,7 +629,7 @@ class Supervisor:
     def start_nats(self, nats_bin: str) -> list[Child]:
         """Spawn every NATS node at once (nothing else started yet competes for the CPU)."""
         return [
-            self.spawn(f"nats-{node}", [nats_bin, "-c", str(path)], env=NATS_ENV)
+            self.spawn(replica_name("nats", node), [nats_bin, "-c", str(path)], env=NATS_ENV)
             for node, path in enumerate(self.write_nats_configs())
         ]
 
@@ -670,7 +665,7 @@ class Supervisor:
                 child.popen.wait()
             self.children = [c for c in self.children if c.name not in killed]
             for node in range(len(nats)):
-                shutil.rmtree(self.lab_dir / "nats" / f"nats-{node}", ignore_errors=True)
+                shutil.rmtree(self.lab_dir / "nats" / replica_name("nats", node), ignore_errors=True)
             nats = self.start_nats(nats_bin)
             for child in nats:  # the children list keeps the start order: nats first
                 self.children.remove(child)
