@@ -53,11 +53,23 @@ COMBINATIONS = {"neither": ("prometheus", "alertmanager"), "prometheus": ("alert
 MACHINE_WITHOUT = os.environ.get(WITHOUT_ENV, "")
 
 
+PARTS = {"neither": frozenset(), "prometheus": frozenset({"prometheus"}),
+         "both": frozenset({"prometheus", "alertmanager"})}
+
+
+def best_combination() -> str:
+    """The richest combination this machine allows (``both``, ``prometheus`` or ``neither``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(WITHOUT_ENV, MACHINE_WITHOUT)
+        has = {part for part in ("prometheus", "alertmanager") if find_binary(part, f"prometheus-{part}")}
+    return "both" if has == PARTS["both"] else "prometheus" if "prometheus" in has else "neither"
+
+
 @contextlib.contextmanager
 def optional_parts(combination: str) -> Iterator[None]:
     """Run the block with exactly this combination of optional parts for labs started in it (skip the
     test when the machine lacks a part the combination needs)."""
-    needed = {"neither": (), "prometheus": ("prometheus",), "both": ("prometheus", "alertmanager")}[combination]
+    needed = sorted(PARTS[combination])
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(WITHOUT_ENV, MACHINE_WITHOUT)
         missing = [part for part in needed if find_binary(part, f"prometheus-{part}") is None]

@@ -1,8 +1,11 @@
 """The lab supervisor with real processes, in the default shape (3 NATS nodes, 2 replicas of each
-service) with both optional parts (Prometheus and Alertmanager; skipped where they are not
-installed): up, status, up twice, partition with a deadline, Prometheus scraping every replica and
-every node, the exporter and the sink, and `down` leaving nothing behind, also after a partition and
-after `kill -9` of the supervisor or of the process that ran `lab up`."""
+service): up, status, up twice, partition with a deadline, Prometheus scraping every replica and every
+node, the exporter and the sink, and `down` leaving nothing behind, also after a partition and after
+`kill -9` of the supervisor or of the process that ran `lab up`.
+
+The module's lab runs with the richest combination of optional parts this machine allows
+(``COMBINATION``: both on CI); the two tests that depend on it say what each combination shows (the
+other combinations are tests/lab/test_optional_parts.py's)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labtools import optional_parts
+from labtools import PARTS, best_combination, optional_parts
 
 from gamedaylib.exceptions import LabAlreadyRunning
 from gamedaylib.lab import processes as proc
@@ -110,9 +113,12 @@ def scratch_lab() -> Iterator[Lab]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+COMBINATION = best_combination()
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with optional_parts("both"), scratch_lab() as lab:
+    with optional_parts(COMBINATION), scratch_lab() as lab:
         lab.up()
         yield lab
 
@@ -127,9 +133,11 @@ def test_status_json_has_every_field_and_every_process_alive(lab: Lab) -> None:
     assert status["partition_active"] is False
     assert status["nats_url"].startswith("nats://127.0.0.1:")
     assert status["events_dsn"].startswith("postgresql://gameday@127.0.0.1:")
-    assert status["prometheus_url"].startswith("http://127.0.0.1:")
-    assert status["alertmanager_url"].startswith("http://127.0.0.1:")
-    expected = CORE_PROCESSES | {"prometheus", "alertmanager"}
+    monitoring = PARTS[COMBINATION]
+    for part in ("prometheus", "alertmanager"):
+        url = status[f"{part}_url"]
+        assert url.startswith("http://127.0.0.1:") if part in monitoring else url is None, (COMBINATION, part)
+    expected = CORE_PROCESSES | monitoring
     assert set(status["processes"]) == expected
     assert {n: p["alive"] for n, p in status["processes"].items()} == {n: True for n in expected}
     # one URL per node and per replica, the singular field being the first
@@ -141,7 +149,7 @@ def test_status_json_has_every_field_and_every_process_alive(lab: Lab) -> None:
                          ("exporter_metrics_url", "exporter_metrics_urls")):
         assert status[single] == status[many][0] and len(set(status[many])) == len(status[many])
     assert status["nats_servers"] == ["nats-0", "nats-1", "nats-2"] and status["nats_cluster"] == "nats"
-    assert status["hidden_parts"] == []
+    assert set(status["hidden_parts"]) == PARTS["both"] - monitoring
     # every listed URL answers
     assert get_json(status["gateway_url"] + "/healthz")
     for url in status["nats_monitor_urls"]:
@@ -229,9 +237,13 @@ def prometheus_targets(prometheus_url: str, expected: dict[str, int], timeout: f
 
 
 def test_prometheus_scrapes_every_replica_and_every_node_as_its_own_target(lab: Lab) -> None:
+    if "prometheus" not in PARTS[COMBINATION]:
+        pytest.skip(f"combination {COMBINATION!r}: no Prometheus (see test_optional_parts.py)")
     expected = {"api-gateway": 2, "reporting": 2, "nats-exporter": 3, "partition-proxy": 1,
                 "prometheus": 1, "alertmanager": 1}
     assert set(expected) == set(SCRAPE_JOBS)
+    if "alertmanager" not in PARTS[COMBINATION]:
+        del expected["alertmanager"]
     targets = prometheus_targets(lab.status()["prometheus_url"], expected)
     assert {job: len(t) for job, t in targets.items()} == expected, targets
     assert targets["api-gateway"] == ["api-gateway-0", "api-gateway-1"]
