@@ -38,7 +38,7 @@ import nats
 import psycopg
 
 from gamedaylib.lab import processes as proc
-from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.client import Lab
 
 TYPES = ("buddy.match", "kintell.session", "report.generated", "user.login", "page.view")
 
@@ -167,18 +167,22 @@ def main(argv: list[str] | None = None) -> int:
     reporting: subprocess.Popen[bytes] | None = None
     figures: dict[str, Any] = {"events": count}
     try:
-        state = lab.up({"lab_event_rate": 1, "lab_buffer_capacity": max(10000, 2 * args.partition_events)})
+        # one reporting replica: the figure is one consumer process's drain rate (the stream and the
+        # consumer are replicated on the 3-node cluster, as in production)
+        state = lab.up({"lab_event_rate": 1, "lab_buffer_capacity": max(10000, 2 * args.partition_events),
+                        "lab_service_replicas": 1})
         dsn = state["events_dsn"]
         if args.partition_events:
             figures.update(partition_drain(lab, state, args.partition_events))
-        os.kill(state["pids"]["reporting"], signal.SIGTERM)
-        proc.wait_gone([state["pids"]["reporting"]], 10)
+        os.kill(state["pids"]["reporting-0"], signal.SIGTERM)
+        proc.wait_gone([state["pids"]["reporting-0"]], 10)
 
         figures["publish_seconds"] = asyncio.run(publish_backlog(state["nats_url"], count))
         with open(lab_dir / "logs" / "reporting-bench.log", "wb") as log, psycopg.connect(dsn) as poll:
             started = time.perf_counter()
             reporting = subprocess.Popen(
-                [sys.executable, "-m", "gamedaylib.lab.reporting", "--lab-config", str(lab_dir / "config.json")],
+                [sys.executable, "-m", "gamedaylib.lab.reporting", "--lab-config", str(lab_dir / "config.json"),
+                 "--replica", "0"],
                 stdout=log, stderr=subprocess.STDOUT,
             )
             first_at = None

@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partition", type=float, default=10.0, help="partition_seconds of the run")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args(argv)
-    from gamedaylib.lab.supervisor import Lab
+    from gamedaylib.lab.client import Lab
 
     report = common.Report("gameday_overhead")
     with tempfile.TemporaryDirectory(prefix="gameday-bench-") as tmp:

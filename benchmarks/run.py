@@ -7,7 +7,7 @@
     python benchmarks/run.py --json all.json --only events_queries,accounting
 
 Each benchmark runs as its own subprocess (``benchmarks/<name>.py --json FILE``). The scripts written
-by other modules (``drain.py``, ``lab_up.py``, ``gameday_overhead.py``, ``sampler_tick.py``,
+by other modules (``drain.py``, ``lab_up.py``, ``lab_throughput.py``, ``gameday_overhead.py``, ``sampler_tick.py``,
 ``pg_failover.py``) run too
 when present; their own printed output is shown and their JSON figures join the table.
 The events table lives in ``--pg-dir`` (default /tmp/gameday-bench-pg) and is created there from
@@ -54,7 +54,12 @@ OURS: dict[str, dict[str, list[str]]] = {
 }
 OTHERS: dict[str, dict[str, list[str]]] = {
     "drain": {"full": [], "quick": ["--events", "10000"], "small": ["--events", "2000"]},
-    "lab_up": {"full": [], "quick": ["--runs", "1"], "small": ["--runs", "1"]},
+    "lab_up": {"full": [], "quick": ["--runs", "2"], "small": ["--runs", "1"]},
+    "lab_throughput": {
+        "full": [],
+        "quick": ["--seconds", "30"],
+        "small": ["--seconds", "5", "--rate", "100", "--partition", "3"],
+    },
     "gameday_overhead": {"full": [], "quick": [], "small": []},
     "sampler_tick": {"full": [], "quick": ["--ticks", "50"], "small": ["--ticks", "20"]},
     "pg_failover": {"full": [], "quick": [], "small": ["--modes", "sync"]},
@@ -114,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     size.add_argument("--small", action="store_true", help="tiny sizes (seconds); for the tests")
     parser.add_argument("--only", help="comma-separated benchmark names")
     parser.add_argument("--skip-others", action="store_true",
-                        help="run only this module's benchmarks, not drain/lab_up/gameday_overhead/"
+                        help="run only this module's benchmarks, not drain/lab_up/lab_throughput/gameday_overhead/"
                              "sampler_tick/pg_failover")
     parser.add_argument("--pg-dir", default=str(common.BENCH_PG_DIR))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per benchmark")

@@ -211,8 +211,8 @@ def _check_running_lab(params: Any, scenario: Any) -> None:
     """Knobs that differ from those of a lab already up are refused before anything is written."""
     if params.target != "lab" or params.dry_run:
         return
+    from gamedaylib.lab.client import Lab
     from gamedaylib.lab.knobs import check_knobs, knobs_of
-    from gamedaylib.lab.supervisor import Lab
 
     lab = Lab(params.lab_dir)
     if lab.is_up():
@@ -267,8 +267,8 @@ def _ensure_lab(params: Any, scenario: Any, journal: Any) -> Any:
     """The lab a run uses: a running one (knobs checked before) or one started here (stopped at the end)."""
     if params.target != "lab" or params.dry_run:
         return None
+    from gamedaylib.lab.client import Lab
     from gamedaylib.lab.knobs import knobs_of
-    from gamedaylib.lab.supervisor import Lab
 
     lab = Lab(params.lab_dir)
     if lab.is_up():
@@ -289,7 +289,7 @@ def _heal_from_outside(scenario: Any, params: Any, journal: Any) -> None:
     from gamedaylib.parameters import as_dict
 
     if params.target == "lab":
-        from gamedaylib.lab.supervisor import Lab
+        from gamedaylib.lab.client import Lab
         from gamedaylib.targets.lab import LabTarget
 
         if not Lab(params.lab_dir).is_up():
@@ -361,8 +361,8 @@ def cmd_live(args: argparse.Namespace) -> int:
     values = as_dict(params)
     values["live"] = None  # the kernel tells: live in JupyterLab
     if params.target == "lab" and not params.dry_run:
+        from gamedaylib.lab.client import Lab
         from gamedaylib.lab.knobs import knobs_of
-        from gamedaylib.lab.supervisor import Lab
 
         lab = Lab(params.lab_dir)
         if not lab.is_up():

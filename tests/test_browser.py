@@ -283,7 +283,7 @@ def test_runbook_preflight_and_an_observation_in_the_browser(
     the facilitator adds a form cell, types an observation, presses Record; it is in the journal."""
     from playwright.sync_api import sync_playwright
 
-    from gamedaylib.lab.supervisor import Lab
+    from gamedaylib.lab.client import Lab
 
     base, token, root = jupyter
     lab_dir, archive = tmp_path / "lab", tmp_path / "archive"

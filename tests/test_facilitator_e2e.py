@@ -24,8 +24,8 @@ import yaml
 from runtools import GAMEDAY, archive_of, journal, metrics, scorecard
 
 from gamedaylib.gamedays import scenario
+from gamedaylib.lab.client import Lab
 from gamedaylib.lab.sink import read_posts
-from gamedaylib.lab.supervisor import Lab
 from gamedaylib.notebook import LIVE_ONLY_TAG, PARAMETERS_TAG
 from gamedaylib.report import remote_loads
 

@@ -20,7 +20,7 @@ import pytest
 from runtools import archive_of, journal, metrics, run_gameday, scorecard
 
 from gamedaylib.archive import ARCHIVE_FILES
-from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.client import Lab
 from gamedaylib.probes.metrics import scrape
 from gamedaylib.report import remote_loads
 from gamedaylib.scorecard import SCHEMA

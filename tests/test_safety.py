@@ -12,7 +12,6 @@ from pathlib import Path
 
 from gamedaylib.journal import Journal
 
-
 WRITER = """
 import sys
 from gamedaylib.journal import Journal

@@ -16,14 +16,18 @@ from typing import Any
 import yaml
 
 from gamedaylib.exceptions import InvalidParameters, LabAlreadyRunning
+from gamedaylib.lab.client import DEFAULT_PARTITION_SECONDS, Lab
 from gamedaylib.lab.knobs import validate_knobs
-from gamedaylib.lab.supervisor import DEFAULT_LAB_DIR, DEFAULT_PARTITION_SECONDS, Lab
+from gamedaylib.lab.layout import DEFAULT_LAB_DIR
 
 HUMAN_FIELDS = (
     ("gateway", "gateway_url"),
     ("events DSN", "events_dsn"),
-    ("NATS", "nats_url"),
-    ("NATS monitoring", "nats_monitor_url"),
+    ("NATS", "nats_urls"),
+    ("NATS monitoring", "nats_monitor_urls"),
+    ("gateway metrics", "gateway_metrics_urls"),
+    ("reporting metrics", "reporting_metrics_urls"),
+    ("NATS exporter", "exporter_metrics_urls"),
     ("Prometheus", "prometheus_url"),
     ("Alertmanager", "alertmanager_url"),
     ("partition proxy", "proxy_control_url"),
@@ -62,21 +66,29 @@ def _describe(status: dict[str, Any]) -> None:
     if not status.get("pids"):
         return
     if status.get("started_at"):
-        _out(f"  {'started':<16}{status['started_at']} (ready in {status.get('startup_seconds', '?')}s)")
+        _out(f"  {'started':<18}{status['started_at']} (ready in {status.get('startup_seconds', '?')}s)")
     for label, key in HUMAN_FIELDS:
         value = status.get(key)
-        _out(f"  {label:<16}{value if value is not None else '- (not installed)'}")
+        if isinstance(value, list):
+            value = ", ".join(value) if value else None
+        _out(f"  {label:<18}{value if value is not None else '- (not installed)'}")
+    if status.get("nats_servers"):
+        cluster = f"cluster {status['nats_cluster']!r}" if status.get("nats_cluster") else "a single server"
+        _out(f"  {'NATS servers':<18}{', '.join(status['nats_servers'])} ({cluster})")
+    if status.get("hidden_parts"):
+        _out(f"  {'hidden parts':<18}{', '.join(status['hidden_parts'])} (GAMEDAY_LAB_WITHOUT)")
     knobs = status.get("knobs") or {}
-    _out("  knobs           " + ", ".join(f"{k}={v}" for k, v in knobs.items()))
+    _out(f"  {'knobs':<18}" + ", ".join(f"{k}={v}" for k, v in knobs.items()))
     part = status.get("partition") or {}
     if status.get("partition_active") is None:
-        _out(f"  partition       unknown ({status.get('partition_error', 'proxy did not answer')})")
+        _out(f"  {'partition':<18}unknown ({status.get('partition_error', 'proxy did not answer')})")
     elif status.get("partition_active"):
         _out(
-            f"  partition       ACTIVE ({part.get('mode')}) since {part.get('since')}, heals at {part.get('deadline')}"
+            f"  {'partition':<18}ACTIVE ({part.get('mode')}) since {part.get('since')}, "
+            f"heals at {part.get('deadline')}"
         )
     else:
-        _out("  partition       none")
+        _out(f"  {'partition':<18}none")
     _out("  processes")
     for name, info in status.get("processes", {}).items():
         _out(f"    {name:<14}pid {info['pid']:<8}{'alive' if info['alive'] else 'DEAD'}")
@@ -159,8 +171,8 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
     lab = subparsers.add_parser(
         "lab",
         help="start, stop, describe or partition the embedded lab",
-        description="The embedded lab: real nats-server (JetStream), PostgreSQL, api-gateway, reporting, "
-        "simulated users, a partition proxy, and Prometheus/Alertmanager when installed. "
+        description="The embedded lab: a real nats-server cluster (JetStream), PostgreSQL, api-gateway and "
+        "reporting replicas, simulated users, a partition proxy, and Prometheus/Alertmanager when installed. "
         "It stays up in the background until `gameday lab down`.",
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -173,7 +185,10 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         help="start a lab in the background (says so if one is already up)",
         description="Start every lab process on free ports and wait until events flow. "
         "Knobs stage flaws: lab_event_rate, lab_buffer_capacity, lab_overflow (reject|drop), "
-        "lab_retry, lab_idempotency, lab_partition_mode (blackhole|reset).",
+        "lab_retry, lab_idempotency, lab_partition_mode (blackhole|reset); and shape the lab: "
+        "lab_nats_nodes (1..5, default 3), lab_service_replicas (1..4, default 2). "
+        "GAMEDAY_LAB_WITHOUT=prometheus,alertmanager (or one of them) starts it as if they were not "
+        "installed.",
     )
     up.add_argument(
         "-p",
@@ -196,9 +211,10 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         parents=[common],
         help="describe the lab (exit 1 when it is not up or a process is dead)",
         description="URLs, knobs, partition state and every process's PID and liveness. "
-        "--json gives gateway_url, events_dsn, nats_url, nats_monitor_url, prometheus_url, "
-        "alertmanager_url (null when not installed), partition_active, up, processes and the rest "
-        "of state.json.",
+        "--json gives gateway_url, events_dsn, nats_url, nats_monitor_url (the first node), "
+        "nats_urls and nats_monitor_urls (every node), gateway_metrics_urls and reporting_metrics_urls "
+        "(every replica), prometheus_url, alertmanager_url (null when not installed), "
+        "partition_active, up, processes and the rest of state.json.",
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=_cmd_status)

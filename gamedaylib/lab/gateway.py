@@ -1,9 +1,14 @@
 """api-gateway: takes user events over HTTP, buffers them, publishes them to JetStream.
 
-``python -m gamedaylib.lab.gateway --lab-config <lab_dir>/config.json`` serves on ``ports.gateway``:
+``python -m gamedaylib.lab.gateway --lab-config <lab_dir>/config.json --replica N`` serves on
+``ports.gateway``, the one ingest port every replica binds with ``SO_REUSEPORT`` (the kernel spreads
+new connections over the replicas, as a Kubernetes Service spreads them over pods), and on its own
+``ports.gateway_admin_<N>`` (the same routes; Prometheus scrapes each replica there). Each replica
+has its own buffer: what a replica holds dies with it.
 
 - ``POST /v1/events`` ``{"type": str, "idempotency_key": str, "payload": {...}}`` -> 202 once the
-  event is in the buffer (the gateway has taken responsibility); 400 malformed JSON, 413 body over
+  event is in the buffer (the gateway has taken responsibility); every answer names the replica that
+  gave it in header ``X-Gateway-Replica`` (``gateway-N``); 400 malformed JSON, 413 body over
   64 KiB, 422 missing or wrong-typed field, all with ``{"error": ...}``; 503 when the buffer is full
   and ``lab_overflow=reject``. With ``lab_overflow=drop`` a full buffer silently discards its oldest
   waiting event (``events_dropped_total``) and answers 202.
@@ -41,8 +46,11 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from gamedaylib.lab.layout import replica_name
 from gamedaylib.lab.service import (
     NATS_ERRORS,
+    SETUP_RETRY_MAX_SECONDS,
+    SETUP_TIMEOUT_SECONDS,
     LabConfig,
     connect_nats,
     ensure_stream,
@@ -54,6 +62,7 @@ from gamedaylib.lab.service import (
 log = logging.getLogger("gamedaylib.lab.gateway")
 
 MAX_BODY_BYTES = 64 * 1024
+REPLICA_HEADER = "X-Gateway-Replica"
 MAX_KEY_LENGTH = 256
 TYPE_PATTERN = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")  # one or more NATS subject tokens
 MAX_TYPE_LENGTH = 128
@@ -279,19 +288,22 @@ class Gateway:
         ]
 
     async def _ensure_stream(self, stop: asyncio.Event) -> None:
-        assert self.js is not None
+        assert self.nc is not None
+        js = self.nc.jetstream(timeout=SETUP_TIMEOUT_SECONDS)
         delay = 0.2
         while not stop.is_set():
             try:
-                await ensure_stream(self.js, self.config)
+                await ensure_stream(js, self.config)
                 return
             except NATS_ERRORS as exc:
                 log.warning("cannot ensure stream yet (%r); retrying", exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, SETUP_RETRY_MAX_SECONDS)
 
     async def publisher(self, stop: asyncio.Event) -> None:
-        self.nc = await connect_nats(self.config, "api-gateway", on_state=self._on_nats_state, stop=stop)
+        self.nc = await connect_nats(
+            self.config, replica_name("api-gateway", self.config.replica), on_state=self._on_nats_state, stop=stop
+        )
         self.js = self.nc.jetstream(timeout=5)
         await self._ensure_stream(stop)
         attempt = 0
@@ -343,14 +355,19 @@ class Gateway:
 
 
 def make_app(gateway: Gateway, stop: asyncio.Event) -> web.Application:
+    served_by = replica_name("gateway", gateway.config.replica)
+
     @web.middleware
     async def count_answers(request: web.Request, handler: Any) -> web.StreamResponse:
         try:
             response: web.StreamResponse = await handler(request)
         except web.HTTPException as exc:
             gateway.m_requests.labels(code=str(exc.status)).inc()
+            exc.headers[REPLICA_HEADER] = served_by
             raise
         gateway.m_requests.labels(code=str(response.status)).inc()
+        if not response.prepared:
+            response.headers[REPLICA_HEADER] = served_by
         return response
 
     app = web.Application(middlewares=[count_answers], client_max_size=4 * MAX_BODY_BYTES)
@@ -371,7 +388,7 @@ def make_app(gateway: Gateway, stop: asyncio.Event) -> web.Application:
 
     async def stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", REPLICA_HEADER: served_by}
         )
         await response.prepare(request)
         with contextlib.suppress(ConnectionError):
@@ -390,8 +407,13 @@ def make_app(gateway: Gateway, stop: asyncio.Event) -> web.Application:
 
 async def serve(config: LabConfig, stop: asyncio.Event) -> None:
     gateway = Gateway(config)
-    runner = await start_http(make_app(gateway, stop), config.port("gateway"))
-    log.info("gateway on 127.0.0.1:%d knobs=%s", config.port("gateway"), config.knobs)
+    runner = await start_http(
+        make_app(gateway, stop), config.replica_port("gateway_admin"), shared=config.port("gateway")
+    )
+    log.info(
+        "gateway replica %d on 127.0.0.1:%d (shared) and :%d (own) knobs=%s",
+        config.replica, config.port("gateway"), config.replica_port("gateway_admin"), config.knobs,
+    )
     publisher = asyncio.create_task(gateway.publisher(stop))
 
     def publisher_ended(task: asyncio.Task[None]) -> None:

@@ -8,6 +8,7 @@ check them with the same rules. Defaults make a healthy, production-shaped syste
   simulated users, the partition proxy); ``FailoverLabKnobs`` adds GAMEDAY-002's database cluster.
 - ``validate_knobs(knobs) -> dict``: the defaults overlaid with ``knobs``, checked (raises
   ``InvalidParameters`` naming every bad knob).
+- ``jetstream_replicas(knobs) -> int``: replicas of the stream and of the consumer.
 - ``events_ddl(knobs) -> str``: the SQL that creates the ``events`` table (``gamedaylib/sql/events.sql``)
   for these knobs. With ``lab_idempotency=False`` the index on ``idempotency_key`` is not unique, so
   the consumer's plain INSERT stores duplicates.
@@ -78,6 +79,12 @@ SHAPES: dict[str, type[LabKnobs]] = {"pipeline": LabKnobs, "failover": FailoverL
 def shape_of(knobs: Mapping[str, Any]) -> str:
     """The lab's shape its knobs say: ``failover`` (a Patroni pair) or ``pipeline`` (one PostgreSQL)."""
     return "failover" if "lab_pg_replication" in knobs else "pipeline"
+
+
+def jetstream_replicas(knobs: Mapping[str, Any]) -> int:
+    """Replicas of stream ``EVENTS`` and of the durable consumer: ``min(3, lab_nats_nodes)`` (JetStream
+    allows at most 3 useful replicas; a 5-node cluster places them on 3 of its nodes)."""
+    return min(3, int(knobs.get("lab_nats_nodes", DEFAULT_KNOBS["lab_nats_nodes"])))
 
 
 def knob_names(cls: type[LabKnobs] = LabKnobs) -> tuple[str, ...]:

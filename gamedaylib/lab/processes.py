@@ -1,5 +1,12 @@
 """Process plumbing for the lab: free ports, finding binaries, spawning, PID bookkeeping, killing.
 
+Binaries: ``find_binary`` looks in the venv, then on PATH. The environment variable
+``GAMEDAY_LAB_WITHOUT`` (comma-separated part names, e.g. ``alertmanager`` or
+``prometheus,alertmanager``) makes it answer "not found" for those parts although they are installed,
+so that a test, or a user, can run the lab as it runs on a machine without them (the part's name is
+the first name ``find_binary`` is asked for: ``prometheus``, ``alertmanager``, ``promtool``,
+``nats-server``). ``hidden_parts()`` reads it.
+
 A PID alone is not an identity (PIDs are reused), so the lab records every process as a
 ``ProcessRef``: its PID plus its start time in clock ticks since boot (``/proc/<pid>/stat`` field
 22). A process is only signalled when both still match. Every lab process lives in the supervisor's
@@ -22,7 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -129,16 +136,23 @@ def _kill_survivors(pids: Iterable[int], grace: float) -> list[int]:
     return left
 
 
-def terminate(refs: Iterable[ProcessRef], *, sig: int = signal.SIGTERM, grace: float = 5.0) -> list[str]:
-    """Send ``sig`` to each live process (and its process group's members), SIGKILL what is left
-    after ``grace`` seconds. Returns the names of processes that had to be killed."""
+def terminate(
+    refs: Iterable[ProcessRef],
+    *,
+    sig: int = signal.SIGTERM,
+    grace: float = 5.0,
+    signals: Mapping[str, int] | None = None,
+) -> list[str]:
+    """Send ``sig`` (or ``signals[name]`` for a process of that name) to each live process, all at
+    once, wait for them and their process groups' members, and SIGKILL what is left after ``grace``
+    seconds. Returns the names of processes that had to be killed."""
     targets: dict[int, str] = {}
     for ref in refs:
         if not is_alive(ref):
             continue
         stat = proc_stat(ref.pid)
         targets[ref.pid] = ref.name
-        send_signal(ref.pid, sig)
+        send_signal(ref.pid, (signals or {}).get(ref.name, sig))
         if stat is not None and stat.pgid == ref.pid:
             for member in group_members(ref.pid):
                 targets.setdefault(member, f"{ref.name}[{member}]")
@@ -174,8 +188,20 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
+WITHOUT_ENV = "GAMEDAY_LAB_WITHOUT"
+
+
+def hidden_parts() -> frozenset[str]:
+    """The part names listed in ``GAMEDAY_LAB_WITHOUT`` (lower-cased; empty when unset)."""
+    raw = os.environ.get(WITHOUT_ENV, "")
+    return frozenset(name.strip().lower() for name in raw.split(",") if name.strip())
+
+
 def find_binary(*names: str) -> str | None:
-    """The first of ``names`` found in the venv's bin dir (next to ``sys.executable``), then on PATH."""
+    """The first of ``names`` found in the venv's bin dir (next to ``sys.executable``), then on PATH;
+    None when not found, or when the part (``names[0]``) is listed in ``GAMEDAY_LAB_WITHOUT``."""
+    if names and names[0].lower() in hidden_parts():
+        return None
     venv_bin = str(Path(sys.executable).parent)
     for name in names:
         found = shutil.which(name, path=venv_bin) or shutil.which(name)

@@ -1,9 +1,10 @@
 """The partition proxy: every service connection to NATS passes through it, so the lab can cut the
 network the way an iptables DROP (``blackhole``) or REJECT with TCP reset (``reset``) would.
 
-``python -m gamedaylib.lab.proxy --lab-config <lab_dir>/config.json`` listens on ``ports.proxy``
-(forwarding to ``127.0.0.1:ports.nats``) and serves the control API on ``ports.proxy_control``
-(ARCHITECTURE.md "Partition proxy control"):
+``python -m gamedaylib.lab.proxy --lab-config <lab_dir>/config.json`` listens on ``ports.proxy_<i>``
+for every NATS node ``i`` (forwarding to ``127.0.0.1:ports.nats_<i>``) and serves the control API on
+``ports.proxy_control`` (ARCHITECTURE.md "Partition proxy control"). One cut applies to every node at
+once, as a NetworkChaos partition between the services and every NATS pod does:
 
 - ``GET /partition`` -> ``{"active", "mode", "since", "deadline", "cuts"}``
 - ``POST /partition`` ``{"active": true, "duration_seconds": S, "mode": "blackhole"|"reset"}`` cuts;
@@ -26,6 +27,7 @@ import json
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -33,53 +35,119 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from gamedaylib.exceptions import LabError
 from gamedaylib.lab.knobs import PARTITION_MODES
 from gamedaylib.lab.service import LabConfig, main_for, metrics_routes, start_http
 
 log = logging.getLogger("gamedaylib.lab.proxy")
 
-CHUNK = 64 * 1024
 
 
-def _reset(writer: asyncio.StreamWriter) -> None:
+def _reset(transport: asyncio.Transport) -> None:
     """Close with a TCP RST rather than a FIN."""
-    sock = writer.get_extra_info("socket")
+    sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
+    transport.abort()
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat().replace("+00:00", "Z") if moment else None
 
 
+class _End(asyncio.Protocol):
+    """One end of a link (the client's connection or the upstream one): what it receives goes to the
+    other end, unless the link is cut; when its outgoing buffer fills, the other end stops reading."""
+
+    def __init__(self, link: _Link) -> None:
+        self.link = link
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.link.forward(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.lost()
+
+    def pause_writing(self) -> None:
+        other = self.link.other(self)
+        if other is not None and other.transport is not None:
+            other.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        other = self.link.other(self)
+        if other is not None and other.transport is not None and not other.transport.is_closing():
+            other.transport.resume_reading()
+
+
+class _Client(_End):
+    """A service's connection to the proxy: opens the upstream one to its NATS node."""
+
+    def __init__(self, proxy: PartitionProxy, upstream_port: int) -> None:
+        super().__init__(_Link(proxy))
+        self.upstream_port = upstream_port
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.link.client = self
+        self.link.proxy.accepted(self.link, self.upstream_port)
+
+
 @dataclass(eq=False)
 class _Link:
     """One client connection, and its upstream once connected."""
 
-    client: asyncio.StreamWriter
-    upstream: asyncio.StreamWriter | None = None
+    proxy: PartitionProxy
+    client: _End | None = None
+    upstream: _End | None = None
     blackholed: bool = False  # lived through a blackhole: closed on heal
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    pending: list[bytes] = field(default_factory=list)  # from the client before the upstream is up
+    closed: bool = False
+
+    def other(self, end: _End) -> _End | None:
+        return self.upstream if end is self.client else self.client
+
+    def forward(self, end: _End, data: bytes) -> None:
+        if self.closed or self.blackholed or self.proxy.active:
+            return  # blackhole: bytes vanish in both directions
+        other = self.other(end)
+        if other is None or other.transport is None:
+            self.pending.append(data)
+            return
+        other.transport.write(data)
+
+    def upstream_ready(self, upstream: _End) -> None:
+        self.upstream = upstream
+        assert upstream.transport is not None
+        if self.pending and not (self.blackholed or self.proxy.active):
+            upstream.transport.write(b"".join(self.pending))
+        self.pending.clear()
+
+    def lost(self) -> None:
+        """One end closed: close the other, forget the link."""
+        if not self.closed:
+            self.proxy.drop(self, reset=False)
 
     def close(self, *, reset: bool) -> None:
-        for writer in (self.client, self.upstream):
-            if writer is None:
+        self.closed = True
+        for end in (self.client, self.upstream):
+            if end is None or end.transport is None:
                 continue
             if reset:
-                _reset(writer)
+                _reset(end.transport)
             else:
-                writer.transport.abort()
-        for task in self.tasks:
-            task.cancel()
+                end.transport.abort()
 
 
 class PartitionProxy:
     """The TCP proxy and its partition state."""
 
-    def __init__(self, upstream_port: int, default_mode: str, max_partition_seconds: float) -> None:
-        self.upstream_port = upstream_port
+    def __init__(self, default_mode: str, max_partition_seconds: float) -> None:
         self.default_mode = default_mode
         self.max_partition_seconds = max_partition_seconds
         self.active = False
@@ -88,6 +156,7 @@ class PartitionProxy:
         self.deadline: datetime | None = None
         self.cuts = 0
         self.links: set[_Link] = set()
+        self._connecting: set[asyncio.Task[None]] = set()
         self._heal_timer: asyncio.TimerHandle | None = None
         self.registry = CollectorRegistry()
         self.m_active = Gauge("proxy_partition_active", "1 while the network to NATS is cut",
@@ -122,7 +191,7 @@ class PartitionProxy:
         log.warning("partition ON mode=%s for %.1fs (deadline %s)", mode, duration_seconds, _iso(self.deadline))
         for link in list(self.links):
             if mode == "reset":
-                self._drop(link, reset=True)
+                self.drop(link, reset=True)
             else:
                 link.blackholed = True
 
@@ -144,63 +213,55 @@ class PartitionProxy:
         closed = 0
         for link in list(self.links):
             if link.blackholed:
-                self._drop(link, reset=False)
+                self.drop(link, reset=False)
                 closed += 1
         if was_active:
             log.warning("partition OFF (healed); closed %d blackholed connection(s)", closed)
 
-    def _drop(self, link: _Link, *, reset: bool) -> None:
+    def drop(self, link: _Link, *, reset: bool) -> None:
         self.links.discard(link)
         self.m_connections.set(len(self.links))
         link.close(reset=reset)
 
+    def close(self) -> None:
+        """Drop every link (the proxy is stopping)."""
+        for task in list(self._connecting):
+            task.cancel()
+        for link in list(self.links):
+            self.drop(link, reset=False)
+
     # -- data path ------------------------------------------------------------------------------
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def accepted(self, link: _Link, upstream_port: int) -> None:
+        """A new client connection: reset it, let it hang (blackhole), or connect it upstream."""
+        assert link.client is not None and link.client.transport is not None
         if self.active and self.mode == "reset":
-            _reset(writer)
+            link.closed = True
+            _reset(link.client.transport)
             return
-        link = _Link(client=writer)
         self.links.add(link)
         self.m_connections.set(len(self.links))
+        if self.active:  # blackhole: accepted, then nothing gets through until heal closes it
+            link.blackholed = True
+            return
+        task = asyncio.get_running_loop().create_task(self._connect(link, upstream_port))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, link: _Link, upstream_port: int) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            if self.active:  # blackhole: accepted, then nothing gets through until heal closes it
-                link.blackholed = True
-                await self._discard(reader)
-                return
-            try:
-                up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-            except OSError as exc:
-                log.warning("upstream NATS unreachable: %r", exc)
-                return
-            link.upstream = up_writer
-            if link not in self.links:  # cut (reset) or healed-and-closed while connecting
-                up_writer.transport.abort()
-                return
-            if self.active:
-                link.blackholed = True
-            link.tasks = [
-                asyncio.create_task(self._pump(reader, up_writer, link)),
-                asyncio.create_task(self._pump(up_reader, writer, link)),
-            ]
-            await asyncio.wait(link.tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if link in self.links:
-                self._drop(link, reset=False)
-
-    async def _discard(self, reader: asyncio.StreamReader) -> None:
-        while await reader.read(CHUNK):
-            pass
-
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: _Link) -> None:
-        with contextlib.suppress(ConnectionError, OSError):
-            while True:
-                data = await reader.read(CHUNK)
-                if not data:
-                    return
-                if self.active or link.blackholed:
-                    continue  # blackhole: bytes vanish in both directions
-                writer.write(data)
-                await writer.drain()
+            _, upstream = await loop.create_connection(lambda: _End(link), "127.0.0.1", upstream_port)
+        except OSError as exc:
+            log.warning("upstream NATS unreachable: %r", exc)
+            self.drop(link, reset=False)
+            return
+        if link.closed or link not in self.links:  # cut (reset) or healed-and-closed while connecting
+            assert upstream.transport is not None
+            upstream.transport.abort()
+            return
+        if self.active:
+            link.blackholed = True
+        link.upstream_ready(upstream)
 
 
 def _parse_request(body: Any, proxy: PartitionProxy) -> tuple[bool, float | None, str]:
@@ -247,24 +308,36 @@ def control_app(proxy: PartitionProxy) -> web.Application:
     return app
 
 
+def _client_factory(proxy: PartitionProxy, upstream_port: int) -> Callable[[], _Client]:
+    return lambda: _Client(proxy, upstream_port)
+
+
 async def serve(config: LabConfig, stop: asyncio.Event) -> None:
     proxy = PartitionProxy(
-        upstream_port=config.port("nats"),
         default_mode=config.knobs["lab_partition_mode"],
         max_partition_seconds=config.max_partition_seconds,
     )
-    server = await asyncio.start_server(proxy.handle, "127.0.0.1", config.port("proxy"), reuse_address=True)
+    listeners, upstreams = config.indexed("proxy"), config.indexed("nats")
+    if not listeners or len(listeners) != len(upstreams):
+        raise LabError(f"config.json needs one proxy_<i> port per nats_<i> port, got {config.ports}")
+    loop = asyncio.get_running_loop()
+    servers = [
+        await loop.create_server(_client_factory(proxy, upstream), "127.0.0.1", port, reuse_address=True)
+        for port, upstream in zip(listeners, upstreams)
+    ]
     runner = await start_http(control_app(proxy), config.port("proxy_control"))
-    log.info("proxy 127.0.0.1:%d -> 127.0.0.1:%d, control on %d",
-             config.port("proxy"), config.port("nats"), config.port("proxy_control"))
+    for port, upstream in zip(listeners, upstreams):
+        log.info("proxy 127.0.0.1:%d -> 127.0.0.1:%d", port, upstream)
+    log.info("control on 127.0.0.1:%d", config.port("proxy_control"))
     try:
         await stop.wait()
     finally:
-        server.close()
-        for link in list(proxy.links):
-            proxy._drop(link, reset=False)
+        for server in servers:
+            server.close()
+        proxy.close()
         await runner.cleanup()
-        await server.wait_closed()
+        for server in servers:
+            await server.wait_closed()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,13 @@
 """reporting: the durable JetStream pull consumer that writes events to PostgreSQL.
 
-``python -m gamedaylib.lab.reporting --lab-config <lab_dir>/config.json``: ensures stream ``EVENTS``
-and the durable pull consumer ``reporting`` (explicit ack), fetches batches, writes each batch in one
+``python -m gamedaylib.lab.reporting --lab-config <lab_dir>/config.json --replica N``: ensures stream
+``EVENTS`` and the durable pull consumer ``reporting`` (explicit ack, replicated like the stream;
+every replica of this service pulls from the same durable consumer), fetches batches, writes each batch in one
 transaction and acks its messages only after the commit. With ``lab_idempotency`` (default) the write
 is ``INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key`` and every repeat
 (also within a batch) logs one line ``duplicate_event key=<key>``; without it, a plain INSERT stores
 repeats (the staged flaw). Fetch timeouts are normal; a partition is ridden out by the NATS client's
-reconnects, never by a restart. ``GET /healthz`` and ``GET /metrics`` on ``ports.reporting``:
+reconnects, never by a restart. ``GET /healthz`` and ``GET /metrics`` on ``ports.reporting_<N>``:
 ``nats_retry_total``, ``events_stored_total``, ``duplicate_events_total``, ``nats_connected``.
 """
 
@@ -27,9 +28,13 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from gamedaylib.lab.knobs import jetstream_replicas
+from gamedaylib.lab.layout import replica_name
 from gamedaylib.lab.service import (
     CONSUMER_NAME,
     NATS_ERRORS,
+    SETUP_RETRY_MAX_SECONDS,
+    SETUP_TIMEOUT_SECONDS,
     STREAM_NAME,
     LabConfig,
     connect_nats,
@@ -43,6 +48,8 @@ log = logging.getLogger("gamedaylib.lab.reporting")
 
 FETCH_BATCH = 4000
 FETCH_TIMEOUT_SECONDS = 1.0
+MIN_BATCH = 200  # fewer waiting than this: gather for LINGER_SECONDS before writing
+LINGER_SECONDS = 0.05
 ACK_WAIT_SECONDS = 15.0  # a batch is written in well under a second
 MAX_ACK_PENDING = 20000
 
@@ -95,9 +102,12 @@ class Puller:
     """A lean pull fetcher for the durable consumer: one inbox, messages collected by a callback.
 
     nats-py's ``PullSubscription.fetch`` spends a task and a timer per message; at drain speed that
-    is most of the cost. A fetch first asks without waiting (``no_wait``) -- the backlog case -- and,
-    when nothing is there, long-polls until ``expires``. A message that arrives late (after its fetch
-    returned) is handed out by the next fetch of this puller: nothing is lost, it is only later.
+    is most of the cost. A fetch first asks without waiting (``no_wait``) -- the backlog case: a full
+    batch returns at once. With less than ``MIN_BATCH`` there, it gathers for a moment rather than
+    write a tiny batch (each batch costs a transaction and a pull request): a long poll that ends
+    ``LINGER_SECONDS`` after the first message, or at ``expires`` when nothing comes. A message that
+    arrives late (after its fetch returned) is handed out by the next fetch of this puller: nothing
+    is lost, it is only later.
     """
 
     def __init__(self, nc: NATS) -> None:
@@ -107,6 +117,8 @@ class Puller:
         self.msgs: list[Msg] = []
         self.wanted = 0
         self.done = asyncio.Event()
+        self.gathering = False  # a long poll: the first message starts the linger
+        self.linger: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         await self.nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1)
@@ -120,6 +132,8 @@ class Puller:
         self.msgs.append(msg)
         if len(self.msgs) >= self.wanted:
             self.done.set()
+        elif self.gathering and self.linger is None:
+            self.linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self.done.set)
 
     async def _request(self, batch: int, timeout: float, no_wait: bool) -> None:
         self.wanted = batch
@@ -131,14 +145,23 @@ class Puller:
             request["no_wait"] = True
         else:
             request["expires"] = int(timeout * 1e9)
+            self.gathering = True
+            if self.msgs:  # some are here already: the others get the linger, no more
+                self.linger = asyncio.get_running_loop().call_later(LINGER_SECONDS, self.done.set)
         await self.nc.publish(self.subject, json.dumps(request).encode(), reply=self.inbox)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.done.wait(), timeout + 0.5)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.done.wait(), timeout + 0.5)
+        finally:
+            self.gathering = False
+            if self.linger is not None:
+                self.linger.cancel()
+                self.linger = None
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         await self._request(batch, timeout, no_wait=True)
-        if not self.msgs:
-            await self._request(batch, timeout, no_wait=False)
+        if len(self.msgs) < min(batch, MIN_BATCH):
+            await self._request(batch, LINGER_SECONDS if self.msgs else timeout, no_wait=False)
         msgs, self.msgs = self.msgs, []
         return msgs
 
@@ -217,6 +240,7 @@ class Reporting:
             ack_wait=ACK_WAIT_SECONDS,
             max_ack_pending=MAX_ACK_PENDING,
             max_deliver=-1,
+            num_replicas=jetstream_replicas(self.config.knobs),
         )
         try:
             await js.add_consumer(STREAM_NAME, config)
@@ -225,8 +249,10 @@ class Reporting:
             await js.consumer_info(STREAM_NAME, CONSUMER_NAME)  # created meanwhile by someone else
 
     async def run(self, stop: asyncio.Event) -> None:
-        nc = await connect_nats(self.config, "reporting", on_state=self._on_nats_state, stop=stop)
-        js = nc.jetstream(timeout=5)
+        nc = await connect_nats(
+            self.config, replica_name("reporting", self.config.replica), on_state=self._on_nats_state, stop=stop
+        )
+        js = nc.jetstream(timeout=SETUP_TIMEOUT_SECONDS)
         delay = 0.2
         while not stop.is_set():
             try:
@@ -240,7 +266,7 @@ class Reporting:
                 log.warning("cannot bind consumer yet (%r); retrying", exc)
                 self.m_retries.inc()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, SETUP_RETRY_MAX_SECONDS)
         else:
             await nc.close()
             return
@@ -310,8 +336,9 @@ async def serve(config: LabConfig, stop: asyncio.Event) -> None:
     reporting = Reporting(config)
     app = web.Application()
     metrics_routes(app, reporting.registry, lambda: True)
-    runner = await start_http(app, config.port("reporting"))
-    log.info("reporting on 127.0.0.1:%d knobs=%s", config.port("reporting"), config.knobs)
+    runner = await start_http(app, config.replica_port("reporting"))
+    log.info("reporting replica %d on 127.0.0.1:%d knobs=%s", config.replica, config.replica_port("reporting"),
+             config.knobs)
     worker = asyncio.create_task(reporting.run(stop))
     try:
         await asyncio.wait([worker, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)

@@ -3,6 +3,13 @@ proxy, ensuring the JetStream stream, serving ``/healthz`` and ``/metrics``, and
 
 A service module (``gateway``, ``reporting``, ``users``, ``proxy``, ``sink``, ``exporter``) defines
 ``async def serve(config, stop)`` and ends with ``main()``, which calls ``main_for(name, serve)``.
+A replicated service (``gateway``, ``reporting``) is started once per replica with ``--replica N``
+(``config.replica``), and names itself ``<name>-N``.
+
+Ports (``config.json`` ``ports``, a flat ``{name: port}``): a name with a ``_<i>`` suffix belongs to
+node or replica ``i`` (``nats_0``, ``nats_monitor_0``, ``nats_cluster_0``, ``proxy_0``,
+``exporter_0``, ``gateway_admin_0``, ``reporting_0``, ...); ``LabConfig.indexed(name)`` lists them.
+``gateway`` is the one ingest port every gateway replica listens on (``SO_REUSEPORT``).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +35,15 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, disable_created_metrics, generate_latest
 
 from gamedaylib.exceptions import LabError
-from gamedaylib.lab.knobs import validate_knobs
+from gamedaylib.lab.knobs import jetstream_replicas, validate_knobs
+from gamedaylib.lab.layout import indexed_ports, replica_name
 
 STREAM_SUBJECTS = ["events.>"]
 DUPLICATE_WINDOW_MARGIN_SECONDS = 3600.0  # beyond the longest partition the lab allows
+# setting up (stream, consumer) while a new cluster elects its leaders: ask often, give up on an
+# answer soon (a JetStream request without a meta leader is not answered at all)
+SETUP_TIMEOUT_SECONDS = 1.0
+SETUP_RETRY_MAX_SECONDS = 1.0
 # what a NATS or JetStream operation raises while the link is cut, reset or slow: retried, never fatal
 NATS_ERRORS = (nats.errors.Error, nats.js.errors.Error, asyncio.TimeoutError, OSError)
 
@@ -43,6 +55,8 @@ CONSUMER_NAME = "reporting"  # the durable pull consumer the reporting replicas 
 __all__ = [
     "CONSUMER_NAME",
     "NATS_ERRORS",
+    "SETUP_RETRY_MAX_SECONDS",
+    "SETUP_TIMEOUT_SECONDS",
     "STREAM_NAME",
     "LabConfig",
     "connect_nats",
@@ -55,7 +69,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class LabConfig:
-    """``<lab_dir>/config.json`` as the services read it (ARCHITECTURE.md)."""
+    """``<lab_dir>/config.json`` as the services read it (ARCHITECTURE.md), plus this process's
+    ``replica`` index (``--replica``; 0 for a service that is not replicated)."""
 
     lab_dir: Path
     knobs: dict[str, Any]
@@ -63,17 +78,27 @@ class LabConfig:
     events_dsn: str
     max_partition_seconds: float = 3600.0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    replica: int = 0
 
     @property
-    def nats_url(self) -> str:
-        """Services reach NATS through the partition proxy, never directly."""
-        return f"nats://127.0.0.1:{self.ports['proxy']}"
+    def nats_urls(self) -> list[str]:
+        """Services reach NATS through the partition proxy, never directly: one proxy listener per
+        NATS node, all cut at once."""
+        return [f"nats://127.0.0.1:{port}" for port in self.indexed("proxy")]
 
     def port(self, name: str) -> int:
         try:
             return int(self.ports[name])
         except KeyError as exc:
             raise LabError(f"config.json has no port {name!r}") from exc
+
+    def indexed(self, name: str) -> list[int]:
+        """The ports ``<name>_0``, ``<name>_1``, ... (one per node or replica), in order."""
+        return indexed_ports(self.ports, name)
+
+    def replica_port(self, name: str) -> int:
+        """This replica's own ``<name>_<replica>`` port."""
+        return self.port(f"{name}_{self.replica}")
 
 
 def load_config(path: str | Path) -> LabConfig:
@@ -128,7 +153,7 @@ async def connect_nats(
     while True:
         try:
             nc = await nats.connect(
-                config.nats_url,
+                servers=config.nats_urls,
                 name=name,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
@@ -145,13 +170,13 @@ async def connect_nats(
         except (OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
             if stop is not None and stop.is_set():
                 raise LabError(f"{name}: stopped before NATS answered") from exc
-            log.warning("nats connect to %s failed (%r); retrying", config.nats_url, exc)
+            log.warning("nats connect to %s failed (%r); retrying", ", ".join(config.nats_urls), exc)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            delay = min(delay * 2, SETUP_RETRY_MAX_SECONDS)
             continue
         if on_state:
             on_state(True)
-        log.info("nats connected to %s", config.nats_url)
+        log.info("nats connected to %s", nc.connected_url.netloc if nc.connected_url else "?")
         return nc
 
 
@@ -162,6 +187,7 @@ def stream_config(config: LabConfig) -> StreamConfig:
         retention=RetentionPolicy.LIMITS,
         storage=StorageType.FILE,
         discard=DiscardPolicy.OLD,
+        num_replicas=jetstream_replicas(config.knobs),
         duplicate_window=config.max_partition_seconds + DUPLICATE_WINDOW_MARGIN_SECONDS,
     )
 
@@ -201,11 +227,15 @@ def metrics_routes(app: web.Application, registry: CollectorRegistry, healthy: C
     app.router.add_get("/healthz", healthz)
 
 
-async def start_http(app: web.Application, port: int) -> web.AppRunner:
+async def start_http(app: web.Application, *ports: int, shared: int | None = None) -> web.AppRunner:
+    """Serve ``app`` on 127.0.0.1 at each of ``ports``, and at ``shared`` with ``SO_REUSEPORT`` (a port
+    every replica of the service binds: the kernel spreads new connections over them)."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
-    await site.start()
+    for port in ports:
+        await web.TCPSite(runner, "127.0.0.1", port, reuse_address=True).start()
+    if shared is not None:
+        await web.TCPSite(runner, "127.0.0.1", shared, reuse_address=True, reuse_port=True).start()
     return runner
 
 
@@ -222,19 +252,22 @@ Serve = Callable[[LabConfig, asyncio.Event], Awaitable[None]]
 
 
 def main_for(name: str, serve: Serve, argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m gamedaylib.lab.<service> --lab-config PATH``: log to stderr, run
-    ``serve`` until SIGTERM/SIGINT sets ``stop``, return the exit status."""
+    """Entry point of ``python -m gamedaylib.lab.<service> --lab-config PATH [--replica N]``: log to
+    stderr, run ``serve`` until SIGTERM/SIGINT sets ``stop``, return the exit status."""
     parser = argparse.ArgumentParser(prog=f"python -m gamedaylib.lab.{name}")
     parser.add_argument("--lab-config", required=True, help="<lab_dir>/config.json")
+    parser.add_argument("--replica", type=int, default=None, help="replica index of a replicated service")
     args = parser.parse_args(argv)
+    who = name if args.replica is None else replica_name(name, args.replica)
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.INFO,
-        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+        format=f"%(asctime)s {who} %(levelname)s %(message)s",
+        force=True,  # a service forked from the supervisor inherits its logging set-up
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     disable_created_metrics()  # no *_created series: the lab's scrape stays small and readable
-    config = load_config(args.lab_config)
+    config = replace(load_config(args.lab_config), replica=args.replica or 0)
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -244,5 +277,5 @@ def main_for(name: str, serve: Serve, argv: list[str] | None = None) -> int:
         await serve(config, stop)
 
     asyncio.run(runner())
-    log.info("%s stopped", name)
+    log.info("%s stopped", who)
     return 0

@@ -1,28 +1,28 @@
-"""The lab supervisor: starts every lab process, records them, and stops them all.
+"""The lab supervisor process: starts every lab process, records them, and stops them all.
 
-Two halves:
+``python -m gamedaylib.lab.supervisor --lab-dir DIR [--knobs JSON]`` (normally spawned by
+``gamedaylib.lab.client.Lab.up``) picks free ports, writes ``config.json``, starts the NATS cluster
+(``lab_nats_nodes`` nats-servers ``nats-0``..., routed to each other, JetStream on each), PostgreSQL,
+the sink, the exporter, the partition proxy, Prometheus and Alertmanager (when installed), the
+``lab_service_replicas`` gateways (``gateway-0``...) and reporting consumers (``reporting-0``...) and
+the simulated users, waits for each to be ready, writes ``state.json`` atomically, then idles (it
+restarts nothing: ``status`` reports a dead process). SIGTERM/SIGINT/SIGHUP stop the children
+(SIGTERM, SIGKILL after a grace) and remove ``state.json``.
 
-- ``Lab(lab_dir)``, the Python API the CLI, the runbook and the tests use: ``up``, ``down``,
-  ``status``, ``is_up``, ``partition``. ``up`` spawns the supervisor as a detached process (its own
-  session) and waits until it has written ``state.json``; ``down`` signals it and then kills, by PID
-  and by session, anything of the lab still alive, so nothing is left behind even after ``kill -9``
-  of the supervisor or of the process that ran ``up``.
-- ``python -m gamedaylib.lab.supervisor --lab-dir DIR [--knobs JSON]``, the supervisor process:
-  picks free ports, writes ``config.json``, starts nats-server, PostgreSQL, the sink, the exporter,
-  the proxy, Prometheus and Alertmanager (when installed), the gateway, reporting and the simulated
-  users, waits for each to be ready, writes ``state.json`` atomically, then idles (it restarts
-  nothing: ``status`` reports a dead process). SIGTERM/SIGINT/SIGHUP stop the children in reverse
-  order (SIGTERM, SIGKILL after a grace) and remove ``state.json``.
+The NATS servers never advertise their peers' client URLs to clients (``no_advertise`` in the cluster
+block): the services know only the proxy's listeners, one per node, so a cut isolates them from every
+node at once, as the playbook's NetworkChaos does.
 
-Files under the lab folder: see docs/ARCHITECTURE.md "The lab". Besides them: ``pids.json``
-(every process started so far, with start times, updated as they start), ``supervisor.lock``
-(held by the live supervisor: two supervisors never run on one folder) and
+Files under the lab folder: see docs/ARCHITECTURE.md "The lab" (``layout.LabLayout``). Besides them:
+``pids.json`` (every process started so far, with start times, updated as they start),
+``supervisor.lock`` (held by the live supervisor: two supervisors never run on one folder) and
 ``logs/supervisor.log`` (the progress lines ``gameday lab up`` shows).
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import fcntl
 import json
 import logging
@@ -32,318 +32,164 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
+import psycopg
 import yaml
 
 from gamedaylib import gamedays
-from gamedaylib.exceptions import InvalidParameters, LabAlreadyRunning, LabError, ProbeError
+from gamedaylib.exceptions import LabError, ProbeError
+from gamedaylib.lab import exporter as exporter_service
+from gamedaylib.lab import gateway as gateway_service
 from gamedaylib.lab import processes as proc
+from gamedaylib.lab import proxy as proxy_service
+from gamedaylib.lab import reporting as reporting_service
+from gamedaylib.lab import sink as sink_service
+from gamedaylib.lab import users as users_service
 from gamedaylib.lab.knobs import events_ddl, validate_knobs
+from gamedaylib.lab.layout import (
+    EXIT_ALREADY_RUNNING,
+    MAX_PARTITION_SECONDS,
+    LabLayout,
+    indexed_ports,
+    replica_name,
+)
 from gamedaylib.lab.processes import ProcessRef
 from gamedaylib.lab.truth import answers_path
 from gamedaylib.probes.metrics import scrape
 
 log = logging.getLogger("gamedaylib.lab.supervisor")
 
-DEFAULT_LAB_DIR = ".gameday/lab"
-DEFAULT_PARTITION_SECONDS = 60.0  # `partition(True)` without a duration: the proxy needs a deadline
-MAX_PARTITION_SECONDS = 3600
-STARTUP_TIMEOUT_SECONDS = 90.0
 STOP_GRACE_SECONDS = 5.0
-EXIT_ALREADY_RUNNING = 3  # the supervisor's exit status when another one holds the lab folder
-
-PORT_NAMES = (
-    "nats",
-    "nats_monitor",
-    "proxy",
-    "proxy_control",
-    "gateway",
-    "reporting",
-    "exporter",
-    "postgres",
-    "prometheus",
-    "alertmanager",
-    "sink",
-)
-# Fields of state.json that `gameday lab status --json` promises (null when not applicable).
-URL_FIELDS = (
-    "gateway_url",
-    "events_dsn",
-    "nats_url",
-    "nats_monitor_url",
-    "prometheus_url",
-    "alertmanager_url",
-    "proxy_control_url",
-    "gateway_metrics_url",
-    "reporting_metrics_url",
-    "exporter_metrics_url",
-    "sink_url",
-    "truth_file",
-)
-# Prometheus job name -> ports key of the process it scrapes at /metrics.
-SCRAPE_JOBS = {
-    "api-gateway": "gateway",
-    "reporting": "reporting",
-    "nats-exporter": "exporter",
-    "partition-proxy": "proxy_control",
-    "prometheus": "prometheus",
-    "alertmanager": "alertmanager",
+PR_SET_NAME = 15  # prctl(2)
+# the lab's Python services, forked from the supervisor (Supervisor.fork): name -> entry point
+SERVICES: dict[str, Callable[[list[str]], int]] = {
+    "proxy": proxy_service.main,
+    "sink": sink_service.main,
+    "exporter": exporter_service.main,
+    "gateway": gateway_service.main,
+    "reporting": reporting_service.main,
+    "users": users_service.main,
 }
+NATS_CLUSTER_NAME = "nats"  # the official Helm chart's cluster name for release "nats"
+# one OS thread of Go code per nats-server, as a pod with a 1-CPU limit gets: three servers sharing a
+# 2-core machine spend less CPU than with a thread per core each (at 500 events/s, measured once on
+# this machine: 30 % of a core for the three instead of 36-42 %)
+NATS_ENV = {"GOMAXPROCS": "1"}
+META_LEADER_SECONDS = 2.0  # a new cluster elects its meta leader well within this, or not for 4-9 s
+NATS_START_ATTEMPTS = 3
 
+# ports of one of a kind; the per-node and per-replica ones are <name>_<i> (layout.indexed_ports)
+SINGLE_PORTS = ("gateway", "proxy_control", "postgres", "prometheus", "alertmanager", "sink")
+NODE_PORTS = ("nats", "nats_monitor", "nats_cluster", "proxy", "exporter")
+REPLICA_PORTS = ("gateway_admin", "reporting")
+
+# Prometheus job name -> (ports key of what it scrapes at /metrics, pod name of each target or None).
+# A per-node or per-replica key gives the job one target per node or replica.
+SCRAPE_JOBS: dict[str, tuple[str, str | None]] = {
+    "api-gateway": ("gateway_admin", "api-gateway"),
+    "reporting": ("reporting", "reporting"),
+    "nats-exporter": ("exporter", "nats"),
+    "partition-proxy": ("proxy_control", None),
+    "prometheus": ("prometheus", None),
+    "alertmanager": ("alertmanager", None),
+}
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-# --------------------------------------------------------------------------------------------------
-# The API: Lab
-# --------------------------------------------------------------------------------------------------
+def allocate_ports(nodes: int, replicas: int) -> dict[str, int]:
+    """Free ports for a lab of ``nodes`` NATS nodes and ``replicas`` service replicas, by name."""
+    names = list(SINGLE_PORTS)
+    names += [f"{name}_{i}" for name in NODE_PORTS for i in range(nodes)]
+    names += [f"{name}_{i}" for name in REPLICA_PORTS for i in range(replicas)]
+    return dict(zip(names, proc.free_ports(len(names))))
 
 
-class Lab:
-    """One lab folder and the processes it holds. Every method is safe to call from any process."""
-
-    def __init__(self, lab_dir: str | os.PathLike[str] = DEFAULT_LAB_DIR) -> None:
-        self.lab_dir = Path(lab_dir).expanduser().resolve()
-
-    # paths
-    @property
-    def config_path(self) -> Path:
-        return self.lab_dir / "config.json"
-
-    @property
-    def state_path(self) -> Path:
-        return self.lab_dir / "state.json"
-
-    @property
-    def pids_path(self) -> Path:
-        return self.lab_dir / "pids.json"
-
-    @property
-    def supervisor_log(self) -> Path:
-        return self.lab_dir / "logs" / "supervisor.log"
-
-    def _supervisor_ref(self) -> ProcessRef | None:
-        pids = proc.read_json(self.pids_path)
-        if pids and pids.get("supervisor"):
-            return ProcessRef.from_json(pids["supervisor"])
-        try:
-            return ProcessRef("supervisor", int((self.lab_dir / "supervisor.pid").read_text().strip()), None)
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def _supervisor_alive(self) -> bool:
-        ref = self._supervisor_ref()
-        return ref is not None and proc.is_alive(ref)
-
-    def is_up(self) -> bool:
-        """True when the supervisor is alive and has declared the lab ready (``state.json``)."""
-        return self.state_path.exists() and self._supervisor_alive()
-
-    def up(
-        self,
-        knobs: dict[str, Any] | None = None,
-        *,
-        timeout: float = STARTUP_TIMEOUT_SECONDS,
-        progress: Callable[[str], None] | None = None,
-    ) -> dict[str, Any]:
-        """Start the lab in the background and return its status once every process is ready.
-
-        ``knobs`` are validated first (``InvalidParameters``, nothing started). Raises
-        ``LabAlreadyRunning`` when a lab is up (or starting) in this folder, ``LabError`` when it
-        could not start (then everything it started is stopped). ``progress`` receives each
-        progress line of the supervisor (which process is being started or waited for)."""
-        effective = validate_knobs(knobs)
-        if self._supervisor_alive():
-            raise LabAlreadyRunning(self._already_running_message())
-        self._cleanup_leftovers()
-        (self.lab_dir / "logs").mkdir(parents=True, exist_ok=True)
-        log_offset = self.supervisor_log.stat().st_size if self.supervisor_log.exists() else 0
-        with open(self.supervisor_log, "ab") as out:
-            child = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gamedaylib.lab.supervisor",
-                    "--lab-dir",
-                    str(self.lab_dir),
-                    "--knobs",
-                    json.dumps(effective),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.lab_dir,
-                start_new_session=True,
-                close_fds=True,
-            )
-        # reap it when it ends, so that it never lingers as a zombie of this process
-        threading.Thread(target=child.wait, name="lab-supervisor-reaper", daemon=True).start()
-        try:
-            return self._wait_ready(child, timeout, log_offset, progress)
-        except LabAlreadyRunning:
-            raise
-        except BaseException:
-            self.down()
-            raise
-
-    def _wait_ready(
-        self,
-        child: subprocess.Popen[bytes],
-        timeout: float,
-        log_offset: int,
-        progress: Callable[[str], None] | None,
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        offset = log_offset
-        while True:
-            offset = self._forward_progress(offset, progress)
-            if child.poll() is not None or not proc.is_alive(child.pid):
-                offset = self._forward_progress(offset, progress)
-                code = child.wait()
-                if code == EXIT_ALREADY_RUNNING:
-                    raise LabAlreadyRunning(self._already_running_message())
-                raise LabError(
-                    f"the lab supervisor exited with status {code} before the lab was ready; "
-                    f"last lines of {self.supervisor_log}:\n{proc.tail(self.supervisor_log)}"
-                )
-            if self.state_path.exists():
-                state = proc.read_json(self.state_path)
-                if state and state.get("supervisor_pid") == child.pid:
-                    self._forward_progress(offset, progress)
-                    return self.status()
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"the lab was not ready after {timeout:g}s; last lines of {self.supervisor_log}:\n"
-                    f"{proc.tail(self.supervisor_log)}"
-                )
-            time.sleep(0.05)
-
-    def _forward_progress(self, offset: int, progress: Callable[[str], None] | None) -> int:
-        try:
-            with open(self.supervisor_log, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read()
-        except FileNotFoundError:
-            return offset
-        complete = data[: data.rfind(b"\n") + 1]
-        if progress is not None:
-            for line in complete.decode("utf-8", "replace").splitlines():
-                if line.strip():
-                    progress(line)
-        return offset + len(complete)
-
-    def _already_running_message(self) -> str:
-        ref = self._supervisor_ref()
-        what = "up" if self.state_path.exists() else "starting"
-        return f"a lab is already {what} in {self.lab_dir} (supervisor pid {ref.pid if ref else '?'})"
-
-    def down(self, *, timeout: float = 30.0) -> None:
-        """Stop the lab and everything it started; no-op when nothing runs. Never leaves a process
-        behind: after the supervisor's own shutdown, whatever is still alive is killed by PID."""
-        sup = self._supervisor_ref()
-        if sup is not None and proc.is_alive(sup):
-            proc.send_signal(sup.pid, signal.SIGTERM)
-            left = proc.wait_gone([sup.pid], timeout)
-            if left:
-                log.warning("lab supervisor %d ignored SIGTERM for %ss: killing it", sup.pid, timeout)
-                proc.send_signal(sup.pid, signal.SIGKILL)
-                proc.wait_gone(left, 5.0)
-        self._cleanup_leftovers()
-
-    def _cleanup_leftovers(self) -> None:
-        """Kill every recorded process of this lab that is still alive, then forget them."""
-        refs: list[ProcessRef] = []
-        sup = self._supervisor_ref()
-        pids = proc.read_json(self.pids_path) or {}
-        for data in (pids.get("children") or {}).values():
-            refs.append(ProcessRef.from_json(data))
-        state = proc.read_json(self.state_path) or {}
-        for name, pid in (state.get("pids") or {}).items():
-            if all(r.pid != pid for r in refs):
-                refs.append(ProcessRef(name, int(pid), None))
-        if sup is not None and proc.is_alive(sup):
-            raise LabError(f"the lab supervisor (pid {sup.pid}) is still running in {self.lab_dir}")
-        proc.terminate(list(reversed(refs)), sig=signal.SIGKILL, grace=5.0)
-        if sup is not None and sup.start_ticks is not None:
-            # anything else of the supervisor's session (a child spawned but not yet recorded, a
-            # PostgreSQL backend): only started after the supervisor, so never an unrelated process
-            for pid in proc.session_members(sup.pid):
-                stat = proc.proc_stat(pid)
-                if stat is not None and stat.start_ticks >= sup.start_ticks:
-                    proc.terminate([ProcessRef("leftover", pid, stat.start_ticks)], sig=signal.SIGKILL)
-        for path in (self.state_path, self.pids_path, self.lab_dir / "supervisor.pid"):
-            path.unlink(missing_ok=True)
-
-    def status(self) -> dict[str, Any]:
-        """The state (config, ports, URLs, pids) plus ``up``, ``partition_active`` and, per process,
-        ``processes: {name: {"pid", "alive"}}``. When no lab is up, the URL fields are null."""
-        state = proc.read_json(self.state_path)
-        up = state is not None and self._supervisor_alive()
-        result: dict[str, Any] = {name: None for name in URL_FIELDS}
-        result.update({"lab_dir": str(self.lab_dir), "up": up, "partition_active": False, "processes": {}})
-        if state is None:
-            config = proc.read_json(self.config_path)
-            if config is not None and self._supervisor_alive():
-                result["starting"] = True
-            return result
-        result.update(state)
-        result["up"] = up
-        refs = {r["name"]: ProcessRef.from_json(r) for r in state.get("process_refs", [])}
-        result["processes"] = {
-            name: {"pid": pid, "alive": proc.is_alive(refs.get(name, ProcessRef(name, pid, None)))}
-            for name, pid in (state.get("pids") or {}).items()
-        }
-        result["partition"] = None
-        if up:
-            try:
-                partition = proc.http_json(state["proxy_control_url"] + "/partition", timeout=2.0)
-                result["partition"] = partition
-                result["partition_active"] = bool(partition.get("active"))
-            except LabError as exc:
-                result["partition_active"] = None
-                result["partition_error"] = str(exc)
-        return result
-
-    def partition(self, active: bool, duration_seconds: float | None = None) -> dict[str, Any]:
-        """Cut (``active=True``, healing by itself after ``duration_seconds``, default
-        ``DEFAULT_PARTITION_SECONDS``) or heal the lab's network to NATS; returns the proxy's status."""
-        state = proc.read_json(self.state_path)
-        if state is None or not self._supervisor_alive():
-            raise LabError(f"no lab is up in {self.lab_dir} (start one with `gameday lab up`)")
-        payload: dict[str, Any] = {"active": bool(active)}
-        if active:
-            duration = DEFAULT_PARTITION_SECONDS if duration_seconds is None else float(duration_seconds)
-            limit = float(state.get("max_partition_seconds", MAX_PARTITION_SECONDS))
-            if not 0 < duration <= limit:
-                raise InvalidParameters(f"must be > 0 and at most {limit:g} seconds", "duration_seconds")
-            payload["duration_seconds"] = duration
-            payload["mode"] = state["knobs"]["lab_partition_mode"]
-        result: dict[str, Any] = proc.http_json(state["proxy_control_url"] + "/partition", payload=payload)
-        return result
-
-
-# --------------------------------------------------------------------------------------------------
-# The supervisor process
-# --------------------------------------------------------------------------------------------------
+def nats_server_config(lab_dir: Path, ports: dict[str, int], node: int) -> str:
+    """nats-server's configuration file for node ``node`` of the lab's cluster (a single server, without
+    a cluster block, when the lab has one node)."""
+    q = json.dumps
+    nodes = len(indexed_ports(ports, "nats"))
+    name = replica_name("nats", node)
+    store = lab_dir / "nats" / name
+    client, monitor = f"127.0.0.1:{ports[f'nats_{node}']}", f"127.0.0.1:{ports[f'nats_monitor_{node}']}"
+    lines = [
+        f"server_name: {q(name)}",
+        f"listen: {q(client)}",
+        f"http: {q(monitor)}",
+        f"jetstream {{ store_dir: {q(str(store))} }}",
+    ]
+    if nodes > 1:
+        routes = ", ".join(q(f"nats-route://127.0.0.1:{port}") for port in indexed_ports(ports, "nats_cluster"))
+        listen = f"127.0.0.1:{ports[f'nats_cluster_{node}']}"
+        lines += [
+            "cluster {",
+            f"  name: {q(NATS_CLUSTER_NAME)}",
+            f"  listen: {q(listen)}",
+            "  # never tell clients about the other nodes: they would reconnect around the partition proxy",
+            "  no_advertise: true",
+            f"  routes: [{routes}]",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
 
 
 class _Stop(BaseException):
     """Raised in the supervisor's main thread by SIGTERM/SIGINT/SIGHUP."""
 
 
+class ChildProcess(Protocol):
+    """What the supervisor asks of a child process: ``subprocess.Popen`` or a ``ForkedProcess``."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float | None = None) -> int: ...
+
+
+class ForkedProcess:
+    """A lab service forked from the supervisor (``Supervisor.fork``): reaped with ``waitpid``."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: gone, status unknown
+                self.returncode = -1
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.02)
+        assert self.returncode is not None
+        return self.returncode
+
+
 @dataclass
 class Child:
     name: str
-    popen: subprocess.Popen[bytes]
+    popen: ChildProcess
     ref: ProcessRef
     stop_signal: int = signal.SIGTERM
     reported_dead: bool = False
@@ -358,10 +204,14 @@ class Supervisor:
     urls: dict[str, Any] = field(default_factory=dict)
     self_ref: ProcessRef | None = None
 
+    @property
+    def layout(self) -> LabLayout:
+        return LabLayout(self.lab_dir)
+
     # -- bookkeeping ------------------------------------------------------------------------------
     def _record(self) -> None:
         proc.write_json_atomic(
-            self.lab_dir / "pids.json",
+            self.layout.pids,
             {
                 "supervisor": self.self_ref.to_json() if self.self_ref else None,
                 "children": {c.name: c.ref.to_json() for c in self.children},
@@ -369,7 +219,7 @@ class Supervisor:
         )
 
     def _log_file(self, name: str) -> IO[bytes]:
-        return open(self.lab_dir / "logs" / f"{name}.log", "ab")
+        return open(self.layout.log(name), "ab")
 
     def spawn(
         self,
@@ -379,9 +229,10 @@ class Supervisor:
         stop_signal: int = signal.SIGTERM,
         user: tuple[int, int] | None = None,
         cwd: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> Child:
         log.info("starting %s", name)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         kwargs: dict[str, Any] = {}
         if user is not None:
             kwargs.update(user=user[0], group=user[1], extra_groups=[])
@@ -405,6 +256,25 @@ class Supervisor:
         self._record()
         return child
 
+    def fork(self, name: str, main: Callable[[list[str]], int], argv: list[str]) -> Child:
+        """Start a lab service as a fork of the supervisor, which has imported every service module
+        once (aiohttp, nats-py, psycopg, prometheus_client): a fresh interpreter per service would
+        spend most of ``lab up`` importing them again, eight times over. The child gets its own
+        process group, log file and default signal handlers, keeps no inherited descriptor, names
+        itself ``name`` (``ps -o comm``) and runs ``main(argv)``, the service's own entry point."""
+        log.info("starting %s", name)
+        out = os.open(self.layout.log(name), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover (the child; its behaviour is tested through the lab)
+            _run_forked(name, main, argv, out)
+        os.close(out)
+        child = Child(name, ForkedProcess(pid), ProcessRef.of(name, pid))
+        self.children.append(child)
+        self._record()
+        return child
+
     def _died(self, child: Child) -> Callable[[], str | None]:
         def check() -> str | None:
             code = child.popen.poll()
@@ -412,66 +282,94 @@ class Supervisor:
                 return None
             return (
                 f"{child.name} exited with status {code}; last lines of its log:\n"
-                f"{proc.tail(self.lab_dir / 'logs' / f'{child.name}.log')}"
+                f"{proc.tail(self.layout.log(child.name))}"
             )
 
         return check
 
+    def _any_died(self, children: list[Child]) -> Callable[[], str | None]:
+        checks = [self._died(c) for c in children]
+        return lambda: next((reason for reason in (check() for check in checks) if reason), None)
+
     def _wait_http(self, child: Child, url: str, timeout: float = 30.0) -> None:
         def ok() -> bool:
-            try:
-                status, _ = proc.http_get(url, timeout=1.0)
-            except LabError:
-                return False
-            return 200 <= status < 300
+            return _answers(url)
 
         log.info("waiting for %s (%s)", child.name, url)
         proc.wait_for(ok, timeout=timeout, what=f"{child.name} at {url}", abort=self._died(child))
 
     # -- configuration ----------------------------------------------------------------------------
     def configure(self, prometheus: str | None, alertmanager: str | None) -> dict[str, Any]:
-        ports = dict(zip(PORT_NAMES, proc.free_ports(len(PORT_NAMES))))
-        lab = str(self.lab_dir)
+        nodes, replicas = self.knobs["lab_nats_nodes"], self.knobs["lab_service_replicas"]
+        ports = allocate_ports(nodes, replicas)
         local = "http://127.0.0.1:{}".format
         self.config = {
-            "lab_dir": lab,
+            "lab_dir": str(self.lab_dir),
             "knobs": self.knobs,
             "ports": ports,
             "events_dsn": f"postgresql://gameday@127.0.0.1:{ports['postgres']}/gameday",
             "max_partition_seconds": MAX_PARTITION_SECONDS,
         }
+        nats_urls = [f"nats://127.0.0.1:{p}" for p in indexed_ports(ports, "nats")]
+        monitor_urls = [local(p) for p in indexed_ports(ports, "nats_monitor")]
+        exporter_urls = [local(p) + "/metrics" for p in indexed_ports(ports, "exporter")]
+        gateway_urls = [local(p) + "/metrics" for p in indexed_ports(ports, "gateway_admin")]
+        reporting_urls = [local(p) + "/metrics" for p in indexed_ports(ports, "reporting")]
         self.urls = {
             "gateway_url": local(ports["gateway"]),
             "events_dsn": self.config["events_dsn"],
-            "nats_url": f"nats://127.0.0.1:{ports['nats']}",
-            "nats_monitor_url": local(ports["nats_monitor"]),
+            "nats_url": nats_urls[0],
+            "nats_urls": nats_urls,
+            "nats_monitor_url": monitor_urls[0],
+            "nats_monitor_urls": monitor_urls,
+            "nats_servers": [replica_name("nats", node) for node in range(nodes)],
+            "nats_cluster": NATS_CLUSTER_NAME if nodes > 1 else None,
             "prometheus_url": local(ports["prometheus"]) if prometheus else None,
             "alertmanager_url": local(ports["alertmanager"]) if alertmanager else None,
             "proxy_control_url": local(ports["proxy_control"]),
-            "gateway_metrics_url": local(ports["gateway"]) + "/metrics",
-            "reporting_metrics_url": local(ports["reporting"]) + "/metrics",
-            "exporter_metrics_url": local(ports["exporter"]) + "/metrics",
+            "gateway_metrics_url": gateway_urls[0],
+            "gateway_metrics_urls": gateway_urls,
+            "reporting_metrics_url": reporting_urls[0],
+            "reporting_metrics_urls": reporting_urls,
+            "exporter_metrics_url": exporter_urls[0],
+            "exporter_metrics_urls": exporter_urls,
             "sink_url": local(ports["sink"]),
             "truth_file": str(answers_path(self.lab_dir)),
+            "hidden_parts": sorted(proc.hidden_parts()),
         }
-        proc.write_json_atomic(self.lab_dir / "config.json", self.config)
+        proc.write_json_atomic(self.layout.config, self.config)
         return self.config
+
+    def write_nats_configs(self) -> list[Path]:
+        """One configuration file per NATS node (``nats/nats-<i>.conf``)."""
+        paths = []
+        for node in range(self.knobs["lab_nats_nodes"]):
+            path = self.lab_dir / "nats" / f"{replica_name('nats', node)}.conf"
+            path.write_text(nats_server_config(self.lab_dir, self.config["ports"], node), encoding="utf-8")
+            paths.append(path)
+        return paths
 
     def write_prometheus_config(self, with_alertmanager: bool) -> Path:
         ports = self.config["ports"]
         rules_dir = self.lab_dir / "prometheus" / "rules"
         rule_files = write_lab_rules(rules_dir)
+        scrape_configs = []
+        for job, (port, pod) in SCRAPE_JOBS.items():
+            if job == "alertmanager" and not with_alertmanager:
+                continue
+            per_target = indexed_ports(ports, port)
+            if per_target:  # one target per node or replica, labelled with its pod name
+                static = [
+                    {"targets": [f"127.0.0.1:{p}"], "labels": {"pod": replica_name(pod or job, i)}}
+                    for i, p in enumerate(per_target)
+                ]
+            else:
+                static = [{"targets": [f"127.0.0.1:{ports[port]}"]}]
+            scrape_configs.append({"job_name": job, "static_configs": static})
         config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
-            "scrape_configs": [
-                {
-                    "job_name": job,
-                    "static_configs": [{"targets": [f"127.0.0.1:{ports[port]}"]}],
-                }
-                for job, port in SCRAPE_JOBS.items()
-                if with_alertmanager or job != "alertmanager"
-            ],
+            "scrape_configs": scrape_configs,
         }
         if with_alertmanager:
             config["alerting"] = {
@@ -583,7 +481,7 @@ class Supervisor:
             if result.returncode != 0:
                 raise LabError(
                     f"initdb exited with status {result.returncode}:\n"
-                    f"{proc.tail(self.lab_dir / 'logs' / 'initdb.log')}"
+                    f"{proc.tail(self.layout.log('initdb'))}"
                 )
             shutil.move(str(staging / "data"), str(data))  # a copy when /tmp is another filesystem
             if user is not None:
@@ -592,8 +490,6 @@ class Supervisor:
             shutil.rmtree(staging, ignore_errors=True)
 
     def prepare_database(self, child: Child) -> None:
-        import psycopg
-
         port = self.config["ports"]["postgres"]
         admin_dsn = f"postgresql://gameday@127.0.0.1:{port}/postgres"
         last_error: list[str] = [""]
@@ -625,6 +521,7 @@ class Supervisor:
         for sub in ("logs", "truth", "sink", "prometheus", "alertmanager"):
             (self.lab_dir / sub).mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.lab_dir / "nats", ignore_errors=True)  # a fresh JetStream store per lab
+        (self.lab_dir / "nats").mkdir()
         for stale in (self.lab_dir / "prometheus" / "data", self.lab_dir / "alertmanager" / "data"):
             shutil.rmtree(stale, ignore_errors=True)
 
@@ -637,29 +534,22 @@ class Supervisor:
             alertmanager_bin = None  # nothing would send it alerts
         self.configure(prometheus_bin, alertmanager_bin)
         ports = self.config["ports"]
-        config_path = str(self.lab_dir / "config.json")
+        replicas = self.knobs["lab_service_replicas"]
+        config_path = str(self.layout.config)
 
-        def service(name: str) -> Child:
-            return self.spawn(
-                name, [sys.executable, "-m", f"gamedaylib.lab.{name}", "--lab-config", config_path]
-            )
+        def service(name: str, replica: int | None = None) -> Child:
+            argv = ["--lab-config", config_path]
+            if replica is None:
+                return self.fork(name, SERVICES[name], argv)
+            return self.fork(replica_name(name, replica), SERVICES[name], [*argv, "--replica", str(replica)])
 
-        # 1. everything that needs nothing else, in parallel
-        nats = self.spawn(
-            "nats",
-            [
-                nats_bin,
-                "-a", "127.0.0.1",
-                "-p", str(ports["nats"]),
-                "-m", str(ports["nats_monitor"]),
-                "-n", "gameday-lab",
-                "-js",
-                "-sd", str(self.lab_dir / "nats"),
-            ],
-        )  # fmt: skip
+        # 1. everything that needs nothing else, in parallel: the NATS cluster's nodes first and together
+        #    (see wait_nats), then the proxy (the services connect through it)
+        nats = self.start_nats(nats_bin)
+        proxy = service("proxy")
+        postgres = self.start_postgres()
         sink = service("sink")
         exporter = service("exporter")
-        proxy = service("proxy")
         prometheus = alertmanager = None
         if alertmanager_bin:
             am_config = self.write_alertmanager_config()
@@ -689,32 +579,38 @@ class Supervisor:
             )
         else:
             log.info("prometheus not on PATH: the lab runs without Prometheus and Alertmanager")
-        postgres = self.start_postgres()
+        if proc.hidden_parts():
+            log.info("hidden by %s: %s", proc.WITHOUT_ENV, ", ".join(sorted(proc.hidden_parts())))
+        # the services ride out a NATS cluster still forming (they retry), so they start at once
+        gateways = [service("gateway", i) for i in range(replicas)]
+        reportings = [service("reporting", i) for i in range(replicas)]
 
-        # 2. the services need NATS (through the proxy) and the events table
-        self._wait_http(nats, self.urls["nats_monitor_url"] + "/healthz")
+        # 2. the users need the events table and every gateway answering
+        self.wait_nats(nats, nats_bin)
         self.prepare_database(postgres)
-        gateway = service("gateway")
-        reporting = service("reporting")
         self._wait_http(proxy, self.urls["proxy_control_url"] + "/healthz")
-        self._wait_http(gateway, self.urls["gateway_url"] + "/healthz")
+        for i, child in enumerate(gateways):
+            self._wait_http(child, f"http://127.0.0.1:{ports[f'gateway_admin_{i}']}/healthz")
         users = service("users")
-        self._wait_http(reporting, f"http://127.0.0.1:{ports['reporting']}/healthz")
+        for i, child in enumerate(reportings):
+            self._wait_http(child, f"http://127.0.0.1:{ports[f'reporting_{i}']}/healthz")
         self._wait_http(sink, self.urls["sink_url"] + "/healthz")
-        self._wait_http(exporter, f"http://127.0.0.1:{ports['exporter']}/healthz")
+        self._wait_http(exporter, f"http://127.0.0.1:{ports['exporter_0']}/healthz")
         if alertmanager is not None:
             self._wait_http(alertmanager, self.urls["alertmanager_url"] + "/-/ready")
         if prometheus is not None:
             self._wait_http(prometheus, self.urls["prometheus_url"] + "/-/ready")
 
-        # 3. ready means events flow: the gateway has published at least one event
-        log.info("waiting for the first event published by the gateway")
+        # 3. ready means events flow: every service replica is connected to NATS, and the events
+        #    the users post are published and stored
+        log.info("waiting for every service replica to connect to NATS and the first event stored")
+        services = [*gateways, *reportings]
         proc.wait_for(
-            lambda: _published(self.urls["gateway_metrics_url"]) >= 1,
+            lambda: self._events_flow(),
             timeout=30.0,
-            what="the gateway's first published event",
+            what="every replica connected to NATS and the first event stored",
             interval=0.1,
-            abort=lambda: self._died(users)() or self._died(gateway)(),
+            abort=self._any_died([users, *services]),
         )
         state = {
             **self.config,
@@ -724,10 +620,73 @@ class Supervisor:
             "startup_seconds": round(time.monotonic() - started, 3),
             "pids": {c.name: c.ref.pid for c in self.children},
             "process_refs": [c.ref.to_json() for c in self.children],
+            "log_files": {c.name: str(self.layout.log(c.name)) for c in self.children},
         }
-        proc.write_json_atomic(self.lab_dir / "state.json", state)
+        proc.write_json_atomic(self.layout.state, state)
         log.info("lab ready in %.1fs", state["startup_seconds"])
         return state
+
+    def start_nats(self, nats_bin: str) -> list[Child]:
+        """Spawn every NATS node at once (nothing else started yet competes for the CPU)."""
+        return [
+            self.spawn(replica_name("nats", node), [nats_bin, "-c", str(path)], env=NATS_ENV)
+            for node, path in enumerate(self.write_nats_configs())
+        ]
+
+    def wait_nats(self, nats: list[Child], nats_bin: str) -> list[Child]:
+        """Wait until every node is healthy: JetStream up and, in a cluster, a meta leader elected.
+
+        A new cluster's first election needs every node's vote (their logs are all empty). When a node
+        campaigns before the routes to every other node carry its vote request (a slow start on a
+        busy machine), the vote fails and the next one comes only after raft's election timeout, 4 to
+        9 seconds later. Rather than wait for it, the supervisor starts the cluster again from an
+        empty store: a node that is not healthy ``META_LEADER_SECONDS`` after the start means a
+        restart, up to ``NATS_START_ATTEMPTS`` starts in all (the last one waits as long as it takes,
+        up to the usual timeout). Returns the nodes that are up (new ones after a restart)."""
+        urls = [url + "/healthz" for url in self.urls["nats_monitor_urls"]]
+        for attempt in range(1, NATS_START_ATTEMPTS + 1):
+            last = attempt == NATS_START_ATTEMPTS or len(nats) == 1
+            log.info("waiting for %s (%s)", ", ".join(c.name for c in nats), ", ".join(urls))
+            try:
+                proc.wait_for(
+                    lambda: all(_answers(url) for url in urls),
+                    timeout=30.0 if last else META_LEADER_SECONDS,
+                    what="every NATS node healthy",
+                    abort=self._any_died(nats),
+                )
+                return nats
+            except LabError as exc:
+                if last or any(self._died(c)() for c in nats):
+                    raise
+                log.warning("%s (no JetStream meta leader): starting the NATS cluster again", exc)
+            killed = {c.name for c in nats}
+            proc.terminate([c.ref for c in nats], sig=signal.SIGKILL, grace=2.0)
+            for child in nats:
+                child.popen.wait()
+            self.children = [c for c in self.children if c.name not in killed]
+            for node in range(len(nats)):
+                shutil.rmtree(self.lab_dir / "nats" / replica_name("nats", node), ignore_errors=True)
+            nats = self.start_nats(nats_bin)
+            for child in nats:  # the children list keeps the start order: nats first
+                self.children.remove(child)
+            self.children[:0] = nats
+            self._record()
+        return nats
+
+    def _events_flow(self) -> bool:
+        """Every gateway and reporting replica reports ``nats_connected 1``, and the replicas together
+        have published and stored at least one event."""
+        published = stored = 0.0
+        for url in self.urls["gateway_metrics_urls"] + self.urls["reporting_metrics_urls"]:
+            try:
+                metrics = scrape(url, timeout=1.0)
+            except ProbeError:
+                return False
+            if metrics.value("nats_connected") != 1:
+                return False
+            published += metrics.sum("events_published_total") or 0.0
+            stored += metrics.sum("events_stored_total") or 0.0
+        return published >= 1 and stored >= 1
 
     def idle(self) -> None:
         """Stay up until signalled; report (never restart) a child that dies."""
@@ -741,14 +700,21 @@ class Supervisor:
                     )
 
     def stop(self) -> None:
-        """Stop the children in reverse order of start, then anything else left in the session."""
-        for child in reversed(self.children):
-            if child.popen.poll() is None:
-                log.info("stopping %s", child.name)
-                killed = proc.terminate([child.ref], sig=child.stop_signal, grace=STOP_GRACE_SECONDS)
-                if killed:
-                    log.warning("killed %s after %ss", ", ".join(killed), STOP_GRACE_SECONDS)
-            child.popen.poll()  # reap
+        """Stop the users first (no post is left half-answered in the truth file), then every other
+        child at once, then anything else left in the session."""
+        alive = [c for c in self.children if c.popen.poll() is None]
+        first = [c for c in alive if c.name == "users"]
+        for batch in (first, [c for c in alive if c.name != "users"]):
+            if not batch:
+                continue
+            log.info("stopping %s", ", ".join(c.name for c in batch))
+            killed = proc.terminate(
+                [c.ref for c in batch], grace=STOP_GRACE_SECONDS, signals={c.name: c.stop_signal for c in batch}
+            )
+            if killed:
+                log.warning("killed %s after %ss", ", ".join(killed), STOP_GRACE_SECONDS)
+            for c in batch:
+                c.popen.poll()  # reap
         leftovers = proc.kill_session(os.getsid(0), exclude=[os.getpid()])
         if leftovers:
             log.warning("killed leftover processes %s", leftovers)
@@ -756,12 +722,43 @@ class Supervisor:
             c.popen.poll()
 
 
-def _published(gateway_metrics_url: str) -> float:
-    """The gateway's ``events_published_total`` (0 while it does not answer)."""
+def _run_forked(name: str, main: Callable[[list[str]], int], argv: list[str], out: int) -> None:
+    """The forked child's life: never returns into the supervisor's code."""
+    code = 1
     try:
-        return scrape(gateway_metrics_url, timeout=1.0).sum("events_published_total") or 0.0
-    except ProbeError:
-        return 0.0
+        os.setpgid(0, 0)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the supervisor's lock among them
+        _set_process_name(name)
+        code = main(argv)
+    except BaseException:  # noqa: BLE001 (whatever happens, the child must not go on as the supervisor)
+        traceback.print_exc()
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _set_process_name(name: str) -> None:
+    """Name this process ``name`` for ``ps -o comm`` and ``/proc/<pid>/comm`` (Linux, best effort)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _answers(url: str) -> bool:
+    """True when ``url`` answers 2xx right now."""
+    try:
+        status, _ = proc.http_get(url, timeout=1.0)
+    except LabError:
+        return False
+    return 200 <= status < 300
 
 
 def write_lab_rules(dest: Path, monitoring_dirs: list[Path] | None = None) -> list[Path]:
@@ -815,17 +812,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     lab_dir = Path(args.lab_dir).resolve()
     lab_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(lab_dir / "supervisor.lock", "w")  # noqa: SIM115 (held for the process lifetime)
+    layout = LabLayout(lab_dir)
+    lock = open(layout.supervisor_lock, "w")  # noqa: SIM115 (held for the process lifetime)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        log.error("another lab supervisor holds %s", lab_dir / "supervisor.lock")
+        log.error("another lab supervisor holds %s", layout.supervisor_lock)
         return EXIT_ALREADY_RUNNING
 
     sup = Supervisor(lab_dir, validate_knobs(json.loads(args.knobs)))
     sup.self_ref = ProcessRef.of("supervisor", os.getpid())
-    (lab_dir / "state.json").unlink(missing_ok=True)
-    (lab_dir / "supervisor.pid").write_text(f"{os.getpid()}\n")
+    layout.state.unlink(missing_ok=True)
+    layout.supervisor_pid.write_text(f"{os.getpid()}\n")
     sup._record()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
@@ -846,8 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
         sup.stop()
-        for name in ("state.json", "pids.json", "supervisor.pid"):
-            (lab_dir / name).unlink(missing_ok=True)
+        for path in (layout.state, layout.pids, layout.supervisor_pid):
+            path.unlink(missing_ok=True)
         log.info("lab stopped")
     return status
 

@@ -1,7 +1,8 @@
 """The lab's ground truth: every answer a simulated user got (``<lab_dir>/truth/answers.jsonl``).
 
 One JSON object per line: ``{"ts": iso, "idempotency_key": str, "type": str, "status": int | null,
-"error": str | null}`` (status null = no answer, e.g. a connection error or timeout). The users
+"error": str | null, "gateway": str | null}`` (status null = no answer, e.g. a connection error or
+timeout; gateway = the replica that answered, ``gateway-N``, null without an answer). The users
 process writes and flushes one line per answer; a reader may meet a torn last line while it writes,
 and skips it. Any other unreadable line is an error.
 """

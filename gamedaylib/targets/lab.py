@@ -20,11 +20,11 @@ from typing import Any
 from gamedaylib.clock import parse_time, utcnow
 from gamedaylib.exceptions import HealFailed, InjectionFailed, InvalidParameters, LabError, ProbeError
 from gamedaylib.lab import processes as proc
+from gamedaylib.lab.client import Lab
 from gamedaylib.lab.knobs import check_knobs
 from gamedaylib.lab.pgclient import PgClusterClient
 from gamedaylib.lab.pgcluster import PgClusterPlan
 from gamedaylib.lab.pgrunner import Spawner
-from gamedaylib.lab.supervisor import Lab
 from gamedaylib.lab.truth import read_answers
 from gamedaylib.probes import http_request
 from gamedaylib.targets.base import Check, Endpoints, FaultStatus, GroundTruth

@@ -50,7 +50,7 @@ needs_run = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from gamedaylib.lab.supervisor import Lab
+    from gamedaylib.lab.client import Lab
 
     lab = Lab(tmp_path_factory.mktemp("k8s-e2e") / "lab")
     try:
@@ -63,7 +63,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture()
 def lossy_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A lab whose gateway silently drops the oldest buffered event once 20 are waiting."""
-    from gamedaylib.lab.supervisor import Lab
+    from gamedaylib.lab.client import Lab
 
     lab = Lab(tmp_path_factory.mktemp("k8s-e2e-lossy") / "lab")
     try:

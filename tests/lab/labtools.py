@@ -1,11 +1,17 @@
 """Helpers for the lab services' tests, imported as ``labtools`` (pytest puts tests/lab on sys.path):
 a real lab (``Lab(lab_dir).up(knobs)``) and what a user checks on it: the ground truth, the rows in
-PostgreSQL, the services' metrics."""
+PostgreSQL, the services' metrics (summed over every replica, or replica by replica).
+
+Optional parts: ``optional_parts(combination)`` is the environment for a lab started with exactly
+``"neither"``, ``"prometheus"`` (Prometheus only) or ``"both"`` (Prometheus and Alertmanager); the
+combination is skipped when the machine lacks a part it needs (``GAMEDAY_LAB_WITHOUT`` hides the ones
+it must not have)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import time
 import urllib.request
@@ -18,7 +24,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.client import Lab
+from gamedaylib.lab.processes import WITHOUT_ENV, find_binary
 from gamedaylib.lab.truth import read_answers
 
 
@@ -38,6 +45,40 @@ def metric(url: str, name: str) -> float:
     if not values:
         raise AssertionError(f"metric {name} not found at {url}")
     return sum(values)
+
+
+COMBINATIONS = {"neither": ("prometheus", "alertmanager"), "prometheus": ("alertmanager",), "both": ()}
+# what this machine lacks, or is told to pretend it lacks (GAMEDAY_LAB_WITHOUT set for the whole run,
+# e.g. by a CI step emulating a machine without Alertmanager), read before any test changes it
+MACHINE_WITHOUT = os.environ.get(WITHOUT_ENV, "")
+
+
+PARTS = {"neither": frozenset(), "prometheus": frozenset({"prometheus"}),
+         "both": frozenset({"prometheus", "alertmanager"})}
+
+
+def best_combination() -> str:
+    """The richest combination this machine allows (``both``, ``prometheus`` or ``neither``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(WITHOUT_ENV, MACHINE_WITHOUT)
+        has = {part for part in ("prometheus", "alertmanager") if find_binary(part, f"prometheus-{part}")}
+    return "both" if has == PARTS["both"] else "prometheus" if "prometheus" in has else "neither"
+
+
+@contextlib.contextmanager
+def optional_parts(combination: str) -> Iterator[None]:
+    """Run the block with exactly this combination of optional parts for labs started in it (skip the
+    test when the machine lacks a part the combination needs)."""
+    needed = sorted(PARTS[combination])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(WITHOUT_ENV, MACHINE_WITHOUT)
+        missing = [part for part in needed if find_binary(part, f"prometheus-{part}") is None]
+        if missing:
+            pytest.skip(f"{', '.join(missing)} not available: combination {combination!r} cannot run here")
+        machine = (part.strip().lower() for part in MACHINE_WITHOUT.split(",") if part.strip())
+        hidden = sorted({*COMBINATIONS[combination], *machine})
+        patch.setenv(WITHOUT_ENV, ",".join(hidden))
+        yield
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.25) -> Any:
@@ -63,10 +104,16 @@ class RunningLab:
         return str(self.state[name])
 
     def gateway(self, name: str) -> float:
-        return metric(self.url("gateway_metrics_url"), name)
+        """``name`` summed over every gateway replica."""
+        return sum(self.gateways(name))
+
+    def gateways(self, name: str) -> list[float]:
+        """``name`` at each gateway replica, in replica order."""
+        return [metric(url, name) for url in self.state["gateway_metrics_urls"]]
 
     def reporting(self, name: str) -> float:
-        return metric(self.url("reporting_metrics_url"), name)
+        """``name`` summed over every reporting replica."""
+        return sum(metric(url, name) for url in self.state["reporting_metrics_urls"])
 
     def partition(self, active: bool, seconds: float | None = None, mode: str | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"active": active}
@@ -91,14 +138,35 @@ class RunningLab:
         return [a for a in read_answers(self.dir) if datetime.fromisoformat(a["ts"]) <= cutoff]
 
     def log(self, name: str) -> str:
-        return (self.dir / "logs" / f"{name}.log").read_text(errors="replace")
+        """The log of process ``name``, or of every replica of service ``name`` (``gateway``, ...)."""
+        paths = self.lab.service_log_files(name)
+        return "".join(path.read_text(errors="replace") for path in paths)
 
     def wait_partition_over(self, timeout: float) -> None:
         wait_for(lambda: not self.partition_status()["active"], timeout, "the partition to heal")
 
+    def settled_missing(self, older_than: float = 2.0, timeout: float = 30.0) -> tuple[list[str], list[str]]:
+        """(accepted, missing): the keys answered 202 at least ``older_than`` seconds ago, and those of
+        them not in ``events``, once ``missing`` has stopped changing for 2 s (whatever was on its way
+        to PostgreSQL has arrived; a loaded machine may take a while)."""
+        deadline = time.monotonic() + timeout
+        last: set[str] | None = None
+        since = time.monotonic()
+        while True:
+            answers = self.answers(older_than=older_than)
+            stored = self.stored()
+            accepted = [a["idempotency_key"] for a in answers if a["status"] == 202]
+            missing = [key for key in accepted if stored[key] == 0]
+            now = time.monotonic()
+            if set(missing) != last:
+                last, since = set(missing), now
+            elif now - since >= 2.0 or now > deadline:
+                return accepted, missing
+            time.sleep(0.5)
+
     def wait_drained(self, timeout: float = 60.0) -> None:
         """Buffer empty and every event accepted until now stored."""
-        wait_for(lambda: self.gateway("nats_connected") == 1, timeout, "the gateway to reconnect")
+        wait_for(lambda: min(self.gateways("nats_connected")) == 1, timeout, "every gateway to reconnect")
         wait_for(lambda: self.gateway("event_buffer_size") == 0, timeout, "the gateway buffer to empty")
         accepted = {a["idempotency_key"] for a in self.answers() if a["status"] == 202}
         wait_for(lambda: not (accepted - set(self.stored())), timeout, "the backlog to reach PostgreSQL")

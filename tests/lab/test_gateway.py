@@ -129,8 +129,9 @@ def test_metrics_are_exposed_under_the_documented_names(lab: RunningLab) -> None
         lab.gateway(name)
     for name in REPORTING_METRICS:
         lab.reporting(name)
-    assert lab.gateway("event_buffer_capacity") == 10000
-    assert lab.gateway("nats_connected") == 1
+    replicas = lab.state["knobs"]["lab_service_replicas"]
+    assert lab.gateways("event_buffer_capacity") == [10000] * replicas  # one buffer per replica
+    assert lab.gateways("nats_connected") == [1] * replicas
     wait_for(lambda: lab.reporting("events_stored_total") > 0, 15, "events stored")
     with urllib.request.urlopen(lab.url("gateway_url") + "/healthz", timeout=5) as response:
         assert response.status == 200
@@ -179,8 +180,9 @@ def test_ground_truth_records_every_user_answer_and_skips_a_torn_last_line(
 ) -> None:
     answers = wait_for(lambda: lab.answers() if len(lab.answers()) >= 5 else None, 15, "five user answers")
     for answer in answers:
-        assert set(answer) == {"ts", "idempotency_key", "type", "status", "error"}
+        assert set(answer) == {"ts", "idempotency_key", "type", "status", "error", "gateway"}
         assert answer["idempotency_key"].startswith("user-")
+        assert answer["gateway"] in {f"gateway-{i}" for i in range(lab.state["knobs"]["lab_service_replicas"])}
     assert {a["status"] for a in answers} == {202}
     wait_for(lambda: all(lab.stored()[a["idempotency_key"]] == 1 for a in answers), 15, "user events stored")
 

@@ -10,7 +10,7 @@ import pytest
 from labtools import RunningLab, running_lab, wait_for
 
 from gamedaylib.exceptions import InvalidParameters
-from gamedaylib.lab.knobs import DEFAULT_KNOBS, events_ddl, validate_knobs
+from gamedaylib.lab.knobs import DEFAULT_KNOBS, events_ddl, jetstream_replicas, validate_knobs
 
 # -- validation (no processes) -------------------------------------------------------------------
 
@@ -19,14 +19,17 @@ def test_defaults_make_a_healthy_system() -> None:
     assert validate_knobs({}) == DEFAULT_KNOBS == {
         "lab_event_rate": 5.0, "lab_buffer_capacity": 10000, "lab_overflow": "reject",
         "lab_retry": True, "lab_idempotency": True, "lab_partition_mode": "blackhole",
+        "lab_nats_nodes": 3, "lab_service_replicas": 2,
     }
 
 
 def test_strings_from_the_command_line_are_coerced() -> None:
     knobs = validate_knobs({"lab_event_rate": "2.5", "lab_buffer_capacity": "50", "lab_overflow": "DROP",
-                            "lab_retry": "false", "lab_idempotency": "no", "lab_partition_mode": "reset"})
+                            "lab_retry": "false", "lab_idempotency": "no", "lab_partition_mode": "reset",
+                            "lab_nats_nodes": "5", "lab_service_replicas": 1.0})
     assert knobs == {"lab_event_rate": 2.5, "lab_buffer_capacity": 50, "lab_overflow": "drop",
-                     "lab_retry": False, "lab_idempotency": False, "lab_partition_mode": "reset"}
+                     "lab_retry": False, "lab_idempotency": False, "lab_partition_mode": "reset",
+                     "lab_nats_nodes": 5, "lab_service_replicas": 1}
 
 
 @pytest.mark.parametrize(
@@ -44,12 +47,23 @@ def test_strings_from_the_command_line_are_coerced() -> None:
         ("lab_retry", "maybe"),
         ("lab_idempotency", 2),
         ("lab_partition_mode", "drop"),
+        ("lab_nats_nodes", 0),
+        ("lab_nats_nodes", 6),
+        ("lab_nats_nodes", 2.5),
+        ("lab_nats_nodes", "three"),
+        ("lab_service_replicas", 0),
+        ("lab_service_replicas", 5),
+        ("lab_service_replicas", True),
     ],
 )
 def test_bad_knob_is_refused_by_name(name: str, value: object) -> None:
     with pytest.raises(InvalidParameters) as caught:
         validate_knobs({name: value})
     assert caught.value.parameter == name and name in str(caught.value)
+
+
+def test_jetstream_replicates_on_at_most_three_nodes() -> None:
+    assert [jetstream_replicas(validate_knobs({"lab_nats_nodes": n})) for n in range(1, 6)] == [1, 2, 3, 3, 3]
 
 
 def test_events_ddl_unique_key_only_with_idempotency() -> None:
@@ -70,17 +84,13 @@ def partition_and_heal(lab: RunningLab, seconds: float) -> None:
     assert lab.partition(True, seconds)["active"]
     time.sleep(seconds)
     lab.wait_partition_over(5)
-    wait_for(lambda: lab.gateway("nats_connected") == 1, 30, "the gateway to reconnect")
-    wait_for(lambda: lab.gateway("event_buffer_size") == 0, 30, "the buffer to empty")
-    time.sleep(3)  # the last published events reach PostgreSQL
+    wait_for(lambda: min(lab.gateways("nats_connected")) == 1, 30, "every gateway to reconnect")
+    wait_for(lambda: lab.gateway("event_buffer_size") == 0, 30, "the buffers to empty")
 
 
 def accepted_and_missing(lab: RunningLab) -> tuple[list[str], list[str]]:
-    """Keys answered 202 at least 2 s ago, and those of them not in ``events``."""
-    answers = lab.answers(older_than=2)
-    stored = lab.stored()
-    accepted = [a["idempotency_key"] for a in answers if a["status"] == 202]
-    return accepted, [key for key in accepted if stored[key] == 0]
+    """Keys answered 202 at least 2 s ago, and those of them not in ``events`` (settled)."""
+    return lab.settled_missing(older_than=2)
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,16 @@ from typing import Any
 
 import pytest
 import yaml
+from labtools import optional_parts
 
-from gamedaylib.lab.processes import find_binary
 from gamedaylib.gamedays import monitoring_dirs
-from gamedaylib.lab.supervisor import Lab, write_lab_rules
+from gamedaylib.lab.client import Lab
+from gamedaylib.lab.processes import find_binary
+from gamedaylib.lab.supervisor import write_lab_rules
 
 pytestmark = pytest.mark.timeout(240)
 
 PROMTOOL = find_binary("promtool")
-PROMETHEUS = find_binary("prometheus")
-ALERTMANAGER = find_binary("alertmanager", "prometheus-alertmanager")
 MONITORING_DIRS = monitoring_dirs()
 RULE_FILES = sorted(p for d in MONITORING_DIRS for p in d.glob("*.rules.yml"))
 REQUIRED_ALERTS = {"NATSUnreachable", "NATSConsumerLagHigh", "EventBufferGrowing"}
@@ -103,19 +103,19 @@ def test_lab_rules_only_shorten_for_and_windows(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if PROMETHEUS is None or ALERTMANAGER is None:
-        pytest.skip("prometheus or alertmanager is not installed")
-    # not under pytest's tmp_path: see scratch_lab in test_supervisor.py
-    folder = Path(tempfile.mkdtemp(prefix="gameday-test-lab-"))
-    lab = Lab(folder / "lab")
-    try:
-        lab.up()
-        yield lab
-    finally:
+    # both optional parts: alerts go from Prometheus through Alertmanager to the sink
+    with optional_parts("both"):
+        # not under pytest's tmp_path: see scratch_lab in test_supervisor.py
+        folder = Path(tempfile.mkdtemp(prefix="gameday-test-lab-"))
+        lab = Lab(folder / "lab")
         try:
-            lab.down()
+            lab.up()
+            yield lab
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            try:
+                lab.down()
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def firing(prometheus_url: str, alertname: str) -> list[dict[str, Any]]:

@@ -1,6 +1,7 @@
-"""The partition proxy as a process of its own, in front of a real TCP echo server: it forwards, it
-blackholes (bytes vanish both ways, new connections hang), it resets, it heals at its deadline and
-closes what lived through a blackhole, and its control API refuses a cut without a deadline."""
+"""The partition proxy as a process of its own, in front of two real TCP echo servers (two "NATS
+nodes", one listener each): it forwards to each, it blackholes every node at once (bytes vanish both
+ways, new connections hang), it resets, it heals at its deadline and closes what lived through a
+blackhole, and its control API refuses a cut without a deadline."""
 
 from __future__ import annotations
 
@@ -39,11 +40,15 @@ class _EchoServer(socketserver.ThreadingTCPServer):
 
 @dataclass
 class Proxy:
-    port: int
+    ports: list[int]  # one listener per upstream "node"
     control: str
 
-    def connect(self) -> socket.socket:
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=3)
+    @property
+    def port(self) -> int:
+        return self.ports[0]
+
+    def connect(self, node: int = 0) -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", self.ports[node]), timeout=3)
         return sock
 
     def post(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -62,14 +67,18 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
-    echo = _EchoServer(("127.0.0.1", 0), _Echo)
-    threading.Thread(target=echo.serve_forever, daemon=True).start()
+    echoes = [_EchoServer(("127.0.0.1", 0), _Echo) for _ in range(2)]
+    for echo in echoes:
+        threading.Thread(target=echo.serve_forever, daemon=True).start()
     lab_dir: Path = tmp_path_factory.mktemp("proxy-lab")
-    port, control = free_ports(2)
+    port_0, port_1, control = free_ports(3)
     config = {
         "lab_dir": str(lab_dir),
-        "knobs": {"lab_partition_mode": "blackhole"},
-        "ports": {"nats": echo.server_address[1], "proxy": port, "proxy_control": control},
+        "knobs": {"lab_partition_mode": "blackhole", "lab_nats_nodes": 2},
+        "ports": {
+            "nats_0": echoes[0].server_address[1], "nats_1": echoes[1].server_address[1],
+            "proxy_0": port_0, "proxy_1": port_1, "proxy_control": control,
+        },
         "events_dsn": "",
         "max_partition_seconds": 60,
     }
@@ -80,7 +89,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
             stdout=log, stderr=subprocess.STDOUT,
         )
     try:
-        p = Proxy(port, f"http://127.0.0.1:{control}")
+        p = Proxy([port_0, port_1], f"http://127.0.0.1:{control}")
 
         def ready() -> bool:
             try:
@@ -96,8 +105,9 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         if process.poll() is None:
             process.kill()
             process.wait()
-        echo.shutdown()
-        echo.server_close()
+        for echo in echoes:
+            echo.shutdown()
+            echo.server_close()
 
 
 def echo_ok(sock: socket.socket, data: bytes = b"ping") -> bool:
@@ -111,9 +121,33 @@ def echo_ok(sock: socket.socket, data: bytes = b"ping") -> bool:
     return got == data
 
 
-def test_forwards_bytes_both_ways(proxy: Proxy) -> None:
-    with proxy.connect() as sock:
-        assert echo_ok(sock, b"x" * 100_000)
+def test_forwards_bytes_both_ways_to_each_node(proxy: Proxy) -> None:
+    for node in (0, 1):
+        with proxy.connect(node) as sock:
+            assert echo_ok(sock, b"x" * 1_000_000)
+
+
+def test_a_cut_blackholes_every_node_at_once(proxy: Proxy) -> None:
+    old = [proxy.connect(node) for node in (0, 1)]
+    assert all(echo_ok(sock) for sock in old)
+    code, status = proxy.post({"active": True, "duration_seconds": 30, "mode": "blackhole"})
+    assert code == 200 and status["active"]
+    try:
+        for node in (0, 1):
+            new = proxy.connect(node)
+            for sock in (old[node], new):
+                sock.settimeout(0.5)
+                sock.sendall(b"lost")
+                with pytest.raises(socket.timeout):
+                    sock.recv(100)
+            new.close()
+    finally:
+        proxy.post({"active": False})
+        for sock in old:
+            sock.close()
+    for node in (0, 1):
+        with proxy.connect(node) as sock:
+            assert echo_ok(sock)
 
 
 def test_blackhole_drops_bytes_hangs_new_connections_and_heal_closes_them(proxy: Proxy) -> None:

@@ -1,6 +1,11 @@
-"""The lab supervisor with real processes: up, status, up twice, partition with a deadline, Prometheus
-scraping every service, the exporter and the sink, and `down` leaving nothing behind, also after a
-partition and after `kill -9` of the supervisor or of the process that ran `lab up`."""
+"""The lab supervisor with real processes, in the default shape (3 NATS nodes, 2 replicas of each
+service): up, status, up twice, partition with a deadline, Prometheus scraping every replica and every
+node, the exporter and the sink, and `down` leaving nothing behind, also after a partition and after
+`kill -9` of the supervisor or of the process that ran `lab up`.
+
+The module's lab runs with the richest combination of optional parts this machine allows
+(``COMBINATION``: both on CI); the two tests that depend on it say what each combination shows (the
+other combinations are tests/lab/test_optional_parts.py's)."""
 
 from __future__ import annotations
 
@@ -20,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from labtools import PARTS, best_combination, optional_parts
 
 from gamedaylib.exceptions import LabAlreadyRunning
 from gamedaylib.lab import processes as proc
-from gamedaylib.lab.processes import find_binary
-from gamedaylib.lab.supervisor import SCRAPE_JOBS, Lab
+from gamedaylib.lab.client import Lab
+from gamedaylib.lab.supervisor import SCRAPE_JOBS
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -42,6 +48,11 @@ STATUS_FIELDS = (
     "exporter_metrics_url",
     "sink_url",
     "truth_file",
+    "nats_urls",
+    "nats_monitor_urls",
+    "gateway_metrics_urls",
+    "reporting_metrics_urls",
+    "exporter_metrics_urls",
     "supervisor_pid",
     "started_at",
     "pids",
@@ -49,9 +60,10 @@ STATUS_FIELDS = (
     "knobs",
     "up",
 )
-CORE_PROCESSES = {"nats", "postgres", "sink", "exporter", "proxy", "gateway", "reporting", "users"}
-HAS_PROMETHEUS = find_binary("prometheus") is not None
-HAS_ALERTMANAGER = find_binary("alertmanager", "prometheus-alertmanager") is not None
+CORE_PROCESSES = {
+    "nats-0", "nats-1", "nats-2", "postgres", "sink", "exporter", "proxy",
+    "gateway-0", "gateway-1", "reporting-0", "reporting-1", "users",
+}  # fmt: skip
 
 
 def gameday(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -101,9 +113,12 @@ def scratch_lab() -> Iterator[Lab]:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+COMBINATION = best_combination()
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with scratch_lab() as lab:
+    with optional_parts(COMBINATION), scratch_lab() as lab:
         lab.up()
         yield lab
 
@@ -118,18 +133,30 @@ def test_status_json_has_every_field_and_every_process_alive(lab: Lab) -> None:
     assert status["partition_active"] is False
     assert status["nats_url"].startswith("nats://127.0.0.1:")
     assert status["events_dsn"].startswith("postgresql://gameday@127.0.0.1:")
-    expected = set(CORE_PROCESSES)
-    if HAS_PROMETHEUS:
-        expected.add("prometheus")
-        assert status["prometheus_url"].startswith("http://127.0.0.1:")
-    if HAS_ALERTMANAGER and HAS_PROMETHEUS:
-        expected.add("alertmanager")
-        assert status["alertmanager_url"].startswith("http://127.0.0.1:")
+    monitoring = PARTS[COMBINATION]
+    for part in ("prometheus", "alertmanager"):
+        url = status[f"{part}_url"]
+        assert url.startswith("http://127.0.0.1:") if part in monitoring else url is None, (COMBINATION, part)
+    expected = CORE_PROCESSES | monitoring
     assert set(status["processes"]) == expected
     assert {n: p["alive"] for n, p in status["processes"].items()} == {n: True for n in expected}
+    # one URL per node and per replica, the singular field being the first
+    assert len(status["nats_urls"]) == len(status["nats_monitor_urls"]) == len(status["exporter_metrics_urls"]) == 3
+    assert len(status["gateway_metrics_urls"]) == len(status["reporting_metrics_urls"]) == 2
+    for single, many in (("nats_url", "nats_urls"), ("nats_monitor_url", "nats_monitor_urls"),
+                         ("gateway_metrics_url", "gateway_metrics_urls"),
+                         ("reporting_metrics_url", "reporting_metrics_urls"),
+                         ("exporter_metrics_url", "exporter_metrics_urls")):
+        assert status[single] == status[many][0] and len(set(status[many])) == len(status[many])
+    assert status["nats_servers"] == ["nats-0", "nats-1", "nats-2"] and status["nats_cluster"] == "nats"
+    assert set(status["hidden_parts"]) == PARTS["both"] - monitoring
     # every listed URL answers
     assert get_json(status["gateway_url"] + "/healthz")
-    assert get_json(status["nats_monitor_url"] + "/healthz") == {"status": "ok"}
+    for url in status["nats_monitor_urls"]:
+        assert get_json(url + "/healthz") == {"status": "ok"}
+    for url in status["gateway_metrics_urls"] + status["reporting_metrics_urls"] + status["exporter_metrics_urls"]:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.status == 200
     assert len(set(status["ports"].values())) == len(status["ports"])  # distinct ports
 
 
@@ -194,19 +221,34 @@ def test_sink_records_posts(lab: Lab) -> None:
     assert (lab.lab_dir / "sink" / "posts.jsonl").read_text().count("/slack/hook") == 1
 
 
-@pytest.mark.skipif(not HAS_PROMETHEUS, reason="prometheus is not installed")
-def test_prometheus_scrapes_every_service(lab: Lab) -> None:
-    prom = lab.status()["prometheus_url"]
-    jobs = {j for j in SCRAPE_JOBS if HAS_ALERTMANAGER or j != "alertmanager"}
-    deadline = time.monotonic() + 20
-    up: dict[str, str] = {}
-    while time.monotonic() < deadline:
-        answer = get_json(prom + "/api/v1/query?" + urllib.parse.urlencode({"query": "up"}))
-        up = {r["metric"]["job"]: r["value"][1] for r in answer["data"]["result"]}
-        if set(up) >= jobs and all(v == "1" for v in up.values()):
-            break
+def prometheus_targets(prometheus_url: str, expected: dict[str, int], timeout: float = 20) -> dict[str, list[str]]:
+    """``{job: [pod or instance of each target that is up]}`` once Prometheus scrapes as many targets
+    per job as ``expected`` says, every one up (or at the timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = get_json(prometheus_url + "/api/v1/query?" + urllib.parse.urlencode({"query": "up"}))
+        up: dict[str, list[str]] = {}
+        for r in answer["data"]["result"]:
+            if r["value"][1] == "1":
+                up.setdefault(r["metric"]["job"], []).append(r["metric"].get("pod", r["metric"]["instance"]))
+        if {job: len(targets) for job, targets in up.items()} == expected or time.monotonic() > deadline:
+            return {job: sorted(targets) for job, targets in up.items()}
         time.sleep(0.5)
-    assert up == {j: "1" for j in jobs}
+
+
+def test_prometheus_scrapes_every_replica_and_every_node_as_its_own_target(lab: Lab) -> None:
+    if "prometheus" not in PARTS[COMBINATION]:
+        pytest.skip(f"combination {COMBINATION!r}: no Prometheus (see test_optional_parts.py)")
+    expected = {"api-gateway": 2, "reporting": 2, "nats-exporter": 3, "partition-proxy": 1,
+                "prometheus": 1, "alertmanager": 1}
+    assert set(expected) == set(SCRAPE_JOBS)
+    if "alertmanager" not in PARTS[COMBINATION]:
+        del expected["alertmanager"]
+    targets = prometheus_targets(lab.status()["prometheus_url"], expected)
+    assert {job: len(t) for job, t in targets.items()} == expected, targets
+    assert targets["api-gateway"] == ["api-gateway-0", "api-gateway-1"]
+    assert targets["reporting"] == ["reporting-0", "reporting-1"]
+    assert targets["nats-exporter"] == ["nats-0", "nats-1", "nats-2"]
 
 
 def test_partition_on_for_5_seconds_heals_by_itself(lab: Lab) -> None:
@@ -244,7 +286,7 @@ def test_down_after_a_partition_leaves_no_process(lab: Lab) -> None:
 
 
 def test_dead_service_is_reported_and_down_works_after_kill_9_of_the_supervisor() -> None:
-    with scratch_lab() as lab:
+    with optional_parts("neither"), scratch_lab() as lab:  # the monitoring parts play no role here
         status = lab.up()
         pids = lab_processes(lab)
         # a dead service is reported, not restarted
@@ -254,7 +296,7 @@ def test_dead_service_is_reported_and_down_works_after_kill_9_of_the_supervisor(
         after = lab.status()
         assert after["up"] is True
         assert after["processes"]["users"] == {"pid": status["pids"]["users"], "alive": False}
-        assert after["processes"]["gateway"]["alive"] is True
+        assert after["processes"]["gateway-0"]["alive"] is True
         described = gameday("lab", "status", "--lab-dir", str(lab.lab_dir))
         assert described.returncode == 1 and "DEAD" in described.stdout
         assert json.loads(lab.pids_path.read_text())["children"]["users"]["pid"] == status["pids"]["users"]
@@ -268,7 +310,7 @@ def test_dead_service_is_reported_and_down_works_after_kill_9_of_the_supervisor(
 
 
 def test_down_after_kill_9_of_lab_up_mid_start() -> None:
-    with scratch_lab() as lab:
+    with optional_parts("neither"), scratch_lab() as lab:
         _kill_lab_up_mid_start_then_down(lab)
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from gamedaylib import cli, notebook
 from gamedaylib.exceptions import InvalidParameters
 from gamedaylib.gamedays.nats_partition.params import LAB_MAX_PARTITION_SECONDS, NatsPartitionParams
-from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.client import Lab
 from gamedaylib.parameters import (
     check_bool,
     check_env_name,
