@@ -20,12 +20,30 @@ from gamedaylib.observations import open_questions
 from gamedaylib.phase import PhaseResult, fmt
 from gamedaylib.run import Run
 
-__all__ = ["incident_response", "postmortem", "preflight", "rpo"]
+__all__ = ["back_to_baseline", "incident_response", "postmortem", "preflight", "rpo", "settled"]
 
 REPORTING = "reporting"
 # the label that tells the same alert firing for several services apart (the lab and Prometheus
 # scrape jobs carry ``job``; Kubernetes service monitors add ``service``), most telling first
 ALERT_SOURCE_LABELS = ("service", "job", "instance")
+
+
+def back_to_baseline(now: float | None, baseline: float | None, threshold: float) -> bool:
+    """A gauge that never sits at 0 on a busy system (events in a gateway's buffer between publishes,
+    messages awaiting their ack in replicated JetStream) is back when it is within its pre-flight level:
+    at most twice the baseline's median, or the baseline plus the lag threshold, whichever is larger."""
+    if now is None:
+        return False
+    base = baseline or 0.0
+    return now <= max(2 * base, base + threshold)
+
+
+def settled(reading: Any, baseline: Any, threshold: float) -> bool:
+    """The pipeline caught up: consumer lag (num_pending) under the threshold, the gateway buffers and
+    the messages awaiting ack back to their pre-flight levels."""
+    return (reading.lag_pending is not None and reading.lag_pending < threshold
+            and back_to_baseline(reading.buffer_size, baseline.buffer_size if baseline else None, threshold)
+            and back_to_baseline(reading.lag_ack_pending, baseline.lag_ack_pending if baseline else None, threshold))
 
 
 def delta(now: float | None, before: float | None) -> float | None:

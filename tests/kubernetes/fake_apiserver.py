@@ -272,22 +272,25 @@ def pods_for_lab(lab_dir: str | Path, namespace: str, *, nats_nodes: int = 3) ->
             namespace,
             container="nats-box",
         ),
-        FakePod(
-            "api-gateway-7c9d5b6f4-x2x7k",
-            {**service_labels("api-gateway"), "app.kubernetes.io/component": "api"},
-            namespace,
-            log_file=logs / "gateway.log",
-            sidecars=("istio-proxy",),
-            node="node-a",
-        ),
-        FakePod(
-            "reporting-5f8b9c7d6-q4kzp",
-            {**service_labels("reporting"), "app.kubernetes.io/component": "consumer"},
-            namespace,
-            log_file=logs / "reporting.log",
-            sidecars=("istio-proxy",),
-            node="node-b",
-        ),
+    ]
+    suffixes = ("x2x7k", "m8q2z", "p4t9d", "w7c3n")
+    for service, log_name, component, node, template in (
+        ("api-gateway", "gateway", "api", "node-a", "7c9d5b6f4"),
+        ("reporting", "reporting", "consumer", "node-b", "5f8b9c7d6"),
+    ):
+        replicas = sorted(logs.glob(f"{log_name}-*.log")) or [logs / f"{log_name}.log"]
+        pods += [
+            FakePod(
+                f"{service}-{template}-{suffixes[i % len(suffixes)]}",
+                {**service_labels(service), "app.kubernetes.io/component": component},
+                namespace,
+                log_file=log_file,
+                sidecars=("istio-proxy",),
+                node=node,
+            )
+            for i, log_file in enumerate(replicas)
+        ]
+    pods += [
         FakePod(
             "api-gateway-7c9d5b6f4-bvn4r",
             {**service_labels("api-gateway"), "app.kubernetes.io/component": "api"},

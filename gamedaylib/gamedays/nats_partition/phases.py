@@ -138,16 +138,14 @@ def replay(run: Run, res: PhaseResult) -> None:
     start = run.healed_at or utcnow()
     deadline = start + timedelta(seconds=float(p.lag_recovery_deadline_seconds or 0))
     threshold = p.lag_threshold
-    base_ack = (run.baseline.lag_ack_pending if run.baseline else None) or 0.0
 
     def recovered(r: Reading) -> bool:
         if r.lag_pending is not None and r.lag_pending < threshold and state.lag_recovered_at is None:
             state.lag_recovered_at = r.at
-        settled = r.lag_ack_pending is not None and r.lag_ack_pending <= base_ack + threshold
-        if r.lag_pending is None or r.lag_pending >= threshold or (r.buffer_size or 0) > 0 or not settled:
+        if not pipeline.settled(r, run.baseline, threshold):
             return False
         if state.drained_at is None:
-            state.drained_at = r.at  # healed, lag under the threshold, buffers empty, in-flight settled
+            state.drained_at = r.at  # healed, lag under the threshold, buffers and in-flight back to normal
         return run.canaries_flowing(state.drained_at)
 
     reading = None if run.dry_run else run.wait("waiting for full recovery", deadline, done=recovered)
@@ -168,8 +166,10 @@ def replay(run: Run, res: PhaseResult) -> None:
                   f"lag unreadable: {last.errors.get('lag_pending', '?') if last else 'no reading'}")
     run.check(res, f"consumer lag < {threshold:g} within the deadline", state.lag_recovered_at is not None,
               lag_detail)
-    run.check(res, "gateway buffers drained", bool(last and last.buffer_size == 0),
-              f"buffer {fmt(last.buffer_size if last else None)}")
+    base_buffer = run.baseline.buffer_size if run.baseline else None
+    run.check(res, "gateway buffers drained", bool(last) and pipeline.back_to_baseline(
+        last.buffer_size if last else None, base_buffer, threshold),
+        f"buffer {fmt(last.buffer_size if last else None)} (pre-flight {fmt(base_buffer)})")
     dups = pipeline.duplicate_rows(run)
     res.values["duplicate rows in the gameday window"] = None if isinstance(dups, str) else sum(c - 1 for _, c in dups)
     logs = pipeline.duplicate_logs(run)
@@ -189,7 +189,8 @@ def rto(run: Run, res: PhaseResult) -> None:
     state = _state(run)
     blind = pipeline.lag_blind_since(run, run.healed_at)
     last = run.latest()
-    recovery = (f"healed, lag < {p.lag_threshold:g}, gateway buffers empty, in-flight settled; confirmed by "
+    recovery = (f"healed, lag < {p.lag_threshold:g}, gateway buffers and in-flight messages back to their "
+                "pre-flight levels; confirmed by "
                 f"every canary accepted from then on being stored; read every {p.sample_interval_seconds:g} s")
     run.measure(metrics.rto(t0=run.clock.t0, recovered_at=state.recovered_at,
                             target=float(p.rto_target_seconds or 0), blind=blind,

@@ -170,7 +170,6 @@ def replay(run: Run, res: PhaseResult) -> None:
     start = state.writable_at or run.clock.t0 or utcnow()
     deadline = start + timedelta(seconds=float(p.lag_recovery_deadline_seconds or 0))
     threshold = p.lag_threshold
-    base_ack = (run.baseline.lag_ack_pending if run.baseline else None) or 0.0
     stored_at_failover = next((r.stored_total for r in reversed(run.readings_since(None))
                                if r.at <= start and r.stored_total is not None), None)
 
@@ -180,8 +179,7 @@ def replay(run: Run, res: PhaseResult) -> None:
             state.stored_again_at = r.at
         if r.lag_pending is not None and r.lag_pending < threshold and state.lag_recovered_at is None:
             state.lag_recovered_at = r.at
-        settled = r.lag_ack_pending is not None and r.lag_ack_pending <= base_ack + threshold
-        if r.lag_pending is None or r.lag_pending >= threshold or (r.buffer_size or 0) > 0 or not settled:
+        if not pipeline.settled(r, run.baseline, threshold):
             return False
         if state.drained_at is None:
             state.drained_at = r.at
