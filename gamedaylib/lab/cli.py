@@ -97,7 +97,13 @@ def _describe(status: dict[str, Any]) -> None:
 def _cmd_up(args: argparse.Namespace) -> int:
     lab = Lab(args.lab_dir)
     knobs = parse_knob_assignments(args.param or [])
-    wanted = validate_knobs(knobs)
+    shape = None
+    if args.gameday:
+        from gamedaylib.gamedays import scenario
+
+        shape = scenario(args.gameday).knobs
+    wanted = validate_knobs(knobs, shape)
+    knobs = {**validate_knobs({}, shape), **knobs} if shape is not None else knobs
     _out(f"starting the lab in {lab.lab_dir}")
     t0 = time.monotonic()
     try:
@@ -197,7 +203,13 @@ def add_lab_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParse
         metavar="lab_NAME=VALUE",
         help="a lab knob, e.g. -p lab_overflow=drop -p lab_buffer_capacity=50 (repeatable)",
     )
-    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for ready (default 90)")
+    up.add_argument(
+        "--gameday",
+        metavar="ID",
+        help="start the lab in the shape this gameday needs (GAMEDAY-002: a Patroni-managed PostgreSQL "
+        "pair with etcd and HAProxy instead of one PostgreSQL); default: GAMEDAY-001's",
+    )
+    up.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for ready (default 180)")
     up.set_defaults(handler=_cmd_up)
 
     down = sub.add_parser(

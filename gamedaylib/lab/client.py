@@ -229,6 +229,12 @@ class Lab:
                 stat = proc.proc_stat(pid)
                 if stat is not None and stat.start_ticks >= sup.start_ticks:
                     proc.terminate([ProcessRef("leftover", pid, stat.start_ticks)], sig=signal.SIGKILL)
+        config = proc.read_json(self.config_path) or {}
+        if config.get("pg_plan"):  # GAMEDAY-002's pair: Patroni detaches its postgres from the session
+            from gamedaylib.lab.pgcluster import PgClusterPlan
+            from gamedaylib.lab.pgprocesses import stop_cluster
+
+            stop_cluster(PgClusterPlan.from_json(config["pg_plan"]).root)
         for path in (self.state_path, self.pids_path, self.layout.supervisor_pid):
             path.unlink(missing_ok=True)
 
@@ -253,6 +259,11 @@ class Lab:
             for name, pid in (state.get("pids") or {}).items()
         }
         result["partition"] = None
+        if up and state.get("pg_plan"):
+            from gamedaylib.lab.pgclient import PgClusterClient
+            from gamedaylib.lab.pgcluster import PgClusterPlan
+
+            result["pg"] = PgClusterClient(PgClusterPlan.from_json(state["pg_plan"])).status().to_json()
         if up:
             try:
                 partition = proc.http_json(state["proxy_control_url"] + "/partition", timeout=2.0)

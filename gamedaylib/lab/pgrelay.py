@@ -20,20 +20,19 @@ import logging
 import signal
 import sys
 
-from gamedaylib.lab.proxy import PartitionProxy, control_app
+from gamedaylib.lab.proxy import PartitionProxy, client_factory, control_app
 from gamedaylib.lab.service import start_http
 
 log = logging.getLogger("gamedaylib.lab.pgrelay")
 
 
 async def serve(listen: int, upstream: int, control: int, max_stall_seconds: float) -> None:
-    relay = PartitionProxy(upstream_port=upstream, default_mode="blackhole",
-                           max_partition_seconds=max_stall_seconds)
-    server = await asyncio.start_server(relay.handle, "127.0.0.1", listen, reuse_address=True)
+    relay = PartitionProxy(default_mode="blackhole", max_partition_seconds=max_stall_seconds)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(client_factory(relay, upstream), "127.0.0.1", listen, reuse_address=True)
     runner = await start_http(control_app(relay), control)
     log.info("relay 127.0.0.1:%d -> 127.0.0.1:%d, control on %d", listen, upstream, control)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -41,8 +40,7 @@ async def serve(listen: int, upstream: int, control: int, max_stall_seconds: flo
     finally:
         server.close()
         relay.heal()
-        for link in list(relay.links):
-            link.close(reset=False)
+        relay.close()
         await runner.cleanup()
 
 

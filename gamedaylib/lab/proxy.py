@@ -308,7 +308,7 @@ def control_app(proxy: PartitionProxy) -> web.Application:
     return app
 
 
-def _client_factory(proxy: PartitionProxy, upstream_port: int) -> Callable[[], _Client]:
+def client_factory(proxy: PartitionProxy, upstream_port: int) -> Callable[[], _Client]:
     return lambda: _Client(proxy, upstream_port)
 
 
@@ -322,7 +322,7 @@ async def serve(config: LabConfig, stop: asyncio.Event) -> None:
         raise LabError(f"config.json needs one proxy_<i> port per nats_<i> port, got {config.ports}")
     loop = asyncio.get_running_loop()
     servers = [
-        await loop.create_server(_client_factory(proxy, upstream), "127.0.0.1", port, reuse_address=True)
+        await loop.create_server(client_factory(proxy, upstream), "127.0.0.1", port, reuse_address=True)
         for port, upstream in zip(listeners, upstreams)
     ]
     runner = await start_http(control_app(proxy), config.port("proxy_control"))

@@ -52,7 +52,7 @@ from gamedaylib.lab import proxy as proxy_service
 from gamedaylib.lab import reporting as reporting_service
 from gamedaylib.lab import sink as sink_service
 from gamedaylib.lab import users as users_service
-from gamedaylib.lab.knobs import events_ddl, validate_knobs
+from gamedaylib.lab.knobs import events_ddl, shape_of, validate_knobs
 from gamedaylib.lab.layout import (
     EXIT_ALREADY_RUNNING,
     MAX_PARTITION_SECONDS,
@@ -60,6 +60,12 @@ from gamedaylib.lab.layout import (
     indexed_ports,
     replica_name,
 )
+from gamedaylib.lab.pgclient import PgClusterClient
+from gamedaylib.lab.pgcluster import PgClusterPlan, plan_cluster
+from gamedaylib.lab.pgprocesses import stop_cluster
+from gamedaylib.lab.pgrunner import spawn as spawn_spec
+from gamedaylib.lab.pgrunner import wait_ready
+from gamedaylib.lab.pgspecs import ProcessSpec, cluster_specs, prepare_cluster
 from gamedaylib.lab.processes import ProcessRef
 from gamedaylib.lab.truth import answers_path
 from gamedaylib.probes.metrics import scrape
@@ -507,9 +513,58 @@ class Supervisor:
 
         log.info("waiting for postgres (127.0.0.1:%d)", port)
         proc.wait_for(accepting, timeout=60.0, what="postgres", interval=0.1, abort=self._died(child))
+        self.create_events_table()
+
+    # -- GAMEDAY-002's shape: a Patroni-managed PostgreSQL pair ---------------------------------------
+    def plan_pg_cluster(self) -> PgClusterPlan:
+        """The failover pair's plan (its ports, folders, binaries), recorded in config.json; the events
+        table is reached through its read-write endpoint (HAProxy, or a multi-host DSN)."""
+        plan = plan_cluster(self.lab_dir / "pgcluster", self.knobs)
+        stop_cluster(plan.root)  # leftovers of an earlier lab in this folder
+        self.config["pg_plan"] = plan.to_json()
+        self.config["events_dsn"] = self.urls["events_dsn"] = plan.rw_dsn
+        self.urls["pg_endpoint"] = plan.endpoint
+        proc.write_json_atomic(self.layout.config, self.config)
+        return plan
+
+    def spawn_spec(self, spec: ProcessSpec) -> Child:
+        """One of the pair's processes (in its own session: Patroni detaches its postgres anyway, which
+        ``stop_cluster`` finds by the cluster's folder)."""
+        log.info("starting %s", spec.name)
+        popen = spawn_spec(spec)
+        child = Child(spec.name, popen, ProcessRef.of(spec.name, popen.pid),
+                      getattr(signal, spec.stop_signal, signal.SIGTERM))
+        self.children.append(child)
+        self._record()
+        return child
+
+    def start_pg_cluster(self, plan: PgClusterPlan, first_stage_only: bool) -> None:
+        """Spawn the pair stage by stage (etcd and the relays, then the first node, then the second),
+        each stage once the earlier ones answer; ``first_stage_only`` spawns stage 0 and returns."""
+        if first_stage_only:
+            prepare_cluster(plan)
+        specs = cluster_specs(plan)
+        stages = sorted({s.stage for s in specs})
+        for stage in stages[:1] if first_stage_only else stages[1:]:
+            group = [s for s in specs if s.stage == stage]
+            children = [self.spawn_spec(s) for s in group]
+            if not first_stage_only:
+                for spec, child in zip(group, children):
+                    log.info("waiting for %s (%s)", spec.name, spec.ready_url)
+                    wait_ready(spec, child.popen)  # type: ignore[arg-type]
+
+    def finish_pg_cluster(self, plan: PgClusterPlan) -> None:
+        for spec in (s for s in cluster_specs(plan) if s.stage == 0):
+            wait_ready(spec)
+        self.start_pg_cluster(plan, first_stage_only=False)
+        log.info("waiting for the PostgreSQL pair: one primary, the replica streaming%s",
+                 " synchronously" if plan.replication == "sync" else "")
+        PgClusterClient(plan).wait_healthy(timeout=180.0)
+
+    def create_events_table(self) -> None:
         log.info("creating the events table (lab_idempotency=%s)", self.knobs["lab_idempotency"])
         try:
-            with psycopg.connect(self.config["events_dsn"], autocommit=True) as conn:
+            with psycopg.connect(self.config["events_dsn"], autocommit=True, connect_timeout=10) as conn:
                 conn.execute("DROP TABLE IF EXISTS events")
                 conn.execute(events_ddl(self.knobs))
         except psycopg.Error as exc:
@@ -545,9 +600,13 @@ class Supervisor:
 
         # 1. everything that needs nothing else, in parallel: the NATS cluster's nodes first and together
         #    (see wait_nats), then the proxy (the services connect through it)
+        failover = shape_of(self.knobs) == "failover"
+        plan = self.plan_pg_cluster() if failover else None
+        if plan is not None:
+            self.start_pg_cluster(plan, first_stage_only=True)  # etcd, the relays, HAProxy
         nats = self.start_nats(nats_bin)
         proxy = service("proxy")
-        postgres = self.start_postgres()
+        postgres = None if plan is not None else self.start_postgres()
         sink = service("sink")
         exporter = service("exporter")
         prometheus = alertmanager = None
@@ -587,7 +646,12 @@ class Supervisor:
 
         # 2. the users need the events table and every gateway answering
         self.wait_nats(nats, nats_bin)
-        self.prepare_database(postgres)
+        if plan is not None:
+            self.finish_pg_cluster(plan)
+            self.create_events_table()
+        else:
+            assert postgres is not None
+            self.prepare_database(postgres)
         self._wait_http(proxy, self.urls["proxy_control_url"] + "/healthz")
         for i, child in enumerate(gateways):
             self._wait_http(child, f"http://127.0.0.1:{ports[f'gateway_admin_{i}']}/healthz")
@@ -622,6 +686,8 @@ class Supervisor:
             "process_refs": [c.ref.to_json() for c in self.children],
             "log_files": {c.name: str(self.layout.log(c.name)) for c in self.children},
         }
+        if plan is not None:
+            state["pg_plan"] = plan.to_json()
         proc.write_json_atomic(self.layout.state, state)
         log.info("lab ready in %.1fs", state["startup_seconds"])
         return state
@@ -715,6 +781,8 @@ class Supervisor:
                 log.warning("killed %s after %ss", ", ".join(killed), STOP_GRACE_SECONDS)
             for c in batch:
                 c.popen.poll()  # reap
+        if self.config.get("pg_plan"):
+            stop_cluster(PgClusterPlan.from_json(self.config["pg_plan"]).root)  # Patroni detaches postgres
         leftovers = proc.kill_session(os.getsid(0), exclude=[os.getpid()])
         if leftovers:
             log.warning("killed leftover processes %s", leftovers)
