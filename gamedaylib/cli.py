@@ -32,32 +32,35 @@ EPILOG_EXITS = ("exit status: 0 every measured target met; 1 the system under te
 
 
 class _ParamsHelp(argparse.Action):
-    """``--help`` that lists every parameter of every installed gameday (built only when asked)."""
+    """``--help`` that lists every parameter of the gameday named by an earlier ``--gameday`` (the
+    default one otherwise), built only when asked."""
 
     def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        parser.epilog = parameters_help() + "\n\n" + EPILOG_EXITS
+        try:
+            text = parameters_help(getattr(namespace, "gameday", None) or gamedays.DEFAULT_GAMEDAY)
+        except InvalidParameters as exc:
+            parser.error(str(exc))
+        parser.epilog = text + "\n\n" + EPILOG_EXITS
         parser.print_help()
         parser.exit()
 
 
-def parameters_help() -> str:
-    """Every parameter: those every gameday shares, then each gameday's own (name, default, help)."""
-    from gamedaylib.parameters import RunParams, help_lines, specs
+def parameters_help(gameday_id: str) -> str:
+    """Every parameter of one gameday (name, default or each profile's, help), by section."""
+    from gamedaylib.parameters import help_lines
 
-    scenarios = gamedays.scenarios()
-    common = set(specs(RunParams))
-    lines = ["parameters (-p NAME=VALUE, or a YAML mapping in --params FILE; -p wins, mappings are merged "
-             "key by key). Profile-dependent defaults show rehearsal / full:", ""]
-    first = scenarios[0].params
-    lines += help_lines(first, skip={n: 1 for n in specs(first) if n not in common})
-    for scenario in scenarios:
-        own = [n for n in specs(scenario.params) if n not in common]
-        lines += ["", f"{scenario.id} ({scenario.title}) also has:"]
-        lines += help_lines(scenario.params, skip={n: 1 for n in specs(scenario.params) if n not in own})
+    scenario = gamedays.scenario(gameday_id)
+    others = [i for i in gamedays.gameday_ids() if i != scenario.id]
+    lines = [f"parameters of {scenario.id} ({scenario.title}): -p NAME=VALUE, or a YAML mapping in --params "
+             "FILE; -p wins, mappings are merged key by key. Profile-dependent defaults show rehearsal / full.",
+             ""]
+    lines += help_lines(scenario.params)
+    if others:
+        lines += ["", "Other gamedays' parameters: " + ", ".join(f"gameday run --gameday {i} --help" for i in others)]
     return "\n".join(lines)
 
 

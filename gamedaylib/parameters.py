@@ -682,10 +682,10 @@ def help_lines(cls: type[RunParams], *, skip: Mapping[str, Any] | None = None) -
     """One line per parameter, by section: name, default (or each profile's value), help."""
     lines = []
     for section, members in _by_section(cls).items():
-        lines.append(f"{section}:")
-        for name, f, spec in members:
-            if skip is not None and name in skip:
-                continue
+        shown_members = [m for m in members if skip is None or m[0] not in skip]
+        if shown_members:
+            lines.append(f"{section}:")
+        for name, f, spec in shown_members:
             if name in cls.PROFILES["full"]:
                 shown = " / ".join(f"{p} {cls.PROFILES[p][name]!r}" for p in PROFILE_NAMES)
             else:

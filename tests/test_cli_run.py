@@ -61,6 +61,12 @@ def test_run_help_lists_every_parameter_with_its_default(tmp_path: Path) -> None
     for text in ("partition_seconds", "rehearsal 20.0 / full 600.0", "lab_overflow", "'reject'",
                  "stop_buffer_fraction", "exit status: 0"):
         assert text in proc.stdout, text
+    assert "kill " not in proc.stdout, "only the default gameday's parameters"
+    assert "--gameday GAMEDAY-002 --help" in proc.stdout
+    g2 = run_gameday("run", "--gameday", "GAMEDAY-002", "--help")
+    assert g2.returncode == 0
+    assert "parameters of GAMEDAY-002" in g2.stdout and "failover_target_seconds" in g2.stdout
+    assert "partition_seconds" not in g2.stdout
     version = run_gameday("--version")
     assert version.returncode == 0 and version.stdout.startswith("gameday ")
 
