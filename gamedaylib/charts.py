@@ -99,6 +99,11 @@ def _fmt_offset(seconds: float, _pos: Any = None) -> str:
     return format_offset(seconds)
 
 
+def _fmt_since(seconds: float, _pos: Any = None) -> str:
+    """A tick label counted from the first sample (no T+0 yet): ``+00:12``."""
+    return format_offset(seconds)[1:]
+
+
 def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
     if name not in frame:
         return np.full(len(frame), np.nan)
@@ -419,6 +424,9 @@ def timeline_figure(
     panels = [p for p in panels if p in PANELS]
     heights = {"lag": 2.6, "buffer": 2.6, "retries": 2.0, "events": 2.2, "canaries": 2.3}
     ribbon_h = 1.15
+    if until is not None:  # the live chart fits under the banner on a 1080-line screen
+        heights = {"lag": 1.7, "buffer": 1.7, "retries": 1.4, "events": 1.4, "canaries": 1.4}
+        ribbon_h = 0.85
     fig = _new_figure(ribbon_h + sum(heights[p] for p in panels) + 0.9)
     axes = list(fig.subplots(len(panels) + 1, 1, sharex=True,
                              gridspec_kw={"height_ratios": [ribbon_h] + [heights[p] for p in panels]}))
@@ -491,6 +499,10 @@ def timeline_figure(
     mark_x = [(m, w) for m, w in mark_x if until_x is None or m <= until_x]
 
     x_start = min([float(x[0]) if len(x) else 0.0] + [a for _, a, _ in phase_spans] + [a for a, _ in spans])
+    if until_x is not None and t0 is not None and until_x > 0:
+        # live, once the fault is in: from a little before T+0, so the fault is not squeezed by pre-flight
+        x_start = max(x_start, -max(10.0, 0.15 * until_x))
+        phase_spans = [(n, max(a, x_start), b) for n, a, b in phase_spans if b > x_start]
     x_end = max([x_end] + ([] if until_x is not None else [b for _, _, b in phase_spans] + [m for m, _ in mark_x]))
     if x_end <= x_start:
         x_end = x_start + 60.0
@@ -511,7 +523,7 @@ def timeline_figure(
         for m, _ in mark_x:
             ax.axvline(m, color=_MARK_COLOUR, lw=2.4, zorder=3)
         _style(ax)
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(bottom=0, top=max(1.0, ax.get_ylim()[1]))  # a flat zero reads 0, not 0.00 ... 0.04
     for ax, at, value, text in last_values:
         ax.annotate(text, (at, value), xytext=(6, 0), textcoords="offset points", va="center",
                     fontsize=LABEL_PT, fontweight="bold", color=ax.lines[0].get_color(),
@@ -549,10 +561,11 @@ def timeline_figure(
     scale.apply(bottom)
     margin = 0.01 * (x_end - x_start)
     bottom.set_xlim(x_start - margin, x_end + (0.08 * (x_end - x_start) if last_values else margin))
-    bottom.xaxis.set_major_locator(FixedLocator(scale.ticks(x_start, x_end)))
-    bottom.xaxis.set_major_formatter(FuncFormatter(_fmt_offset))
-    bottom.set_xlabel("T-offset (min:s)" if t0 is not None else "time since first sample (min:s; T+0 unknown)",
-                      fontsize=LABEL_PT)
+    bottom.xaxis.set_major_locator(FixedLocator(scale.ticks(x_start, x_end, count=10)))
+    # before T+0 is known the axis counts from the first sample, and says so: "+00:12", never "T+00:12"
+    bottom.xaxis.set_major_formatter(FuncFormatter(_fmt_offset if t0 is not None else _fmt_since))
+    bottom.set_xlabel("T-offset (min:s)" if t0 is not None else "time since the first sample (min:s; T+0 not "
+                      "reached)", fontsize=LABEL_PT)
     if not len(rows) and data_axes:
         data_axes[0].text(0.5, 0.5, "no samples", transform=data_axes[0].transAxes, ha="center",
                           fontsize=LABEL_PT)

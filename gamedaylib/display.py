@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import html
 import io
+import math
+import re
 import sys
 import time
 import uuid
@@ -106,19 +108,28 @@ class Rich:
         return bundle
 
 
+_FRACTION = re.compile(r"(\d{2}:\d{2}:\d{2})\.\d{1,6}")
+
+
+def to_the_second(text: str) -> str:
+    """Times as a reader wants them: ``23:52:13.248686+00:00`` shown as ``23:52:13+00:00`` (the journal and
+    the scorecard keep every digit)."""
+    return _FRACTION.sub(r"\1", text)
+
+
 def markdown_html(text: str) -> str:
-    """Markdown (tables included) as HTML in the screen's type size."""
+    """Markdown (tables included) as HTML in the screen's type size, times to the second."""
     import mistune
 
     render = mistune.create_markdown(escape=True, plugins=["table", "strikethrough"])
-    body = str(render(text))
+    body = str(render(to_the_second(text)))
     body = body.replace("<table>", "<table style='border-collapse:collapse;font-size:18px'>")
     body = body.replace("<td>", f"<td style='{CELL}'>").replace("<th>", f"<th style='{CELL}'>")
     return f"<div class='gameday-prose' style='{PROSE}'>{body}</div>"
 
 
 def _markdown(text: str) -> Rich:
-    return Rich(markdown_html(text), text, text)
+    return Rich(markdown_html(text), to_the_second(text), to_the_second(text))
 
 
 def _h(value: Any) -> str:
@@ -136,13 +147,14 @@ def result_html(result: PhaseResult, title: str = "") -> str:
             word, background, ink = CHECK_CELLS["ok" if c.ok else ("failed" if c.fatal else "no")]
             rows.append(f"<tr><td style='{CELL}'>{_h(c.name)}</td><td style='{CELL};background:{background};"
                         f"color:{ink};font-weight:700;white-space:nowrap'>{word}</td>"
-                        f"<td style='{CELL}'>{_h(c.detail)}</td></tr>")
+                        f"<td style='{CELL}'>{_h(to_the_second(c.detail))}</td></tr>")
         parts.append("<table style='border-collapse:collapse;font-size:18px;margin:4px 0 10px'><thead><tr>"
                      + "".join(f"<th style='{CELL};border-bottom:2px solid #555'>{h}</th>"
                                for h in ("check", "result", "detail"))
                      + f"</tr></thead><tbody>{''.join(rows)}</tbody></table>")
     if result.values:
-        rows = [f"<tr><td style='{CELL}'>{_h(k)}</td><td style='{CELL};font-weight:700'>{_h(fmt(v))}</td></tr>"
+        rows = [f"<tr><td style='{CELL}'>{_h(k)}</td><td style='{CELL};font-weight:700'>{_h(to_the_second(fmt(v)))}"
+                "</td></tr>"
                 for k, v in result.values.items()]
         parts.append(f"<table style='border-collapse:collapse;font-size:18px;margin:4px 0 10px'><thead><tr>"
                      f"<th style='{CELL};border-bottom:2px solid #555'>measurement</th>"
@@ -171,7 +183,7 @@ def wait_words(progress: WaitProgress, why: str = "") -> str:
     if progress.outcome == "stopped":
         return (f"{MARKS['stopped']} {what}: ended early after {elapsed:.0f} of {timeout:.0f} s"
                 + (f": {why}" if why else "") + detail)
-    return f"{what}: {min(elapsed, timeout):.0f} of {timeout:.0f} s{detail}"
+    return f"{what}: {math.floor(min(elapsed, timeout))} of {timeout:.0f} s{detail}"  # never "5 of 5" before the end
 
 
 def _bar_html(progress: WaitProgress, words: str) -> str:
@@ -277,7 +289,7 @@ class NotebookDisplay(RunObserver):
             _display(content)
 
     def run_finished(self, run: Run, scorecard: dict[str, Any]) -> None:
-        self.refresh_banner(run)
+        self._moment(run, run.latest(), chart=self.live and self._chart_id is not None)
         _display(VerdictBanner(run.params.gameday_id, scorecard["verdict"], findings.verdict_reason(scorecard),
                                str(run.archive_dir)))
 

@@ -426,7 +426,7 @@ def stamp_buttons(
         name: widgets.Button(
             description=STAMP_LABELS[name],
             disabled=not live,
-            layout=widgets.Layout(width="260px", height="56px"),
+            layout=widgets.Layout(width="340px", height="56px"),  # room for "acknowledged ✓ 23:52:13"
             style={"font_size": "20px", "font_weight": "bold"},
             tooltip=f"record the time of '{STAMP_LABELS[name]}'",
         )
@@ -434,11 +434,12 @@ def stamp_buttons(
     }
     when = widgets.Text(
         placeholder="now — or type when it happened: HH:MM[:SS] UTC, T+mm:ss, or ISO time",
-        description="happened at", disabled=not live, layout=widgets.Layout(width="60%", height="40px"),
-        style={"font_size": "18px", "description_width": "initial"},
+        disabled=not live, layout=widgets.Layout(width="60%", height="40px"), style={"font_size": "18px"},
     )
     status = widgets.HTML("")
-    box = widgets.VBox([widgets.HBox(list(buttons.values())), widgets.HBox([when, status])])
+    said = widgets.HTML(f"<span style='{_LABEL}'>happened at</span>", layout=widgets.Layout(margin="0 12px 0 0"))
+    box = widgets.VBox([widgets.HBox(list(buttons.values()), layout=widgets.Layout(flex_flow="row wrap")),
+                        widgets.HBox([said, when, status], layout=widgets.Layout(align_items="center"))])
     sb = StampButtons(journal, clock, phase_id, live, buttons, box, when, status, on_stamp)
     if live:
         for name, button in buttons.items():

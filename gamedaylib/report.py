@@ -75,22 +75,30 @@ def render_html(notebook: Path, html_path: Path) -> Path:
 _WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 _WIDGET_REPR = re.compile(r"^\s*(?:[A-Z][A-Za-z]*(?:Box|Progress|Area|Button|Text|HTML|Checkbox|Slider|Dropdown|"
                           r"Label|Output|Tab|Accordion))\(")
-WIDGET_PLACEHOLDER = "[an interactive widget: its values are in the table below it]"
 
 
 def strip_widgets(nb: Any) -> None:
-    """Every widget output made static: the widget view dropped, and a ``text/plain`` that is a widget's
-    repr (``HBox(children=(FloatProgress(...``) replaced by a short line. Runs in place."""
+    """Every widget output made static (in place): the widget view is dropped; what it falls back to is
+    kept only when it is words (a wait that never finished: "partition half-way: 3 of 10 s"), never a
+    widget's repr (``HBox(children=(FloatProgress(...``) nor a form's placeholder (``<observation form
+    ...>``): every form shows its values in the static table displayed right after it."""
     for cell in nb.cells:
-        for output in cell.get("outputs", []) or []:
+        outputs = cell.get("outputs")
+        if not outputs:
+            continue
+        kept = []
+        for output in outputs:
             data = output.get("data")
-            if not data or _WIDGET_MIME not in data:
-                continue
-            data.pop(_WIDGET_MIME, None)
-            text = data.get("text/plain")
-            text = "".join(text) if isinstance(text, list) else str(text or "")
-            if not text.strip() or _WIDGET_REPR.match(text):
-                data["text/plain"] = WIDGET_PLACEHOLDER
+            if data and _WIDGET_MIME in data:
+                data.pop(_WIDGET_MIME, None)
+                text = data.get("text/plain")
+                text = ("".join(text) if isinstance(text, list) else str(text or "")).strip()
+                if not text or text.startswith(("<", "[")) or _WIDGET_REPR.match(text):
+                    continue
+                data.clear()
+                data["text/plain"] = text
+            kept.append(output)
+        cell["outputs"] = kept
 
 
 def _charts_of(archive: Path) -> list[str]:
@@ -174,6 +182,7 @@ _STATUS_CELLS = {
     "not_measured": ("&ndash; not measured", "#eceff1", "#37474f"),
 }
 _CELL = "text-align:left;vertical-align:top;padding:6px 14px;border-bottom:1px solid #d7dbe0"
+_LINK = "color:#0b57d0;text-decoration:underline"
 CHART_FILES = ("timeline.png", "canaries.png")
 # the notebook's own prose and tables, larger in report.html (the page's own style: nothing external)
 PAGE_STYLE = ("<style id='gameday-report-style'>:root{--jp-content-font-size1:18px;--jp-content-font-size0:17px;"
@@ -203,7 +212,7 @@ def summary_html(card: Mapping[str, Any], *, charts: Sequence[str] = (), params:
             name += " <span style='color:#555;font-size:85%'>(not required)</span>"
         status = (f"<td class='gameday-status gameday-status-{escape(str(m.get('status')))}' style='{_CELL};"
                   f"background:{background};color:{ink};font-weight:700;white-space:nowrap'>{word}</td>")
-        cells = [f"<td style='{_CELL}'>{name}</td>", f"<td style='{_CELL};white-space:nowrap'>{target}</td>",
+        cells = [f"<td style='{_CELL};white-space:nowrap'>{name}</td>", f"<td style='{_CELL};white-space:nowrap'>{target}</td>",
                  f"<td style='{_CELL};white-space:nowrap;font-weight:700'>{value}</td>", status,
                  f"<td class='gameday-why' style='{_CELL}'>{escape(findings.metric_why(m, events))}</td>"]
         rows.append(f"<tr data-metric='{escape(str(m.get('name', '')))}'>{''.join(cells)}</tr>")
@@ -215,8 +224,8 @@ def summary_html(card: Mapping[str, Any], *, charts: Sequence[str] = (), params:
         f"{'&mdash;' if line.value is None else escape(_num(line.value))}</td><td style='{_CELL}'>"
         f"{escape(line.counts)}</td></tr>" for line in loss)
     config = findings.configuration(params or {}, card) if params else []
-    links = [f"<a href='{escape(f)}'>{escape(f)}</a>" for f in charts]
-    files = " &middot; ".join(f"<a href='{f}'>{f}</a>" for f in ARCHIVE_FILES if f != HTML_FILE)
+    links = [f"<a href='{escape(f)}' style='{_LINK}'>{escape(f)}</a>" for f in charts]
+    files = " &middot; ".join(f"<a href='{f}' style='{_LINK}'>{f}</a>" for f in ARCHIVE_FILES if f != HTML_FILE)
     started, finished = card.get("started_at"), card.get("finished_at")
     took = ""
     if started and finished:
