@@ -1,6 +1,13 @@
 """The post-mortem draft: ``docs/incidents/template.md`` filled from plain data (the scorecard dict,
 the journal entries, the effective parameters, the team's observations, open questions and action
-items). No kernel, widget or target is needed, so the archive can write it whatever happened.
+items, and the run's samples when there are any). No kernel, widget or target is needed, so the
+archive can write it whatever happened.
+
+Written so that a post-mortem can be drafted without opening samples.csv: the timeline holds the
+alert firings, the failed checks, the stop and the moments only the samples show (buffer full, the
+first and last drop, the lag's peak); the loss is reconciled across its parts; the configuration that
+mattered is named (staged flaws, buffer, partition, stop conditions, what was dropped); and each missed
+target becomes an improvement a team can act on, with the run's own numbers.
 
 Placeholders are ``{{ name }}`` (blanks inside the braces are optional). Known names are listed in
 ``PLACEHOLDERS``; an unknown placeholder is left visible so a template typo shows in the report. A

@@ -1,9 +1,14 @@
 """``report.html``: the executed notebook as a page an analyst reads without a kernel or network.
 
-Code cells hidden, images embedded, widget state dropped, nothing loaded from elsewhere; the top of
-the page is the verdict and every metric at a glance (from the archive's ``scorecard.json``). A live
-session's archive is completed the same way from the notebook the facilitator saved, every string
-in it masked by ``secrets``.
+Code cells hidden, images embedded, nothing loaded from elsewhere, no widget text (``strip_widgets``).
+The top of the page (``summary_html``, from the archive's ``scorecard.json`` and ``params.yaml``) is what
+an analyst reads first, before any phase output: the verdict and why in words (an aborted or stopped
+run says what happened), every metric with its one-line why and its status coloured, the loss
+reconciled across its parts, the configuration that mattered, and links to the charts and files; a
+run that stopped before drawing its timeline gets one drawn from samples.csv and the journal. Type is
+large (inline styles, and the page's own ``<style>`` for the notebook's prose). A live session's
+archive is completed the same way from the notebook the facilitator saved, every string in it masked
+by ``secrets``.
 """
 
 from __future__ import annotations
