@@ -79,7 +79,8 @@ _OUTCOME_COLOURS = {"stored": "#2e7d32", "duplicated": "#ef6c00", "lost": "#c628
 PANELS = ("lag", "buffer", "retries", "events", "canaries")  # the report's timeline
 LIVE_PANELS = ("lag", "buffer", "canaries")  # what the room watches during a wait
 
-_QUIET_SHARE = 0.25  # a quiet stretch wider than this share of the run is compressed ...
+_QUIET_SHARE = 0.25  # a quiet stretch after the fault, wider than this share of the run ...
+_QUIET_SECONDS = 30.0  # ... and than this, is compressed ...
 _COMPRESSED_SHARE = 0.06  # ... to this share of the other time
 _ROWS = (0.78, 0.5, 0.22)  # the phase ribbon's label rows (axes fraction)
 
@@ -209,16 +210,18 @@ def _quiet_spans(
     x_start: float,
     x_end: float,
 ) -> list[tuple[float, float]]:
-    """Phases wider than ``_QUIET_SHARE`` of the run in which nothing moved: no fault, no mark, every
-    gauge flat (within 2 % of its range over the run). They are drawn compressed."""
+    """Phases after the fault, wider than ``_QUIET_SECONDS`` and ``_QUIET_SHARE`` of the run, in which
+    nothing moved: no mark, every gauge flat (within 2 % of its range over the run): a long wait for an
+    alert after recovery. They are drawn compressed; the run before and during the fault never is."""
     total = x_end - x_start
-    if total <= 0 or not len(x):
+    if total <= 0 or not len(x) or not busy:
         return []
+    fault_end = max(b for _, b in busy)
     ranges = [float(np.nanmax(g) - np.nanmin(g)) if np.any(~np.isnan(g)) else 0.0 for g in gauges]
     quiet = []
     for _name, a, b in phases:
-        a, b = max(a, x_start), min(b, x_end)
-        if b - a < _QUIET_SHARE * total:
+        a, b = max(a, x_start, fault_end), min(b, x_end)
+        if b - a < max(_QUIET_SECONDS, _QUIET_SHARE * total):
             continue
         if any(fa < b and fb > a for fa, fb in busy) or any(a <= m <= b for m in moments):
             continue

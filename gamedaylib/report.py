@@ -69,8 +69,8 @@ def render_html(notebook: Path, html_path: Path) -> Path:
     card_path = archive / SCORECARD_FILE
     if card_path.exists():  # the archive's own report: the verdict first, for whoever reads only the top
         card = json.loads(card_path.read_text(encoding="utf-8"))
-        summary = summary_html(card, charts=_charts_of(archive), params=_params_of(archive),
-                               timeline_png=_timeline_png(archive))
+        drawn = _timeline_png(archive)  # first: the charts linked below include the one drawn here
+        summary = summary_html(card, charts=_charts_of(archive), params=_params_of(archive), timeline_png=drawn)
         body = re.sub(r"(<body\b[^>]*>)", lambda m: m.group(1) + summary, body, count=1)
     body = re.sub(r"(</head>)", lambda m: PAGE_STYLE + m.group(1), body, count=1)
     html_path.write_text(strip_remote(body), encoding="utf-8")
@@ -224,6 +224,8 @@ def summary_html(card: Mapping[str, Any], *, charts: Sequence[str] = (), params:
     head = "".join(f"<th style='{_CELL};border-bottom:2px solid #555'>{h}</th>"
                    for h in ("metric", "target", "result", "status", "why"))
     loss = findings.loss_lines(events)
+    measured = any(m.get("name") == "event_loss_count" and m.get("status") != "not_measured"
+                   for m in card.get("metrics", []))
     loss_rows = "".join(
         f"<tr><td style='{_CELL}'>{escape(line.label)}</td><td style='{_CELL};font-weight:700'>"
         f"{'&mdash;' if line.value is None else escape(_num(line.value))}</td><td style='{_CELL}'>"
@@ -261,8 +263,8 @@ def summary_html(card: Mapping[str, Any], *, charts: Sequence[str] = (), params:
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         "<h3 style='font-size:22px;margin:18px 0 6px'>Where the events went</h3>"
         f"<p class='gameday-loss' style='margin:4px 0 8px'>{escape(findings.loss_summary(card))}</p>"
-        "<table class='gameday-loss-parts' style='border-collapse:collapse;font-size:17px;background:#ffffff'>"
-        f"<tbody>{loss_rows}</tbody></table>"
+        + (f"<table class='gameday-loss-parts' style='border-collapse:collapse;font-size:17px;background:#ffffff'>"
+           f"<tbody>{loss_rows}</tbody></table>" if measured else "")
         + ("<h3 style='font-size:22px;margin:18px 0 6px'>Configuration that mattered</h3><ul style='margin:4px 0'>"
            + "".join(f"<li>{_code(c)}</li>" for c in config) + "</ul>" if config else "")
         + "<p style='margin:14px 0 0;font-size:17px'>"
