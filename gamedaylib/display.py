@@ -124,7 +124,10 @@ def markdown_html(text: str) -> str:
     render = mistune.create_markdown(escape=True, plugins=["table", "strikethrough"])
     body = str(render(to_the_second(text)))
     body = body.replace("<table>", "<table style='border-collapse:collapse;font-size:18px'>")
-    body = body.replace("<td>", f"<td style='{CELL}'>").replace("<th>", f"<th style='{CELL}'>")
+    # a short cell (a name, a target, a result) never wraps: long evidence beside it takes the room
+    body = re.sub(r"<(td|th)>(.*?)</\1>", lambda m: f"<{m.group(1)} style='{CELL}"
+                  + (";white-space:nowrap" if len(html.unescape(re.sub(r"<[^>]+>", "", m.group(2)))) <= 24 else "")
+                  + f"'>{m.group(2)}</{m.group(1)}>", body, flags=re.DOTALL)
     return f"<div class='gameday-prose' style='{PROSE}'>{body}</div>"
 
 

@@ -136,9 +136,8 @@ def verdict_reason(card: Mapping[str, Any]) -> str:
                     "verify, so the post-mortem has data.")
     failed = [m for m in metrics if m.get("status") == "fail"]
     if failed:
-        bits.append("Missed: " + "; ".join(
-            f"{label[m.get('name')]} {_num(m.get('value'))} {m.get('unit', '')} (target {m.get('comparison', '')} "
-            f"{_num(m.get('target'))})".replace("  ", " ") for m in failed) + ".")
+        bits.append("Missed: " + "; ".join(_missed(m, label[m.get("name")], m.get("name") in required or
+                                                   bool(m.get("required"))) for m in failed) + ".")
     blind = [m for m in metrics if m.get("status") == "not_measured" and m.get("name") in required]
     if blind:
         bits.append("Required but not measured: " + "; ".join(
@@ -153,6 +152,14 @@ def verdict_reason(card: Mapping[str, Any]) -> str:
                 label[m.get("name")] for m in unmeasured)
         bits.append(text + ".")
     return " ".join(bits)
+
+
+def _missed(m: Mapping[str, Any], label: str, required: bool) -> str:
+    unit = f" {m.get('unit')}" if m.get("unit") else ""
+    target = f"target {m.get('comparison', '')} {_num(m.get('target'))}{unit}"
+    text = (f"{label} {_num(m.get('value'))}{unit} ({target})" if m.get("value") is not None
+            else f"{label}: {metric_why(m)} ({target})")
+    return text if required else f"{text}, not required"
 
 
 # -- the loss, in its parts ----------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from gamedaylib.archive import (
 from gamedaylib.clock import parse_time
 from gamedaylib.exceptions import GamedayError
 from gamedaylib.journal import JOURNAL_FILE, Journal
+from gamedaylib.sampler import read_samples
 from gamedaylib.secrets import redact_notebook
 
 __all__ = ["complete_live_archive", "remote_loads", "render_archive_html", "render_html", "strip_remote",
@@ -125,8 +126,7 @@ def _timeline_png(archive: Path) -> bytes | None:
     path, samples = archive / CHART_FILES[0], archive / SAMPLES_FILE
     if path.exists() or not samples.is_file():
         return None
-    from gamedaylib import charts
-    from gamedaylib.sampler import read_samples
+    from gamedaylib import charts  # matplotlib is loaded only when a chart is drawn
 
     journal = Journal(archive / JOURNAL_FILE)
     try:

@@ -34,8 +34,12 @@ LOSS = _metric("event_loss_count", "fail", 127, "127 = canaries lost + users' ev
 def test_the_verdict_says_why_in_words() -> None:
     stopped = {"condition": "stop_buffer_fraction", "value": 0.55, "threshold": 0.5, "blind": False,
                "words": "gateway buffer 55 % full in its fullest replica at T+00:02; limit 50 %"}
-    assert findings.verdict_reason({"verdict": "fail", "metrics": [LOSS]}) == \
-        "Missed: Event Loss Count 127 events (target == 0)."
+    assert findings.verdict_reason({"verdict": "fail", "metrics": [LOSS], "required_metrics": ["event_loss_count"]}) \
+        == "Missed: Event Loss Count 127 events (target == 0 events)."
+    alert = _metric("alert_fire_seconds", "fail", None, "no gameday alert fired within 60 s after T+0", target=60,
+                    comparison="<=", unit="s")
+    assert findings.verdict_reason({"verdict": "fail", "metrics": [alert]}) == (
+        "Missed: Alert Fire Seconds: no gameday alert fired within 60 s after T+0 (target <= 60 s), not required.")
     assert findings.verdict_reason({"verdict": "fail", "metrics": [], "stopped_by": stopped}).startswith(
         "A stop condition ended the fault early: gateway buffer 55 % full in its fullest replica at T+00:02; "
         "limit 50 %. The run went on to verify")
