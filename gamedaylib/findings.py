@@ -129,10 +129,10 @@ def verdict_reason(card: Mapping[str, Any]) -> str:
         if stopped and stopped.get("blind"):
             return (f"The run lost sight of what it measures and ended the fault early: {stopped.get('words')}. "
                     "It could not judge the system.")
-        return f"The run did not reach its end: {reason or 'no reason recorded'}. It could not judge the system."
+        return f"The run did not reach its end ({reason or 'no reason recorded'}). It could not judge the system."
     bits = []
     if stopped:
-        bits.append(f"A stop condition ended the fault early: {stopped.get('words') or reason}. The run went on to "
+        bits.append(f"A stop condition ended the fault early: {reason or stopped.get('words')}. The run went on to "
                     "verify, so the post-mortem has data.")
     failed = [m for m in metrics if m.get("status") == "fail"]
     if failed:

@@ -107,11 +107,11 @@ class StaticTable:
 
 
 def _when(value: object) -> str:
-    """A journaled time as ``2026-12-01 23:19:40 UTC`` (no microseconds); "" stays ""."""
+    """A journaled time to the second, ``2026-12-01T23:19:40+00:00`` (no microseconds); "" stays ""."""
     if not value:
         return ""
     try:
-        return parse_time(str(value)).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return parse_time(str(value)).isoformat(timespec="seconds")
     except ValueError:
         return str(value)
 
@@ -218,8 +218,7 @@ class ObservationForm(Form):
             written.append(
                 self.journal.record("observation", self.phase_id, question=question, answer=answer, source=source)
             )
-        said = f"recorded {len(written)} answer(s)" if written else "nothing new to record"
-        self.status.value = f"<span style='font-size:18px'>{_h(said)}</span>"
+        self.status.value = _h(f"recorded {len(written)} answer(s)" if written else "nothing new to record")
         self.refresh()
         return written
 
@@ -279,7 +278,7 @@ def observation_form(
         layout=widgets.Layout(width="200px", height="44px"),
         style={"font_size": "18px", "font_weight": "bold"},
     )
-    status = widgets.HTML("")
+    status = widgets.HTML("", style={"font_size": "18px"})
     rows.append(widgets.HBox([button, status]))
     box = widgets.VBox(rows)
     form = ObservationForm(journal, playbook, phase_id, live, areas, button, status, box, extra)
@@ -436,7 +435,7 @@ def stamp_buttons(
         placeholder="now — or type when it happened: HH:MM[:SS] UTC, T+mm:ss, or ISO time",
         disabled=not live, layout=widgets.Layout(width="60%", height="40px"), style={"font_size": "18px"},
     )
-    status = widgets.HTML("")
+    status = widgets.HTML("", style={"font_size": "18px"})
     said = widgets.HTML(f"<span style='{_LABEL}'>happened at</span>", layout=widgets.Layout(margin="0 12px 0 0"))
     box = widgets.VBox([widgets.HBox(list(buttons.values()), layout=widgets.Layout(flex_flow="row wrap")),
                         widgets.HBox([said, when, status], layout=widgets.Layout(align_items="center"))])

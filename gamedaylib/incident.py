@@ -316,7 +316,7 @@ def _describe(e: Mapping[str, Any], playbook: Playbook) -> str:
     if kind == "checklist":
         return "pre-gameday checklist recorded: " + ("complete" if e.get("complete") else f"{len(e.get('missing') or [])} item(s) not done")
     if kind == "stop_condition":
-        return f"**stop condition `{e.get('condition', '')}` fired**: {e.get('detail', '')}; the fault was ended"
+        return f"stop condition {e.get('condition', '')}: {e.get('detail', '')} (the fault was ended at once)"
     if kind == "fault.healed":
         return f"fault ended ({e.get('by', 'runbook')})"
     if kind == "check":

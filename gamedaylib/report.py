@@ -252,7 +252,7 @@ def summary_html(card: Mapping[str, Any], *, charts: Sequence[str] = (), params:
         "<div style='display:flex;align-items:center;gap:20px;flex-wrap:wrap'>"
         f"<span style='font-size:30px;font-weight:800'>{escape(str(card.get('gameday_id', '')))}</span>"
         f"<span class='gameday-verdict' style='background:{colour};color:#ffffff;font-size:38px;font-weight:800;"
-        f"padding:2px 20px;border-radius:8px;letter-spacing:0.04em'>{escape(verdict.upper())}</span>"
+        f"padding:2px 20px;border-radius:8px;letter-spacing:0.04em;text-transform:uppercase'>{escape(verdict)}</span>"
         f"<span style='font-size:18px;color:#333'>run {escape(str(card.get('run_id', '')))} &middot; target "
         f"{escape(str(card.get('target', '')))} &middot; profile {escape(str(card.get('profile', '')))} &middot; "
         f"{escape(findings.fmt_time(started))} &rarr; {escape(findings.fmt_time(finished, date=False))}"

@@ -400,7 +400,7 @@ def test_live_session_measures_team_response_and_archives_a_clean_report(
                         return [e for e in entries if e["kind"] == "stamp" and e["stamp"] == "acknowledged"]
 
                     (stamp,) = wait_for(stamped, 30, "the acknowledged stamp in the journal")
-                    incident.locator(".gameday-static", has_text=stamp["at"][:10]).first.wait_for(timeout=15_000)
+                    incident.locator(".gameday-static", has_text=stamp["at"][:19]).first.wait_for(timeout=15_000)
                     show_top(page, incident.locator(".gameday-banner").first)
                     page.screenshot(path=str(ARTIFACTS / "live-incident-response.png"))
                     run_cells(page, [cells["postmortem"], metrics_cell, finish_cell, archive_cell], timeout=180)

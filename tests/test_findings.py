@@ -44,8 +44,8 @@ def test_the_verdict_says_why_in_words() -> None:
         "A stop condition ended the fault early: gateway buffer 55 % full in its fullest replica at T+00:02; "
         "limit 50 %. The run went on to verify")
     aborted = {"verdict": "aborted", "metrics": [], "reason": "cell 8 raised GamedayAborted: rehearsed fault"}
-    assert findings.verdict_reason(aborted) == ("The run did not reach its end: cell 8 raised GamedayAborted: "
-                                                "rehearsed fault. It could not judge the system.")
+    assert findings.verdict_reason(aborted) == ("The run did not reach its end (cell 8 raised GamedayAborted: "
+                                                "rehearsed fault). It could not judge the system.")
     blind = {"verdict": "aborted", "metrics": [], "stopped_by": {**stopped, "blind": True, "words": "lag unreadable"}}
     assert findings.verdict_reason(blind).startswith("The run lost sight of what it measures")
     unmeasured = _metric("team_response_seconds", "not_measured", None, "not measured: no 'acknowledged' stamp")

@@ -121,7 +121,7 @@ def test_the_first_screen_says_why_and_gives_every_metric_its_why(archives: dict
         assert "% full" in top["reason"] and "limit 30 %" in top["reason"]
     else:
         assert card["verdict"] == "aborted"
-        assert top["reason"].startswith("The run did not reach its end: ") and "fault_phase='heal'" in top["reason"]
+        assert top["reason"].startswith("The run did not reach its end (") and "fault_phase='heal'" in top["reason"]
         assert all(r["status"].strip() == "– not measured" or r["why"] for r in top["rows"])
 
 
@@ -173,7 +173,7 @@ def test_the_incident_report_is_enough_for_a_post_mortem(archives: dict[str, Pat
     assert not MICROSECONDS.search(text.split("## Success metrics", 1)[0] + timeline)
 
     stopped = (archives["stopped"] / "incident-report.md").read_text(encoding="utf-8")
-    assert "stop condition `stop_buffer_fraction` fired" in stopped
+    assert "stop condition stop_buffer_fraction: gateway buffer" in stopped
     assert stopped.split("## Improvements for next gameday", 1)[1].strip().startswith(
         "- [ ] The gateway buffer reached the stop limit")
     aborted = (archives["aborted"] / "incident-report.md").read_text(encoding="utf-8")
