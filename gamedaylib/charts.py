@@ -284,7 +284,7 @@ class _TimeScale:
         ticks += [v for span in self.quiet for v in span]
         out: list[float] = []
         for t in sorted(ticks):
-            if out and float(self.forward(t) - self.forward(out[-1])) < 0.07 * shown:
+            if out and float(self.forward(t) - self.forward(out[-1])) < 0.09 * shown:
                 if any(t in span for span in self.quiet):  # a squeezed span's end wins over a round tick
                     out[-1] = t
                 continue

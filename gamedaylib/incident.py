@@ -258,7 +258,6 @@ def _summary(
                      f"{findings.fmt_time(t0)} (T+0).")
     lines.append(f"**Verdict: {verdict.upper()}.** {findings.verdict_reason(scorecard)}")
     by_name = {m.get("name"): m for m in metrics}
-    failed = [m for m in metrics if m.get("status") == "fail"]
     unmeasured = [m for m in metrics if m.get("status") == "not_measured"]
     for name in ("rto_seconds", "rpo_seconds", "event_loss_count", "user_facing_errors"):
         m = by_name.get(name)
@@ -273,8 +272,6 @@ def _summary(
                 f"- {label}: {_fmt(m.get('value'))}{unit} against a target of {m.get('comparison', '')} "
                 f"{_fmt(m.get('target'))}{unit}: {'met' if m.get('status') == 'pass' else 'MISSED'}."
             )
-    if failed:
-        lines.append("Missed: " + ", ".join(_label(m["name"], playbook) for m in failed) + ".")
     if unmeasured:
         lines.append(
             f"{len(unmeasured)} metric(s) could not be measured: "
