@@ -239,8 +239,9 @@ def test_headless_progress_lines_carry_the_numbers_of_their_own_reading(screen: 
                      reading)
     lines = out.getvalue().splitlines()
     assert len(lines) == 2  # one while waiting (at most every print_every), one when it ended
-    assert lines[0].startswith("partition half-way: 7 of 10 s (partition ends at T+00:20) · T+00:0")
-    assert lines[1].startswith("✔ partition half-way: 10 of 10 s, reached (partition ends at T+00:20)")
+    offset = run.clock.offset(reading.at)  # the reading's own moment, beside its own numbers
+    assert lines[0].startswith(f"partition half-way: 7 of 10 s (partition ends at T+00:20) · {offset} · ")
+    assert lines[1].startswith(f"✔ partition half-way: 10 of 10 s, reached (partition ends at T+00:20) · {offset}")
     assert all("consumer lag 1,234" in line and "gateway buffer 52" in line for line in lines)
 
 
