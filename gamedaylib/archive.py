@@ -20,6 +20,7 @@ from gamedaylib.incident import DEFAULT_TEMPLATE_PATH, draft_incident_report, lo
 from gamedaylib.journal import JOURNAL_FILE, Journal
 from gamedaylib.observations import action_items_of, open_questions, write_action_items_csv
 from gamedaylib.playbook import Playbook
+from gamedaylib.sampler import read_samples
 from gamedaylib.scorecard import Metric, Scorecard
 from gamedaylib.secrets import redact
 
@@ -133,4 +134,15 @@ def render_incident_report(
         open_questions=open_questions(journal, playbook, observations),
         action_items=action_items_of(journal) or action_items_of(list(params.get("action_items") or [])),
         playbook=playbook,
+        samples=_samples(archive_dir / SAMPLES_FILE),
     )
+
+
+def _samples(path: Path) -> Any:
+    """The run's samples as a DataFrame for the draft's timeline (None when there are none)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_samples(path)
+    except (OSError, ValueError):
+        return None

@@ -44,6 +44,10 @@ from gamedaylib.observations import (
 from gamedaylib.playbook import INCIDENT_STAMPS, Playbook
 
 OPEN = "open"
+# what a room reads from the back: the same inline styles in the notebook and in report.html
+_PROSE = "font-family:Helvetica,Arial,sans-serif;font-size:18px;line-height:1.45;color:#111"
+_CELL = "text-align:left;vertical-align:top;padding:5px 12px;border-bottom:1px solid #d7dbe0"
+_LABEL = "font-size:20px;font-weight:700"
 STAMP_LABELS: dict[str, str] = {
     "alert_seen": "alert seen",
     "paged": "paged",
@@ -67,16 +71,16 @@ class StaticTable:
     note: str = ""
 
     def html(self) -> str:
-        head = "".join(f"<th style='text-align:left;padding:4px 8px'>{_h(c)}</th>" for c in self.columns)
+        head = "".join(f"<th style='{_CELL};border-bottom:2px solid #555'>{_h(c)}</th>" for c in self.columns)
         body = "".join(
-            "<tr>" + "".join(f"<td style='text-align:left;vertical-align:top;padding:4px 8px'>{_cell_html(v)}</td>" for v in row)
-            + "</tr>"
+            "<tr>" + "".join(f"<td style='{_CELL}'>{_cell_html(v)}</td>" for v in row) + "</tr>"
             for row in self.rows
         )
         note = f"<p style='margin:2px 0'>{_h(self.note)}</p>" if self.note else ""
         return (
-            f"<div class='gameday-static'><h4 style='margin:6px 0'>{_h(self.title)}</h4>{note}"
-            f"<table style='border-collapse:collapse;font-size:14px'><thead><tr>{head}</tr></thead>"
+            f"<div class='gameday-static' style='{_PROSE}'><div style='font-size:22px;font-weight:700;"
+            f"margin:8px 0 4px'>{_h(self.title)}</div>{note}"
+            f"<table style='border-collapse:collapse;font-size:18px'><thead><tr>{head}</tr></thead>"
             f"<tbody>{body}</tbody></table></div>"
         )
 
@@ -100,6 +104,16 @@ class StaticTable:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
         return {"text/html": self.html(), "text/markdown": self.markdown(), "text/plain": self.text()}
+
+
+def _when(value: object) -> str:
+    """A journaled time to the second, ``2026-12-01T23:19:40+00:00`` (no microseconds); "" stays ""."""
+    if not value:
+        return ""
+    try:
+        return parse_time(str(value)).isoformat(timespec="seconds")
+    except ValueError:
+        return str(value)
 
 
 def _h(value: object) -> str:
@@ -216,7 +230,7 @@ class ObservationForm(Form):
         for q in self.questions:
             if q in latest:
                 suffix = "" if q in self.playbook.phase(self.phase_id).questions else " (not a playbook question)"
-                rows.append((q + suffix, latest[q], when.get((self.phase_id, q), "")))
+                rows.append((q + suffix, latest[q], _when(when.get((self.phase_id, q), ""))))
             else:
                 rows.append((q, OPEN, ""))
         title = f"Observations: {self.playbook.title_of(self.phase_id)}"
@@ -249,10 +263,11 @@ def observation_form(
             value=str(given.get(q, "") or ""),
             placeholder="type what the team saw",
             disabled=not live,
-            layout=widgets.Layout(width="98%", height="60px"),
+            layout=widgets.Layout(width="98%", height="72px"),
+            style={"font_size": "18px"},
         )
         areas[q] = area
-        rows.append(widgets.HTML(f"<b style='font-size:16px'>{_h(q)}</b>"))
+        rows.append(widgets.HTML(f"<span style='{_LABEL}'>{_h(q)}</span>"))
         rows.append(area)
     button = widgets.Button(
         description="Record",
@@ -260,8 +275,10 @@ def observation_form(
         icon="check",
         disabled=not live,
         tooltip="journal every changed answer with its time",
+        layout=widgets.Layout(width="200px", height="44px"),
+        style={"font_size": "18px", "font_weight": "bold"},
     )
-    status = widgets.HTML("")
+    status = widgets.HTML("", style={"font_size": "18px"})
     rows.append(widgets.HBox([button, status]))
     box = widgets.VBox(rows)
     form = ObservationForm(journal, playbook, phase_id, live, areas, button, status, box, extra)
@@ -350,7 +367,8 @@ class StampButtons(Form):
         try:
             at = parse_stamp_time(typed, self.clock)
         except InvalidParameters as exc:
-            self.status.value = f"<span style='color:#b00020'>{_h(exc.problems.get('stamps', str(exc)))}</span>"
+            self.status.value = (f"<span style='color:#b00020;font-size:18px'>"
+                                 f"{_h(exc.problems.get('stamps', str(exc)))}</span>")
             return None
         self.when.value = ""
         self.status.value = ""
@@ -385,7 +403,7 @@ class StampButtons(Form):
             elif not first.get("at"):
                 rows.append((STAMP_LABELS[name], "unknown", str(first.get("reason", ""))))
             else:
-                rows.append((STAMP_LABELS[name], str(first["at"]), str(first.get("t_offset", ""))))
+                rows.append((STAMP_LABELS[name], _when(first["at"]), str(first.get("t_offset", ""))))
         return StaticTable("Incident-response stamps", ("moment", "time (UTC)", "T-offset / note"), tuple(rows))
 
 
@@ -407,17 +425,20 @@ def stamp_buttons(
         name: widgets.Button(
             description=STAMP_LABELS[name],
             disabled=not live,
-            layout=widgets.Layout(width="230px", height="48px"),
+            layout=widgets.Layout(width="340px", height="56px"),  # room for "acknowledged ✓ 23:52:13"
+            style={"font_size": "20px", "font_weight": "bold"},
             tooltip=f"record the time of '{STAMP_LABELS[name]}'",
         )
         for name in INCIDENT_STAMPS
     }
     when = widgets.Text(
         placeholder="now — or type when it happened: HH:MM[:SS] UTC, T+mm:ss, or ISO time",
-        description="happened at", disabled=not live, layout=widgets.Layout(width="60%"),
+        disabled=not live, layout=widgets.Layout(width="60%", height="40px"), style={"font_size": "18px"},
     )
-    status = widgets.HTML("")
-    box = widgets.VBox([widgets.HBox(list(buttons.values())), widgets.HBox([when, status])])
+    status = widgets.HTML("", style={"font_size": "18px"})
+    said = widgets.HTML(f"<span style='{_LABEL}'>happened at</span>", layout=widgets.Layout(margin="0 12px 0 0"))
+    box = widgets.VBox([widgets.HBox(list(buttons.values()), layout=widgets.Layout(flex_flow="row wrap")),
+                        widgets.HBox([said, when, status], layout=widgets.Layout(align_items="center"))])
     sb = StampButtons(journal, clock, phase_id, live, buttons, box, when, status, on_stamp)
     if live:
         for name, button in buttons.items():

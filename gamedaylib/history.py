@@ -130,7 +130,7 @@ def chart(frame: pd.DataFrame, path: Path) -> Path | None:
 
     records = []
     for _, r in frame.iterrows():
-        record: dict[str, Any] = {"run_id": r["run_id"]}
+        record: dict[str, Any] = {"run_id": r["run_id"], "gameday_id": r.get("gameday_id")}
         for name, _label in CHART_METRICS:
             record[name] = {"value": _none(r.get(name)), "target": _none(r.get(f"{name}_target")),
                             "status": r.get(f"{name}_status")}

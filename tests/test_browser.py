@@ -1,9 +1,14 @@
 """A facilitator's session in a real browser: JupyterLab on 127.0.0.1 driven through Debian's Chromium
-with Playwright (no browser download). Type an observation, press Record, find it in the journal;
-save a screenshot of the status banner to ``tests/artifacts/status-banner.png``.
+with Playwright (no browser download), every request outside this machine refused.
 
-Until the runbook notebook exists this drives a small notebook of our own that uses the real
-``gamedaylib.banner`` and ``gamedaylib.forms``.
+- A small notebook of our own with the real banner and a live form: type an observation, press
+  Record, find it in the journal.
+- The real runbook, live, against a real lab (short partition), on a 1920×1080 screen: every phase cell
+  run as a facilitator would, *acknowledged* pressed after the incident-response cell, then success
+  metrics, finish; the notebook saved and `gameday archive` run. The success-metrics cell, scorecard.json
+  and report.html agree on a measured Team Response Time, and the live report holds no widget text.
+
+Screenshots go to ``tests/artifacts/`` (ignored by git): look at them.
 """
 
 from __future__ import annotations
@@ -24,6 +29,10 @@ from urllib.parse import urlsplit
 
 import nbformat
 import pytest
+from runtools import run_gameday, scorecard
+
+from gamedaylib.clock import parse_time
+from gamedaylib.report import remote_loads
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -96,7 +105,9 @@ def jupyter(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     )
     tracker = home / "settings" / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True)
-    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"autoStartDefaultKernel": True}))
+    # every cell rendered (no windowing): a cell scrolled out of view still shows its prompt and outputs
+    (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"autoStartDefaultKernel": True,
+                                                                     "windowingMode": "none"}))
     ARTIFACTS.mkdir(exist_ok=True)
     with open(ARTIFACTS / "jupyter.log", "wb") as log:  # the child keeps its own descriptor
         proc = subprocess.Popen(
@@ -187,16 +198,16 @@ def run_cells(page, indices: list[int], timeout: float = 120) -> None:
         prompt = cell.locator(".jp-InputPrompt")
         deadline = time.monotonic() + timeout
         sent = float("-inf")
-        while not re.search(r"\[\d+\]", prompt.inner_text() or ""):
+        while not re.search(r"\[\d+\]", prompt.text_content() or ""):
             dismiss_kernel_dialog(page)
-            text = prompt.inner_text() or ""
+            text = prompt.text_content() or ""
             if "*" not in text and time.monotonic() - sent > 5:
                 prompt.click()
                 page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']").click()
                 sent = time.monotonic()
             assert time.monotonic() < deadline, f"cell {i} did not finish within {timeout:g} s"
             time.sleep(0.2)
-        assert "Traceback" not in cell.inner_text(), cell.inner_text()
+        assert "Traceback" not in (cell.text_content() or ""), cell.text_content()
 
 
 def test_facilitator_records_an_observation_in_the_browser(jupyter: tuple[str, str, Path], tmp_path: Path) -> None:
@@ -262,25 +273,59 @@ def test_facilitator_records_an_observation_in_the_browser(jupyter: tuple[str, s
 
 
 RUNBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "nats_partition_gameday.ipynb"
+SCREEN = {"width": 1920, "height": 1080}
+# widget reprs a report must never show (what an archived widget without its state falls back to)
+WIDGET_TEXT = ("HBox(", "VBox(", "FloatProgress(", "Textarea(", "Button(", "Checkbox(", "IntProgress(")
 
 
-def add_cell_below(page, index: int, code: str) -> None:
-    """What a facilitator does: select a cell, insert one below (B), type into it."""
-    page.locator(".jp-Notebook .jp-Cell").nth(index).locator(".jp-InputPrompt").click()
-    page.keyboard.press("Escape")
-    page.keyboard.press("b")
-    new = page.locator(".jp-Notebook .jp-Cell").nth(index + 1)
-    new.locator(".cm-content").click()
-    page.keyboard.type(code)
-    page.keyboard.press("Escape")
+def _set_param(source: str, name: str, value: object) -> str:
+    """The parameters cell with ``name`` set to ``value`` (the line as the notebook declares it)."""
+    pattern = re.compile(rf"^{name}: '[^']*' = .*$", re.MULTILINE)
+    assert pattern.search(source), f"no parameter {name} in the parameters cell"
+    return pattern.sub(f"{name} = {value!r}", source, count=1)
 
 
+def _cell_index(nb: nbformat.NotebookNode, source: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if c.source.strip() == source)
+
+
+def start_cell(page, index: int) -> None:
+    """Select code cell ``index`` and run it (toolbar "Run"), without waiting for it to finish."""
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    cell.locator(".jp-InputPrompt").click()
+    page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']").click()
+
+
+def wait_cell(page, index: int, timeout: float) -> str:
+    """Wait for cell ``index`` to finish (its prompt shows a number); its text, which has no traceback."""
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(index)
+    prompt = cell.locator(".jp-InputPrompt")
+    wait_for(lambda: re.search(r"\[\d+\]", prompt.text_content() or ""), timeout, f"cell {index} to finish")
+    text = cell.text_content() or ""
+    assert "Traceback" not in text, text[-3000:]
+    return text
+
+
+def show_top(page, locator) -> None:
+    """Scroll so that ``locator`` is at the top of the screen (what the room sees)."""
+    locator.evaluate("el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+
+
+def team_response_in(text: str) -> str:
+    """The Team Response Time row's result (``52.3`` of "Team Response Time  <= 120 s  52.3 s  ✔ Pass")."""
+    found = re.search(r"Team Response Time\s+<=\s*[\d.]+\s*s\s+(\d+(?:\.\d+)?)\s*s\b", text)
+    assert found, text[-2000:]
+    return found.group(1)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.skipif(not RUNBOOK.exists(), reason="the runbook notebook does not exist yet")
-def test_runbook_preflight_and_an_observation_in_the_browser(
+def test_live_session_measures_team_response_and_archives_a_clean_report(
     jupyter: tuple[str, str, Path], tmp_path: Path
 ) -> None:
-    """The real runbook against a real lab: parameters, start and pre-flight cells run in JupyterLab;
-    the facilitator adds a form cell, types an observation, presses Record; it is in the journal."""
+    """The runbook live in JupyterLab against a real lab, as a facilitator runs it (see the module)."""
     from playwright.sync_api import sync_playwright
 
     from gamedaylib.lab.client import Lab
@@ -290,13 +335,17 @@ def test_runbook_preflight_and_an_observation_in_the_browser(
     nb = nbformat.read(RUNBOOK, as_version=4)
     params = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
     source = nb.cells[params].source
-    assert "lab_dir: 'str' = '.gameday/lab'" in source and "archive_dir: 'str' = ''" in source
-    nb.cells[params].source = source.replace("lab_dir: 'str' = '.gameday/lab'", f"lab_dir = {str(lab_dir)!r}").replace(
-        "archive_dir: 'str' = ''", f"archive_dir = {str(archive)!r}"
-    )
+    for name, value in (("lab_dir", str(lab_dir)), ("archive_dir", str(archive)), ("partition_seconds", 12.0)):
+        source = _set_param(source, name, value)
+    nb.cells[params].source = source
+    cells = {phase: _cell_index(nb, f'gd.phase("{phase}")') for phase in
+             ("preflight", "injection", "buffering", "heal", "replay", "rto", "rpo", "incident_response",
+              "postmortem")}
     start = next(i for i, c in enumerate(nb.cells) if "Gameday.start" in c.source)
-    preflight = next(i for i, c in enumerate(nb.cells) if c.source.strip() == 'gd.phase("preflight")')
+    metrics_cell, finish_cell, archive_cell = (_cell_index(nb, s) for s in
+                                              ("gd.success_metrics()", "gd.finish()", "gd.archive()"))
     nbformat.write(nb, root / RUNBOOK.name)
+    saved = root / RUNBOOK.name
     answer = f"lag rose within 2 s; retries logged ({secrets.token_hex(3)})"
     outside: list[str] = []
 
@@ -306,7 +355,7 @@ def test_runbook_preflight_and_an_observation_in_the_browser(
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                context = browser.new_context(viewport={"width": 1600, "height": 1000})
+                context = browser.new_context(viewport=SCREEN)
 
                 def local_only(route) -> None:
                     host = urlsplit(route.request.url).hostname
@@ -321,40 +370,89 @@ def test_runbook_preflight_and_an_observation_in_the_browser(
                 page.goto(f"{base}/lab/tree/{RUNBOOK.name}?token={token}", wait_until="domcontentloaded")
                 try:
                     wait_until_idle(page)
-                    run_cells(page, [params, start, preflight], timeout=180)
-                    banner = page.locator(".jp-Notebook .jp-Cell").nth(preflight).locator(".gameday-banner").first
-                    banner.wait_for(timeout=30_000)
-                    # the banner at the top of the phase was redrawn in place with what pre-flight measured
-                    wait_for(lambda: re.search(r"consumer lag \d", banner.get_attribute("aria-label") or ""), 15,
-                             "the measured lag in the banner")
-                    banner.screenshot(path=str(ARTIFACTS / "status-banner.png"))
-                    # what the runbook's phases call: the phase's form, live
-                    add_cell_below(page, preflight, "gd.run.observe('buffering')")
-                    run_cells(page, [preflight + 1])
-                    cell = page.locator(".jp-Notebook .jp-Cell").nth(preflight + 1)
-                    boxes = cell.locator(".widget-textarea textarea")
+                    page.keyboard.press("Escape")
+                    page.keyboard.press("Control+b")  # the room sees the notebook, not the file browser
+                    run_cells(page, [params, start, cells["preflight"], cells["injection"]], timeout=180)
+                    # the buffering wait, as the room sees it: banner, progress, the phase's chart
+                    start_cell(page, cells["buffering"])
+                    buffering = page.locator(".jp-Notebook .jp-Cell").nth(cells["buffering"])
+                    buffering.locator(".jp-OutputArea img").first.wait_for(timeout=60_000)
+                    show_top(page, buffering.locator(".gameday-banner").first)
+                    page.screenshot(path=str(ARTIFACTS / "live-buffering-wait.png"))
+                    wait_cell(page, cells["buffering"], 120)
+                    # the phase's form, live: type an observation and record it
+                    boxes = buffering.locator(".widget-textarea textarea")
                     wait_for(lambda: boxes.count() == 4, 30, "the four question boxes")
                     boxes.nth(0).fill(answer)  # "How quickly did consumer lag start increasing?"
-                    cell.locator("button", has_text="Record").click()
+                    buffering.locator("button", has_text="Record").click()
+                    buffering.locator(".gameday-static", has_text=answer).first.wait_for(timeout=15_000)
+                    show_top(page, buffering.locator(".gameday-banner").first)
+                    page.screenshot(path=str(ARTIFACTS / "live-buffering-done.png"))
+                    run_cells(page, [cells["heal"], cells["replay"], cells["rto"], cells["rpo"]], timeout=180)
+                    run_cells(page, [cells["incident_response"]], timeout=180)
+                    incident = page.locator(".jp-Notebook .jp-Cell").nth(cells["incident_response"])
+                    pressed_at = time.time()
+                    incident.locator("button", has_text="acknowledged").first.click()
                     journal = archive / "journal.jsonl"
 
-                    def recorded() -> list[dict]:
+                    def stamped() -> list[dict]:
                         entries = [json.loads(x) for x in journal.read_text().splitlines()] if journal.exists() else []
-                        return [e for e in entries if e["kind"] == "observation" and e["answer"] == answer]
+                        return [e for e in entries if e["kind"] == "stamp" and e["stamp"] == "acknowledged"]
 
-                    (entry,) = wait_for(recorded, 30, "the answer in the runbook's journal")
-                    assert entry["question"] == "How quickly did consumer lag start increasing?"
-                    assert entry["source"] == "form"
-                    entries = [json.loads(x) for x in journal.read_text().splitlines()]
-                    checklists = [e for e in entries if e["kind"] == "checklist"]
-                    assert [(e["phase"], e["source"]) for e in checklists] == [("preflight", "pre-flight")]
-                    cell.locator(".gameday-static", has_text=answer).first.wait_for(timeout=15_000)
-                    page.screenshot(path=str(ARTIFACTS / "runbook-page.png"))
+                    (stamp,) = wait_for(stamped, 30, "the acknowledged stamp in the journal")
+                    incident.locator(".gameday-static", has_text=stamp["at"][:19]).first.wait_for(timeout=15_000)
+                    show_top(page, incident.locator(".gameday-banner").first)
+                    page.screenshot(path=str(ARTIFACTS / "live-incident-response.png"))
+                    run_cells(page, [cells["postmortem"], metrics_cell, finish_cell, archive_cell], timeout=180)
+                    success = page.locator(".jp-Notebook .jp-Cell").nth(metrics_cell)
+                    show_top(page, success)
+                    page.screenshot(path=str(ARTIFACTS / "live-success-metrics.png"))
+                    verdict = page.locator(".jp-Notebook .jp-Cell").nth(finish_cell).locator(".gameday-verdict")
+                    verdict.first.wait_for(timeout=30_000)
+                    show_top(page, verdict.first)
+                    page.screenshot(path=str(ARTIFACTS / "live-verdict.png"))
+                    live_value = team_response_in(success.inner_text())
+                    page.locator(".jp-NotebookPanel-toolbar [data-command='docmanager:save']").click()
+
+                    def saved_with_outputs() -> bool:
+                        # headless Chromium draws a frame only when asked: JupyterLab's save waits for one
+                        page.screenshot(clip={"x": 0, "y": 0, "width": 8, "height": 8})
+                        text = saved.read_text()
+                        return "gameday-verdict" in text and "gameday archive" in text
+
+                    wait_for(saved_with_outputs, 120, "the saved notebook with its outputs", interval=1.0)
                 except BaseException:
-                    page.screenshot(path=str(ARTIFACTS / "runbook-failure.png"), full_page=True)
+                    page.screenshot(path=str(ARTIFACTS / "live-failure.png"), full_page=True)
                     raise
             finally:
                 browser.close()
     finally:
         lab.down()
     assert not outside, f"the page tried to reach outside this machine: {outside[:5]}"
+
+    done = run_gameday("archive", str(archive), "--notebook", str(saved), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    card = scorecard(archive)
+    team = next(m for m in card["metrics"] if m["name"] == "team_response_seconds")
+    assert team["status"] in ("pass", "fail") and team["value"] is not None, team
+    assert stamp["source"] == "button" and abs(parse_time(stamp["at"]).timestamp() - pressed_at) < 30
+    assert float(live_value) == pytest.approx(team["value"]), (live_value, team)
+    report = (archive / "report.html").read_text(encoding="utf-8")
+    row = re.search(r"<tr data-metric='team_response_seconds'>(.*?)</tr>", report, re.DOTALL)
+    assert row, "the report's summary has no Team Response Time row"
+    assert re.search(rf">{re.escape(live_value)} s<", row.group(1)), row.group(1)
+    assert not [w for w in WIDGET_TEXT if w in report], [w for w in WIDGET_TEXT if w in report]
+    body = report.split("<body", 1)[1]
+    assert body.index("class='gameday-summary'") < body.index('class="jp-Cell')  # the summary before any phase
+    assert not remote_loads(report)
+    # the archived notebook keeps the finished waits as static lines, never a widget's repr
+    kept = json.dumps(nbformat.read(archive / "runbook.ipynb", as_version=4).cells)
+    assert "partition half-way" in kept and not [w for w in WIDGET_TEXT if w in kept]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport=SCREEN).new_page()
+            page.goto((archive / "report.html").as_uri())
+            page.screenshot(path=str(ARTIFACTS / "report-live-pass.png"))
+        finally:
+            browser.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -180,7 +181,8 @@ def test_live_run_all_waits_shows_progress_and_redraws_in_place(tmp_path: Path) 
     assert not [o for o in buffering + heal + replay if o.output_type == "stream"]  # live: no progress lines
     assert [o for o in buffering if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]  # the form
     # a finished wait's progress bar is replaced by a static line: no widget text left in the notebook
-    waited = [o for o in heal if "partition running: done" in o.get("data", {}).get("text/markdown", "")]
+    waited = [o for o in heal if re.match(r"✔ partition running: (\d+) of \1 s, reached",
+                                          o.get("data", {}).get("text/markdown", ""))]
     assert waited, [o.get("data", {}).keys() for o in heal]
     assert not [o for o in heal if "HBox(" in str(o.get("data", {}).get("text/plain", ""))]
     assert [o for o in buffering if "image/png" in o.get("data", {})]  # the live chart
