@@ -39,8 +39,9 @@ ARCHIVE_FILES = (
 
 
 def finalize(archive_dir: Path, params: Mapping[str, Any], completed: bool, reason: str,
-             playbook: Playbook) -> dict[str, Any]:
-    """Make the archive complete whatever happened; returns the final scorecard dict."""
+             playbook: Playbook, targets: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """Make the archive complete whatever happened; returns the final scorecard dict. ``targets``
+    (metric -> target, from the validated parameters) fill a scorecard the run never wrote."""
     archive_dir.mkdir(parents=True, exist_ok=True)
     journal = Journal(archive_dir / JOURNAL_FILE)
     (archive_dir / PARAMS_FILE).write_text(yaml.safe_dump(redact(dict(params)), sort_keys=True), encoding="utf-8")
@@ -49,7 +50,7 @@ def finalize(archive_dir: Path, params: Mapping[str, Any], completed: bool, reas
     if completed and card_path.exists():
         data = json.loads(card_path.read_text(encoding="utf-8"))
     else:
-        data = _aborted_scorecard(card_path, params, reason, entries, playbook)
+        data = _aborted_scorecard(card_path, params, reason, entries, playbook, targets or {})
         if not any(e.get("kind") == "run.finished" for e in entries):
             entries.append(journal.record("run.finished", verdict="aborted", reason=reason))
     samples = archive_dir / SAMPLES_FILE
@@ -70,7 +71,7 @@ def finalize(archive_dir: Path, params: Mapping[str, Any], completed: bool, reas
 
 
 def _aborted_scorecard(path: Path, params: Mapping[str, Any], reason: str, entries: Sequence[Mapping[str, Any]],
-                       playbook: Playbook) -> dict[str, Any]:
+                       playbook: Playbook, targets: Mapping[str, float]) -> dict[str, Any]:
     previous: dict[str, Any] = {}
     if path.exists():
         try:
@@ -89,7 +90,7 @@ def _aborted_scorecard(path: Path, params: Mapping[str, Any], reason: str, entri
         required_metrics=list(params.get("required_metrics") or []),
         metric_names=playbook.metric_names,
         labels={m.name: m.label for m in playbook.metrics},
-        targets=dict(previous.get("targets") or {}),
+        targets={**targets, **(previous.get("targets") or {})},
         reason=reason or "aborted",
     )
     measured = {e["name"]: e for e in entries if e.get("kind") == "measurement"}

@@ -325,7 +325,8 @@ def _close_run(scenario: Any, params: Any, completed: bool, reason: str, journal
         except GamedayError as exc:
             journal.record("error", error=type(exc).__name__, message=f"heal from outside failed: {exc}")
             print(f"gameday: heal from outside failed: {exc}", file=sys.stderr)
-        card = archive.finalize(archive_dir, as_dict(params), completed, reason, scenario.playbook)
+        card = archive.finalize(archive_dir, as_dict(params), completed, reason, scenario.playbook,
+                                targets=params.targets())
         render_archive_html(archive_dir, scenario.notebook)
     finally:
         if lab is not None:

@@ -109,10 +109,10 @@ def team_response_seconds(
     seconds = (acks[0] - fired).total_seconds()
     if seconds < 0:
         return TeamResponse(
-            None, f"first acknowledgement ({acks[0].isoformat()}) is before the alert fired ({fired.isoformat()})"
+            None, f"first acknowledgement ({acks[0].isoformat(timespec='seconds')}) is before the alert fired ({fired.isoformat(timespec='seconds')})"
         )
     return TeamResponse(
-        seconds, f"first acknowledged {acks[0].isoformat()} − alert {fired.isoformat()} ({source})"
+        seconds, f"first acknowledged {acks[0].isoformat(timespec='seconds')} − alert {fired.isoformat(timespec='seconds')} ({source})"
     )
 
 

@@ -23,6 +23,7 @@ from gamedaylib import archive, gamedays
 from gamedaylib.exceptions import InvalidParameters
 from gamedaylib.journal import JOURNAL_FILE, Journal
 from gamedaylib.lock import pid_alive, process_start_ticks
+from gamedaylib.parameters import validate
 from gamedaylib.report import render_archive_html
 
 __all__ = ["OrphanedRun", "find_orphaned_runs", "mark_orphaned", "mark_orphaned_runs"]
@@ -90,7 +91,11 @@ def mark_orphaned(run_dir: str | os.PathLike[str], reason: str) -> dict[str, Any
         scenario = gamedays.scenario(str(params["gameday_id"]))
     except InvalidParameters:
         scenario = gamedays.scenario(gamedays.DEFAULT_GAMEDAY)
-    card = archive.finalize(run_dir, params, False, reason, scenario.playbook)
+    try:
+        targets = validate(scenario.params, params).targets()
+    except InvalidParameters:
+        targets = {}
+    card = archive.finalize(run_dir, params, False, reason, scenario.playbook, targets=targets)
     render_archive_html(run_dir, scenario.notebook)
     return card
 

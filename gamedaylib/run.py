@@ -29,7 +29,7 @@ import yaml
 
 from gamedaylib import metrics
 from gamedaylib.archive import ACTION_ITEMS_FILE, PARAMS_FILE, REPORT_FILE, SCORECARD_FILE, render_incident_report
-from gamedaylib.canary import CanaryReport, CanarySender
+from gamedaylib.canary import CanaryReport, CanarySender, account
 from gamedaylib.clock import Clock, utcnow
 from gamedaylib.exceptions import GamedayAborted, GamedayError, InvalidParameters, ProbeError
 from gamedaylib.guard import guard_production
@@ -505,14 +505,17 @@ class Run:
         return healed
 
     # ------------------------------------------------------------------ canaries
+    @property
+    def final_canary_report(self) -> CanaryReport | None:
+        """The canaries as the RPO phase accounted them (None before that, or when they could not be)."""
+        return None if isinstance(self._canary_report, str) else self._canary_report
+
     def canary_report(self, *, final: bool = False) -> CanaryReport | str:
         """Every canary looked up in the events table (the reason as a string when it cannot be)."""
         if self._canary_report is not None and final:
             return self._canary_report
         if self.canaries is None:
             return "no ingest URL: no canaries were sent"
-        from gamedaylib.canary import account
-
         try:
             report: CanaryReport | str = account(self.canaries.results(), self.events_store().lookup_keys)
         except ProbeError as exc:

@@ -23,6 +23,7 @@ from gamedaylib import gamedays
 from gamedaylib.archive import HTML_FILE, RUNBOOK_FILE
 from gamedaylib.banner import Banner
 from gamedaylib.display import NotebookDisplay, kernel_is_live
+from gamedaylib.findings import verdict_reason
 from gamedaylib.phase import PhaseResult, ShownDict, ShownText
 from gamedaylib.report import render_html
 from gamedaylib.run import Run
@@ -63,9 +64,9 @@ class Gameday:
         so_far = run.scorecard.verdict if run.finished else verdict(
             run.scorecard.metrics, completed=True, required=run.scorecard.required_metrics,
             stopped_by=run.stopped_by.as_dict() if run.stopped_by else None)
-        text = (f"**Verdict so far:** `{so_far}` · profile `{run.params.profile}` · required: "
-                f"{', '.join(run.params.required)}"
-                + (f"\n\n**Stopped early:** {run.stopped_by.words}" if run.stopped_by else "")
+        card = {**run.scorecard.as_dict(), "verdict": so_far}
+        text = (f"**Verdict so far:** `{so_far}`: {verdict_reason(card)}\n\nprofile `{run.params.profile}` · "
+                f"required: {', '.join(run.params.required)}"
                 + "\n\n" + table_markdown(run.scorecard.metrics))
         run.show(text)
         self.chart()
@@ -77,8 +78,10 @@ class Gameday:
         if run.sampler is None:
             return None
         frame = run.sampler.frame()
+        canaries = run.final_canary_report
         return run.figure("timeline.png", lambda c: c.timeline(frame, run.journal.entries(), t0=run.clock.t0,
-                                                                title=f"{run.params.gameday_id} timeline"))
+                                                                title=f"{run.params.gameday_id} timeline",
+                                                                canaries=canaries))
 
     def finish(self) -> ShownDict:
         """Stop canaries and sampler, write the scorecard and incident report; heal in ``finally``."""

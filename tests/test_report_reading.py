@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from runtools import archive_of, run_gameday, scorecard
 
-from gamedaylib.lab.supervisor import Lab
+from gamedaylib.lab.client import Lab
 from gamedaylib.report import remote_loads
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]

@@ -28,6 +28,9 @@ from typing import Any
 from gamedaylib.exceptions import InvalidParameters, LabAlreadyRunning, LabError
 from gamedaylib.lab import processes as proc
 from gamedaylib.lab.knobs import validate_knobs
+from gamedaylib.lab.pgclient import PgClusterClient
+from gamedaylib.lab.pgcluster import PgClusterPlan
+from gamedaylib.lab.pgprocesses import stop_cluster
 from gamedaylib.lab.layout import (
     DEFAULT_LAB_DIR,
     EXIT_ALREADY_RUNNING,
@@ -231,9 +234,6 @@ class Lab:
                     proc.terminate([ProcessRef("leftover", pid, stat.start_ticks)], sig=signal.SIGKILL)
         config = proc.read_json(self.config_path) or {}
         if config.get("pg_plan"):  # GAMEDAY-002's pair: Patroni detaches its postgres from the session
-            from gamedaylib.lab.pgcluster import PgClusterPlan
-            from gamedaylib.lab.pgprocesses import stop_cluster
-
             stop_cluster(PgClusterPlan.from_json(config["pg_plan"]).root)
         for path in (self.state_path, self.pids_path, self.layout.supervisor_pid):
             path.unlink(missing_ok=True)
@@ -260,9 +260,6 @@ class Lab:
         }
         result["partition"] = None
         if up and state.get("pg_plan"):
-            from gamedaylib.lab.pgclient import PgClusterClient
-            from gamedaylib.lab.pgcluster import PgClusterPlan
-
             result["pg"] = PgClusterClient(PgClusterPlan.from_json(state["pg_plan"])).status().to_json()
         if up:
             try:

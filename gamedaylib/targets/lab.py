@@ -27,6 +27,8 @@ from gamedaylib.lab.pgcluster import PgClusterPlan
 from gamedaylib.lab.pgrunner import Spawner
 from gamedaylib.lab.truth import read_answers
 from gamedaylib.probes import http_request
+from gamedaylib.probes.events import EventsStore
+from gamedaylib.probes.metrics import scrape
 from gamedaylib.targets.base import Check, Endpoints, FaultStatus, GroundTruth
 
 __all__ = ["LabPartition", "LabTarget"]
@@ -131,9 +133,6 @@ class LabTarget:
         return lines
 
     def ground_truth(self) -> GroundTruth | None:
-        from gamedaylib.probes.events import EventsStore
-        from gamedaylib.probes.metrics import scrape
-
         # answers of this run, old enough to have been stored by a healthy pipeline
         until = utcnow() - timedelta(seconds=SETTLE_SECONDS)
         answers = [a for a in read_answers(self.lab_dir) if self.since <= parse_time(a["ts"]) <= until]

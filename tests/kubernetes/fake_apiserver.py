@@ -273,10 +273,9 @@ def pods_for_lab(lab_dir: str | Path, namespace: str, *, nats_nodes: int = 3) ->
             container="nats-box",
         ),
     ]
-    suffixes = ("x2x7k", "m8q2z", "p4t9d", "w7c3n")
-    for service, log_name, component, node, template in (
-        ("api-gateway", "gateway", "api", "node-a", "7c9d5b6f4"),
-        ("reporting", "reporting", "consumer", "node-b", "5f8b9c7d6"),
+    for service, log_name, component, node, template, suffixes in (
+        ("api-gateway", "gateway", "api", "node-a", "7c9d5b6f4", ("x2x7k", "m8q2z", "p4t9d", "w7c3n")),
+        ("reporting", "reporting", "consumer", "node-b", "5f8b9c7d6", ("q4kzp", "h6r2m", "t3v8j", "z9k4c")),
     ):
         replicas = sorted(logs.glob(f"{log_name}-*.log")) or [logs / f"{log_name}.log"]
         pods += [
