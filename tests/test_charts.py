@@ -92,24 +92,25 @@ def test_timeline_has_five_panels_phases_and_partition() -> None:
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     titles = [ax.get_title(loc="left") for ax in fig.axes]
     assert titles == [
+        "Phases",  # the ribbon naming the phases above the panels
         "Consumer lag (messages)",
-        "Gateway buffer (events), capacity 10000",
+        "Gateway buffer (events), capacity 10,000",
         "NATS retry rate (per s)",
         "Events per second",
-        "Canary outcomes (per s)",
+        "Canaries (per s)",
     ]
-    top = fig.axes[0]
-    labels = [t.get_text() for t in top.texts]
+    labels = [t.get_text() for t in fig.axes[0].texts]
     assert labels == ["preflight", "buffering", "heal"]
+    top = fig.axes[1]
     hatched = [p for p in top.patches if p.get_hatch() == "//"]
     assert len(hatched) == 1  # the partition window
     x0, x1 = hatched[0].get_x(), hatched[0].get_x() + hatched[0].get_width()
     assert (x0, x1) == pytest.approx((0, 60))
     # Rates derived from counters: 2 retries per 1 s sample.
-    retry_line = fig.axes[2].lines[0]
+    retry_line = fig.axes[3].lines[0]
     assert retry_line.get_ydata()[5] == pytest.approx(2.0)
     # Stored events stall during the partition.
-    stored = fig.axes[3].lines[0].get_ydata()
+    stored = fig.axes[4].lines[0].get_ydata()
     assert stored[60] == 0 and stored[10] == pytest.approx(5.0)
     tick_text = fig.axes[-1].xaxis.get_major_formatter()(90, 0)
     assert tick_text == "T+01:30"
@@ -119,7 +120,7 @@ def test_timeline_has_five_panels_phases_and_partition() -> None:
 def test_two_hours_at_1hz_is_downsampled_without_losing_the_peak() -> None:
     rows = _rows(7200)
     fig = timeline_figure(rows, [], t0=T0)
-    lag = fig.axes[0].lines[0]
+    lag = fig.axes[1].lines[0]
     assert len(lag.get_xdata()) <= MAX_POINTS
     assert max(lag.get_ydata()) == 5000.0  # the one-sample spike survives (bucket maximum)
     assert list(lag.get_xdata()) == sorted(lag.get_xdata()) and lag.get_xdata()[-1] == pytest.approx(7169)
@@ -138,7 +139,7 @@ def test_timeline_from_journal_entries_and_no_rows() -> None:
     assert [(p, e is None) for p, _, e in phases] == [("preflight", False), ("injection", True)]
     rows = _rows(150)  # fault_active says 0..60 s; the journal's exact moments (0..20 s, healed "at") win
     fig = timeline(rows, entries, t0=T0)
-    hatched = [p for p in fig.axes[0].patches if p.get_hatch() == "//"]
+    hatched = [p for p in fig.axes[1].patches if p.get_hatch() == "//"]
     assert len(hatched) == 1 and hatched[0].get_width() == pytest.approx(20)
     assert _png(timeline(pd.DataFrame(), entries, t0=None)).startswith(b"\x89PNG")
 
@@ -160,8 +161,9 @@ def test_canary_figure_shows_every_outcome() -> None:
     }
     report = account(results, lambda keys: table)
     fig = canary_figure(report, t0=T0)
-    ax = fig.axes[0]
-    assert "2 lost" in ax.get_title() and "1 rejected" in ax.get_title() and "1 duplicated" in ax.get_title()
+    title = fig._suptitle.get_text()
+    assert "2 lost" in title and "1 rejected" in title and "1 duplicated" in title
+    ax = fig.axes[1]  # every canary counted by outcome (the top panel: latency of those stored)
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == [
         "duplicated (1)",
         "lost (2)",
@@ -183,12 +185,12 @@ def test_history_figure_across_runs() -> None:
         },
         {"run_id": "r2", "rto_seconds": 150, "rpo_seconds": None, "event_loss_count": 12},
     ]
-    fig = history_figure(runs)
+    fig = history_figure(runs, title="GAMEDAY-001 across runs")
     assert fig._suptitle is not None and fig._suptitle.get_text() == "GAMEDAY-001 across runs"
     assert [ax.get_ylabel() for ax in fig.axes] == ["RTO (s)", "RPO (s)", "Events lost"]
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [40, 150]
-    assert [t.get_text() for t in fig.axes[1].texts] == ["n/m"]
+    assert [t.get_text() for t in fig.axes[1].texts] == ["0", "n/m"]  # a zero bar is labelled; unmeasured says so
     assert [t.get_text() for t in fig.axes[-1].get_xticklabels()] == ["r1", "r2"]
     assert _png(fig).startswith(b"\x89PNG")
 
@@ -205,7 +207,7 @@ def test_a_chart_of_the_archived_samples_is_the_chart_of_the_run(tmp_path: Path)
     live = timeline_figure(sampler.frame(), [], t0=clock.t0)
     archived_frame = read_samples(tmp_path / "samples.csv")
     archived = timeline_figure(archived_frame, [], t0=clock.t0)
-    x_live, x_archived = live.axes[0].lines[0].get_xdata(), archived.axes[0].lines[0].get_xdata()
+    x_live, x_archived = live.axes[1].lines[0].get_xdata(), archived.axes[1].lines[0].get_xdata()
     assert list(x_archived) == pytest.approx(list(x_live), abs=0.002)
     assert -5 < x_live[0] < 5  # seconds around T+0, not seconds since 1970
-    assert list(archived.axes[0].lines[0].get_ydata()) == [1, 2, 3, 4, 5]
+    assert list(archived.axes[1].lines[0].get_ydata()) == [1, 2, 3, 4, 5]

@@ -99,9 +99,10 @@ def test_every_section_is_filled(tmp_path: Path) -> None:
     assert offsets and offsets[-1] == "T+00:45"
     # action items, improvements, the checklist as recorded
     assert "| 1 | Add lag alert | sre | 2026-02-01 | OPS-9 |" in text
-    assert "- [ ] Fix: Event Loss Count missed its target (3 vs == 0)." in text
+    assert ("- [ ] Event Loss Count 3 events against == 0, and no service counted a drop: events were lost "
+            "silently.") in text  # an actionable line with the run's numbers, not "fix it"
     assert "- [ ] What could be improved? alert on lag sooner" in text
-    assert "- [ ] Measure Alert Fire Time next time (Alertmanager not running)." in text
+    assert "- [ ] Measure Alert Fire Time next time: Alertmanager not running." in text
     assert "- [ ] Action item: Add lag alert (OPS-9)" in text
     assert "- [x] Backup: Create pre-chaos database snapshot" in text
     assert "- [ ] Schedule: Announce 48h in advance, block 2h time slot" in text

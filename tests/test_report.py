@@ -76,11 +76,12 @@ def test_a_stopped_runs_report_says_why_and_every_metrics_why_before_any_phase(t
     assert "gameday-summary" in top and "verdict" in top and ">fail<" in top
     assert "gateway buffer 100 % full in its fullest replica (20 events held of 20) at T+00:04; limit 90 %" in top
     assert "Event Loss Count" in top and "455 events" in top and "&#10008; FAIL" in top
-    assert "Alert Fire Time <i>(info)</i>" in top and "no Alertmanager &lt;x&gt;" in top
-    assert "2026-01-01T00:00:00 &rarr; 2026-01-01T00:01:00 UTC" in top  # no microseconds
+    assert "Alert Fire Time <span style='color:#555;font-size:85%'>(not required)</span>" in top
+    assert "no Alertmanager &lt;x&gt;" in top
+    assert "2026-01-01 00:00:00 UTC &rarr; 00:01:00 (60 s)" in top  # to the second, with the duration
     for name in archive.ARCHIVE_FILES:
         if name != archive.HTML_FILE:
-            assert f"<a href='{name}'>" in top
+            assert f"<a href='{name}' style=" in top
     assert remote_loads(html) == []
 
 

@@ -10,6 +10,7 @@ import pytest
 from labtools import RunningLab, running_lab, wait_for
 
 from gamedaylib.exceptions import InvalidParameters
+from gamedaylib.lab.cli import parse_knob_assignments
 from gamedaylib.lab.knobs import DEFAULT_KNOBS, events_ddl, jetstream_replicas, validate_knobs
 
 # -- validation (no processes) -------------------------------------------------------------------
@@ -23,13 +24,18 @@ def test_defaults_make_a_healthy_system() -> None:
     }
 
 
-def test_strings_from_the_command_line_are_coerced() -> None:
-    knobs = validate_knobs({"lab_event_rate": "2.5", "lab_buffer_capacity": "50", "lab_overflow": "DROP",
-                            "lab_retry": "false", "lab_idempotency": "no", "lab_partition_mode": "reset",
-                            "lab_nats_nodes": "5", "lab_service_replicas": 1.0})
+def test_command_line_values_are_read_as_yaml_then_checked_with_the_run_parameters_rules() -> None:
+    given = parse_knob_assignments(["lab_event_rate=2.5", "lab_buffer_capacity=50", "lab_overflow=drop",
+                                    "lab_retry=false", "lab_idempotency=no", "lab_partition_mode=reset",
+                                    "lab_nats_nodes=5", "lab_service_replicas=1"])
+    knobs = validate_knobs(given)
     assert knobs == {"lab_event_rate": 2.5, "lab_buffer_capacity": 50, "lab_overflow": "drop",
                      "lab_retry": False, "lab_idempotency": False, "lab_partition_mode": "reset",
                      "lab_nats_nodes": 5, "lab_service_replicas": 1}
+    # one rule for knobs and parameters: a string is not a boolean or a number once parsed
+    with pytest.raises(InvalidParameters) as err:
+        validate_knobs({"lab_retry": "false", "lab_buffer_capacity": "50"})
+    assert set(err.value.problems) == {"lab_retry", "lab_buffer_capacity"}
 
 
 @pytest.mark.parametrize(
