@@ -630,13 +630,13 @@ def canary_figure(report: Any, t0: datetime | None = None) -> Figure:
         bottom.bar(bins[:-1], counts, width=step, bottom=stack, align="edge", color=colour,
                    edgecolor="white", lw=0.5, label=f"{outcome} ({len(chosen)})")
         stack += counts
-    bottom.set_ylabel(f"canaries per {step:g} s", fontsize=LABEL_PT)
+    bottom.set_ylabel(f"canaries per {step:.0f} s" if step >= 10 else f"canaries per {step:.2g} s", fontsize=LABEL_PT)
     bottom.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
     bottom.set_title("Every canary by outcome (lost = accepted, never stored)", fontsize=PANEL_TITLE_PT,
                      loc="left", fontweight="bold")
     rpo = getattr(report, "rpo_seconds", None)
     fig.suptitle(f"Canaries: {report.sent} sent, {report.stored} stored once, {report.duplicated} duplicated, "
-                 f"{report.lost} lost, {report.rejected} rejected" + (f"; RPO {rpo:g} s" if rpo is not None else ""),
+                 f"{report.lost} lost, {report.rejected} rejected" + (f"; RPO {rpo:.1f} s" if rpo is not None else ""),
                  fontsize=TITLE_PT, fontweight="bold")
     handles = list(top.get_legend_handles_labels()[0])
     if windows:
