@@ -6,8 +6,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+from gamedaylib.lab.processes import monitoring_binaries
+from gamedaylib.probes.metrics import scrape
+from gamedaylib.probes.nats import NatsMonitor
 
 ROOT = Path(__file__).resolve().parent.parent
 GAMEDAY = str(Path(sys.executable).with_name("gameday"))
@@ -59,3 +64,49 @@ def cluster_endpoints(state: dict[str, Any]) -> dict[str, Any]:
     if state.get("alertmanager_url"):
         params["alertmanager_url"] = state["alertmanager_url"]
     return params
+
+
+# The combinations of optional parts the README allows: what each measures
+COMBINATIONS = ("neither", "prometheus", "both")
+
+
+def machine_combination() -> str:
+    """The optional parts a lab started now runs, by the lab's own lookup
+    (``processes.monitoring_binaries``: ``GAMEDAY_LAB_WITHOUT`` honoured): ``"both"``, ``"prometheus"``
+    (Prometheus only) or ``"neither"``."""
+    prometheus, alertmanager = monitoring_binaries()
+    return "both" if alertmanager else "prometheus" if prometheus else "neither"
+
+
+def combination(state: dict[str, Any]) -> str:
+    """The optional parts a running lab has (``lab status --json``: ``prometheus_url``, ``alertmanager_url``)."""
+    if not state.get("prometheus_url"):
+        assert not state.get("alertmanager_url"), "no Alertmanager without Prometheus"
+        return "neither"
+    return "both" if state.get("alertmanager_url") else "prometheus"
+
+
+def expected_alert_status(state: dict[str, Any]) -> str:
+    """``alert_fire_seconds`` on a healthy run against this lab: measured (``pass``) through Alertmanager,
+    or Prometheus's ``ALERTS`` series without it; ``not_measured`` with neither."""
+    return "not_measured" if combination(state) == "neither" else "pass"
+
+
+def settle(state: dict[str, Any], timeout: float = 120, calm_polls: int = 3,
+           gateways: list[str] | None = None) -> None:
+    """Wait until a new gameday's pre-flight would pass on a running lab (``lab status --json``): the
+    consumer's lag (``num_pending``, read from its leader among every NATS node) under 5 and every
+    gateway replica's buffer empty, on ``calm_polls`` polls in a row (a heal is followed by a replay
+    surge; on a busy lab a buffer holds a few events between two publishes, so "empty" is read as at
+    most one event per replica on average). ``gateways``: the replicas' metrics URLs to read (default:
+    every replica's)."""
+    monitor = NatsMonitor(state.get("nats_monitor_urls") or [state["nats_monitor_url"]])
+    gateways = gateways or state.get("gateway_metrics_urls") or [state["gateway_metrics_url"]]
+    deadline = time.monotonic() + timeout
+    calm, lag, buffered = 0, None, None
+    while calm < calm_polls:
+        assert time.monotonic() < deadline, f"lab never settled: {lag}, buffers {buffered}"
+        lag = monitor.consumer_lag("EVENTS", "reporting")
+        buffered = [scrape(url).value("event_buffer_size") or 0 for url in gateways]
+        calm = calm + 1 if lag.num_pending < 5 and sum(buffered) <= len(gateways) else 0
+        time.sleep(0.5)
