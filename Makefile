@@ -4,11 +4,16 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install gameday test test-fast bench lab-up lab-down lab-status clean
+.PHONY: help install gameday test test-optional-parts test-fast bench lab-up lab-down lab-status clean
+
+# the combinations of optional parts the README allows besides the machine's own: Prometheus only, neither
+# (GAMEDAY_LAB_WITHOUT makes the lab pretend a part is missing without uninstalling it)
+HIDDEN_PARTS := alertmanager prometheus,alertmanager
 
 help:
 	@echo "make gameday   run GAMEDAY-001 headless against the embedded lab (rehearsal profile)"
-	@echo "make test      run every test (pytest, notebook validation included)"
+	@echo "make test      run every test (pytest, notebook validation included), then the optional-parts ones"
+	@echo "               again with Alertmanager hidden and with both parts hidden"
 	@echo "make bench     run the benchmarks and print their figures"
 	@echo "make lab-up / lab-status / lab-down   keep a lab running for a live session"
 
@@ -26,6 +31,13 @@ gameday: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
+	$(MAKE) test-optional-parts
+
+test-optional-parts: $(STAMP)
+	@for hidden in $(HIDDEN_PARTS); do \
+	  echo "== GAMEDAY_LAB_WITHOUT=$$hidden: the tests marked optional_parts"; \
+	  GAMEDAY_LAB_WITHOUT=$$hidden $(BIN)/python -m pytest tests -m optional_parts -p no:cacheprovider || exit 1; \
+	done
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest tests -m "not slow and not browser" -p no:cacheprovider

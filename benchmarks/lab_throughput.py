@@ -1,7 +1,9 @@
 """Benchmark: the production-shaped lab (3 NATS nodes, 2 replicas of each service) at 500 events/s,
-through a short partition, accounted from its own counters and the events table.
+through a short partition, accounted from its own counters and the events table; the single-node,
+single-replica lab beside it (``--shapes``).
 
-1. ``Lab.up({"lab_event_rate": 500})`` in a temporary folder;
+For each shape:
+1. ``Lab.up({"lab_event_rate": 500, ...})`` in a temporary folder;
 2. after a warm-up, measure ``--seconds`` of steady state: the rate the simulated users achieved and
    the CPU of every lab process (``/proc``, a process's own children included: PostgreSQL's backends),
    in percent of one core, on a machine whose cores it names;
@@ -13,7 +15,8 @@ through a short partition, accounted from its own counters and the events table.
 
 Targets: nothing lost, nothing duplicated, the rate held. ``--json FILE`` writes the figures.
 
-    .venv/bin/python benchmarks/lab_throughput.py [--rate 500] [--seconds 60] [--partition 10] [--json FILE]
+    .venv/bin/python benchmarks/lab_throughput.py [--rate 500] [--seconds 60] [--partition 10]
+        [--shapes cluster,single] [--json FILE]
 """
 
 from __future__ import annotations
@@ -91,23 +94,24 @@ def stored_counts(dsn: str) -> Counter[str]:
     return Counter({key: count for key, count in rows})
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rate", type=float, default=500.0, help="lab_event_rate (events/s)")
-    parser.add_argument("--seconds", type=float, default=60.0, help="steady-state measurement")
-    parser.add_argument("--warmup", type=float, default=5.0)
-    parser.add_argument("--partition", type=float, default=10.0, help="cut seconds after the measurement (0: none)")
-    parser.add_argument("--nodes", type=int, default=3)
-    parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
+SHAPES = {
+    "cluster": {"lab_nats_nodes": 3, "lab_service_replicas": 2},
+    "single": {"lab_nats_nodes": 1, "lab_service_replicas": 1},
+}
 
-    report = common.Report("lab_throughput")
-    with tempfile.TemporaryDirectory(prefix="gameday-bench-rate-") as tmp:
+
+def run_shape(name: str, args: argparse.Namespace, report: common.Report) -> None:
+    """One lab of this shape at the rate: steady state, a partition, the accounting (figures prefixed
+    with the shape's name)."""
+
+    def add(what: str, value: float, unit: str, target: float | None = None, note: str = "") -> None:
+        report.add(f"{name}: {what}", value, unit, target, note)
+
+    with tempfile.TemporaryDirectory(prefix=f"gameday-bench-rate-{name}-") as tmp:
         folder = Path(tmp)
         proc.make_traversable(folder)
         lab = Lab(folder / "lab")
-        knobs = {"lab_event_rate": args.rate, "lab_nats_nodes": args.nodes, "lab_service_replicas": args.replicas}
+        knobs = {"lab_event_rate": args.rate, **SHAPES[name]}
         try:
             state = lab.up(knobs)
             gateways, reportings = state["gateway_metrics_urls"], state["reporting_metrics_urls"]
@@ -119,15 +123,15 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(args.seconds)
             after, elapsed = cpu_ticks(state["pids"]), time.monotonic() - t0
             answered = len(read_answers(lab.lab_dir)) - first
-            cpu = {name: (after.get(name, 0) - before.get(name, 0)) / TICK / elapsed * 100 for name in state["pids"]}
+            cpu = {p: (after.get(p, 0) - before.get(p, 0)) / TICK / elapsed * 100 for p in state["pids"]}
             load = max(load0, os.getloadavg()[0])
-            report.add("rate achieved (users' answers)", answered / elapsed, "events/s", note=f"asked {args.rate:g}")
-            report.add("lab CPU, all processes", sum(cpu.values()), "% of a core",
-                       note=f"{os.cpu_count()} cores; load(1 min) up to {load:.1f}")
+            shape = f"{SHAPES[name]['lab_nats_nodes']} NATS node(s), {SHAPES[name]['lab_service_replicas']} replica(s)"
+            add("rate achieved (users' answers)", answered / elapsed, "events/s", note=f"asked {args.rate:g}; {shape}")
+            add("lab CPU, all processes", sum(cpu.values()), "% of a core",
+                note=f"{os.cpu_count()} cores; load(1 min) up to {load:.1f}")
             for group in ("users", "gateway", "reporting", "nats", "proxy", "postgres", "prometheus", "exporter"):
-                share = sum(v for name, v in cpu.items() if name == group or name.startswith(f"{group}-"))
-                report.add(f"CPU {group}", share, "% of a core")
-            report.extra["cpu_percent"] = {k: round(v, 1) for k, v in sorted(cpu.items())}
+                share = sum(v for p, v in cpu.items() if p == group or p.startswith(f"{group}-"))
+                add(f"CPU {group}", share, "% of a core")
 
             # 3. a partition at full rate
             if args.partition > 0:
@@ -138,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                 healed = time.monotonic()
                 wait(lambda: all(metric(u, "nats_connected") == 1 for u in gateways), 60, "the gateways to reconnect")
                 wait(lambda: total(gateways, "event_buffer_size") < 100, 120, "the gateways' buffers to drain")
-                report.add("partition: events held at heal", held, "count", note=f"{args.partition:g} s cut")
-                report.add("partition: buffers drained after heal", time.monotonic() - healed, "s")
+                add("partition: events held at heal", held, "count", note=f"{args.partition:g} s cut")
+                add("partition: buffers drained after heal", time.monotonic() - healed, "s")
 
             # 4. stop the users, settle, account
             os.kill(state["pids"]["users"], signal.SIGTERM)
@@ -161,11 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             duplicated = sum(1 for key in accepted if counts[key] > 1)
             statuses = Counter(str(a["status"]) for a in answers)
             span = (datetime.fromisoformat(answers[-1]["ts"]) - datetime.fromisoformat(answers[0]["ts"])).total_seconds()
-            report.add("accepted (answers 202)", float(len(accepted)), "count",
-                       note=f"{len(answers)} answers over {span:.0f} s: {dict(statuses)}")
-            report.add("stored (accepted keys in events)", float(sum(1 for k in accepted if counts[k] > 0)), "count")
-            report.add("lost (accepted, not stored)", float(len(lost)), "count", target=1)
-            report.add("duplicated (stored twice or more)", float(duplicated), "count", target=1)
+            add("accepted (answers 202)", float(len(accepted)), "count",
+                note=f"{len(answers)} answers over {span:.0f} s: {dict(statuses)}")
+            add("stored (accepted keys in events)", float(sum(1 for k in accepted if counts[k] > 0)), "count")
+            add("lost (accepted, not stored)", float(len(lost)), "count", target=1)
+            add("duplicated (stored twice or more)", float(duplicated), "count", target=1)
             counters = {
                 "gateway events_accepted_total": total(gateways, "events_accepted_total"),
                 "gateway events_published_total": total(gateways, "events_published_total"),
@@ -174,12 +178,29 @@ def main(argv: list[str] | None = None) -> int:
                 "reporting events_stored_total": total(reportings, "events_stored_total"),
                 "reporting duplicate_events_total": total(reportings, "duplicate_events_total"),
             }
-            for name, value in counters.items():
-                report.add(name, value, "count")
-            report.extra.update({"knobs": knobs, "lost_keys_sample": lost[:20], "answers": dict(statuses),
-                                 "counters": counters, "processes": len(state["pids"])})
+            for what, value in counters.items():
+                add(what, value, "count")
+            report.extra[name] = {"knobs": knobs, "lost_keys_sample": lost[:20], "answers": dict(statuses),
+                                  "counters": counters, "processes": len(state["pids"]),
+                                  "cpu_percent": {k: round(v, 1) for k, v in sorted(cpu.items())}}
         finally:
             lab.down()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=500.0, help="lab_event_rate (events/s)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="steady-state measurement")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--partition", type=float, default=10.0, help="cut seconds after the measurement (0: none)")
+    parser.add_argument("--shapes", default="cluster,single",
+                        help="comma-separated: cluster (3 NATS nodes, 2 replicas), single (1 node, 1 replica)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+
+    report = common.Report("lab_throughput")
+    for name in args.shapes.split(","):
+        run_shape(name, args, report)
     print(common.machine_line())
     report.print_table()
     report.write_json(args.json)

@@ -61,7 +61,7 @@ OTHERS: dict[str, dict[str, list[str]]] = {
         "small": ["--seconds", "5", "--rate", "100", "--partition", "3"],
     },
     "gameday_overhead": {"full": [], "quick": [], "small": []},
-    "sampler_tick": {"full": [], "quick": ["--ticks", "50"], "small": ["--ticks", "20"]},
+    "sampler_tick": {"full": [], "quick": ["--seconds", "30"], "small": ["--own-endpoints", "--ticks", "20"]},
     "pg_failover": {"full": [], "quick": [], "small": ["--modes", "sync"]},
 }
 PG_BENCHMARKS = {"events_queries", "accounting"}

@@ -20,7 +20,7 @@ from gamedaylib.observations import open_questions
 from gamedaylib.phase import PhaseResult, fmt
 from gamedaylib.run import Run
 
-__all__ = ["back_to_baseline", "incident_response", "postmortem", "preflight", "rpo", "settled"]
+__all__ = ["acked_through", "back_to_baseline", "incident_response", "postmortem", "preflight", "rpo", "settled"]
 
 REPORTING = "reporting"
 # the label that tells the same alert firing for several services apart (the lab and Prometheus
@@ -44,6 +44,15 @@ def settled(reading: Any, baseline: Any, threshold: float) -> bool:
     return (reading.lag_pending is not None and reading.lag_pending < threshold
             and back_to_baseline(reading.buffer_size, baseline.buffer_size if baseline else None, threshold)
             and back_to_baseline(reading.lag_ack_pending, baseline.lag_ack_pending if baseline else None, threshold))
+
+
+def acked_through(reading: Any, seq: float | None) -> bool:
+    """Every stream message up to ``seq`` is acknowledged by the consumer (its ack floor has reached
+    it): processed, including a message whose delivery was lost in the fault and that waits for its
+    redelivery (``ack_wait``), which no gauge at its pre-flight level shows. True when either number
+    is unknown (nothing more to wait for that could be seen)."""
+    floor = getattr(reading, "ack_floor_seq", None)
+    return seq is None or floor is None or floor >= seq
 
 
 def delta(now: float | None, before: float | None) -> float | None:

@@ -8,7 +8,9 @@ What a reading holds, and where it comes from (``sources`` names it, per input):
 
 - **consumer lag**: ``num_pending`` of the durable consumer as its *current leader* reports it, found
   across every NATS server's monitoring URL (``/jsz``); ``num_ack_pending`` (delivered, not yet
-  acknowledged) beside it, never added to it;
+  acknowledged) beside it, never added to it; from the same answer, the consumer's ack floor and the
+  stream's last sequence (everything published up to a moment is processed once the ack floor passes
+  that moment's last sequence);
 - **service readings** (gateway buffer and its fullest replica, drops, retries, publish errors, 5xx
   answers, NATS connected, circuit breaker, stored events, instances up): from Prometheus, aggregated
   over every instance of a job with PromQL in one query per tick (``sum``, ``min`` for
@@ -53,6 +55,8 @@ class Reading:
     at: datetime
     lag_pending: float | None = None  # the consumer's unprocessed messages (num_pending), from its leader
     lag_ack_pending: float | None = None  # delivered, not yet acknowledged (shown beside, never added)
+    ack_floor_seq: float | None = None  # the consumer's ack floor: every stream message up to it acknowledged
+    stream_last_seq: float | None = None  # the stream's last sequence (with the ack floor: all processed?)
     buffer_size: float | None = None  # events held by the gateway replicas (sum)
     buffer_capacity: float | None = None  # their capacity (sum)
     buffer_fraction_max: float | None = None  # the fullest replica's size / capacity
@@ -260,6 +264,7 @@ class PipelineReader:
             errors["lag_pending"] = f"NATS monitoring: {exc.reason}"
             return
         values["lag_pending"], values["lag_ack_pending"] = lag.num_pending, lag.num_ack_pending
+        values["ack_floor_seq"], values["stream_last_seq"] = lag.ack_floor_stream_seq, lag.stream_last_seq
         sources["lag_pending"] = f"/jsz of the consumer leader {lag.leader or lag.server}"
 
     # -- service readings --------------------------------------------------------------------------

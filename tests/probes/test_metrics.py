@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -14,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from gamedaylib.exceptions import ProbeError
+from gamedaylib.lab.processes import find_binary
 from gamedaylib.probes.metrics import (
     ADMIN_API_NOTE,
     MetricsSnapshot,
@@ -89,9 +89,9 @@ def test_garbage_is_not_metrics() -> None:
 
 
 def _start_prometheus(tmp: Path, scrape_url: str, *, admin: bool) -> tuple[subprocess.Popen[bytes], str]:
-    binary = shutil.which("prometheus")
+    binary = find_binary("prometheus")  # needs Prometheus (the lab's lookup: GAMEDAY_LAB_WITHOUT honoured)
     if not binary:
-        pytest.skip("prometheus binary not installed")
+        pytest.skip("prometheus not available (not installed, or hidden by GAMEDAY_LAB_WITHOUT)")
     target = scrape_url.split("//", 1)[1].split("/", 1)[0]
     config = tmp / "prometheus.yml"
     config.write_text(

@@ -59,7 +59,7 @@ def nats_server(tmp_path: Path) -> Iterator[tuple[str, str]]:
             proc.wait()
 
 
-def _publish(nats_url: str, count: int, fetch: int) -> None:
+def _publish(nats_url: str, count: int, fetch: int, ack: int = 0) -> None:
     import nats
     from nats.js.api import AckPolicy, ConsumerConfig
 
@@ -75,7 +75,9 @@ def _publish(nats_url: str, count: int, fetch: int) -> None:
                 await js.publish("events.test", f"event {i}".encode())
             if fetch:
                 sub = await js.pull_subscribe("events.>", durable="reporting", stream="EVENTS")
-                await sub.fetch(fetch, timeout=5)  # delivered, deliberately not acknowledged
+                delivered = await sub.fetch(fetch, timeout=5)  # delivered; the first ``ack`` acknowledged
+                for msg in delivered[:ack]:
+                    await msg.ack_sync()
         finally:
             await nc.close()
 
@@ -84,13 +86,14 @@ def _publish(nats_url: str, count: int, fetch: int) -> None:
 
 def test_lag_probe_reads_what_was_published(nats_server: tuple[str, str]) -> None:
     nats_url, monitor_url = nats_server
-    _publish(nats_url, count=25, fetch=5)
+    _publish(nats_url, count=25, fetch=7, ack=2)
 
     lag = NatsMonitor(monitor_url).consumer_lag("EVENTS", "reporting")
 
-    assert lag.num_pending == 20
+    assert lag.num_pending == 18
     assert lag.num_ack_pending == 5, "delivered but unacknowledged: reported beside the lag"
-    assert lag.lag == 20, "the lag is num_pending alone, never num_pending + num_ack_pending"
+    assert (lag.ack_floor_stream_seq, lag.stream_last_seq) == (2, 25), "2 of 25 processed: the ack floor"
+    assert lag.lag == 18, "the lag is num_pending alone, never num_pending + num_ack_pending"
     assert not hasattr(lag, "total")
     assert lag.stream == "EVENTS" and lag.consumer == "reporting"
     assert lag.leader  # a single server leads its own streams

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
+from runtools import settle
 
 from gamedaylib.journal import Journal
 
@@ -95,21 +96,10 @@ class LabHandle:
         return time.time()
 
     def settle(self, timeout: float = 120) -> None:
-        """Wait until a new gameday's pre-flight would pass: no partition, the gateway buffer empty and
-        consumer lag under 5, on three polls in a row (a heal is followed by a replay surge)."""
-        from gamedaylib.probes.metrics import scrape
-        from gamedaylib.probes.nats import NatsMonitor
-
+        """Wait until no partition is in force and a new gameday's pre-flight would pass (every NATS
+        node asked for the consumer's leader, every gateway replica's buffer: ``runtools.settle``)."""
         self.wait_healed(timeout)
-        monitor = NatsMonitor(self.state["nats_monitor_url"])
-        deadline = time.monotonic() + timeout
-        calm = 0
-        while calm < 3:
-            lag = monitor.consumer_lag("EVENTS", "reporting")
-            buffered = scrape(self.state["gateway_metrics_url"]).value("event_buffer_size")
-            calm = calm + 1 if lag.num_pending + lag.num_ack_pending < 5 and not buffered else 0
-            assert time.monotonic() < deadline, f"lab never settled: {lag}, buffer {buffered}"
-            time.sleep(0.5)
+        settle(self.state, timeout)
 
 
 @pytest.fixture(scope="module")

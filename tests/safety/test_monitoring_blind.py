@@ -1,6 +1,10 @@
 """Monitoring blind at pre-flight: the service readings (buffer, 5xx answers: what the stop conditions
 judge) come from Prometheus; with Prometheus down the stop conditions cannot see, so nothing is
-injected (exit 2, the input named). Its own lab: it kills that lab's Prometheus."""
+injected (exit 2, the input named). Its own lab: it kills that lab's Prometheus.
+
+Combinations: Prometheus only and both (Alertmanager, when there, is killed too); with neither part
+the services are scraped directly and there is no Prometheus to lose (skipped). Marked
+``optional_parts``: `make test` runs it with each combination."""
 
 from __future__ import annotations
 
@@ -9,9 +13,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from runtools import combination
 from safetytools import SHORT, LabHandle, gameday, params_args, read_journal, scorecard
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.optional_parts, pytest.mark.timeout(300)]
 
 REQUIRED = "required_metrics=[rto_seconds, rpo_seconds, event_loss_count, user_facing_errors, alert_fire_seconds]"
 
@@ -26,8 +31,8 @@ def _kill(pid: int, sig: int = signal.SIGKILL) -> None:
 def test_prometheus_down_at_preflight_refuses_naming_the_input(lab: LabHandle, tmp_path: Path) -> None:
     """The service readings (buffer, 5xx answers: what the stop conditions judge) come from Prometheus;
     with Prometheus down the stop conditions are blind, so nothing is injected: exit 2, input named."""
-    if not lab.state.get("prometheus_url"):
-        pytest.skip("this lab has no Prometheus (the services are scraped directly)")
+    if combination(lab.state) == "neither":
+        pytest.skip("combination 'neither': no Prometheus to lose (the services are scraped directly)")
     lab.settle()
     cuts = lab.partition()["cuts"]
     for name in ("prometheus", "alertmanager"):

@@ -9,6 +9,7 @@ module's lab.)"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -81,21 +82,25 @@ def test_nats_monitoring_unreachable_refuses_to_inject(lab: LabHandle, tmp_path:
 
 
 def test_nats_monitoring_down_during_the_partition(lab: LabHandle, tmp_path: Path, start_run: Any) -> None:
-    """The run reads NATS monitoring through a real TCP forwarder; once the partition is active the
-    forwarder stops, so the monitoring URL refuses connections for the rest of the run."""
+    """The run reads NATS monitoring through real TCP forwarders, one in front of each node's monitoring
+    port (the consumer's leader is found among them); once the partition is active every forwarder
+    stops, so no monitoring URL answers for the rest of the run."""
     lab.settle()
-    with TcpForwarder(lab.state["nats_monitor_url"]) as forwarder:
-        run = start_run(lab, output_dir=tmp_path / "out", nats_monitor_url=forwarder.url,
+    urls = lab.state.get("nats_monitor_urls") or [lab.state["nats_monitor_url"]]
+    with contextlib.ExitStack() as stack:
+        forwarders = [stack.enter_context(TcpForwarder(url)) for url in urls]
+        run = start_run(lab, output_dir=tmp_path / "out", nats_monitor_urls=[f.url for f in forwarders],
                         **{**SHORT, "lag_recovery_deadline_seconds": 10})
         active_at = lab.wait_active()
-        forwarder.stop()
+        for forwarder in forwarders:
+            forwarder.stop()
         down_at = time.time()
-        used = forwarder.accepted
-        assert forwarder.refuses(), "the monitoring URL must refuse connections from now on"
+        used = sum(f.accepted for f in forwarders)
+        assert all(f.refuses() for f in forwarders), "the monitoring URLs must refuse connections from now on"
         healed_at = lab.wait_healed(timeout=60)
         rc = run.wait(timeout=240)
-        assert forwarder.refuses() and forwarder.accepted == used
-    assert used > 0, "the run read NATS monitoring through the forwarder (the explicit nats_monitor_url won)"
+        assert all(f.refuses() for f in forwarders) and sum(f.accepted for f in forwarders) == used
+    assert used > 0, "the run read NATS monitoring through the forwarders (the explicit nats_monitor_urls won)"
     record_figure("NATS monitoring down (lag unreadable)", healed_at - down_at)
     assert lab.partition()["active"] is False
     assert healed_at < active_at + SHORT["partition_seconds"] - 5, "healed at once, well before the planned end"

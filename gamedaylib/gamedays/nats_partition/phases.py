@@ -24,6 +24,8 @@ class PartitionState:
 
     lag_recovered_at: datetime | None = None  # first reading after the heal with lag under the threshold
     drained_at: datetime | None = None  # healed, lag under the threshold, buffer empty, in-flight settled
+    drained_seq: float | None = None  # the stream's last sequence then: everything published until the drain
+    acked_at: datetime | None = None  # ... and the consumer's ack floor reached it: all of it processed
     recovered_at: datetime | None = None  # ... and every canary accepted since is stored: full recovery
     reconnected_after: float | None = None
 
@@ -146,13 +148,19 @@ def replay(run: Run, res: PhaseResult) -> None:
             return False
         if state.drained_at is None:
             state.drained_at = r.at  # healed, lag under the threshold, buffers and in-flight back to normal
+            state.drained_seq = r.stream_last_seq
+        if not pipeline.acked_through(r, state.drained_seq):
+            return False  # a message delivered into the cut waits for its redelivery: not processed yet
+        if state.acked_at is None:
+            state.acked_at = r.at
         return run.canaries_flowing(state.drained_at)
 
     reading = None if run.dry_run else run.wait("waiting for full recovery", deadline, done=recovered)
-    if reading is not None and state.drained_at is not None:
-        state.recovered_at = state.drained_at
+    if reading is not None and state.acked_at is not None:
+        state.recovered_at = state.acked_at
         run.journal.record("note", phase="replay", note="recovered", recovered_at=state.recovered_at.isoformat(),
-                           flow_confirmed_at=reading.at.isoformat())
+                           drained_at=state.drained_at.isoformat() if state.drained_at else None,
+                           drained_seq=state.drained_seq, flow_confirmed_at=reading.at.isoformat())
     if run.canaries is not None:
         run.canaries.stop()
         since = state.drained_at or start
@@ -160,6 +168,8 @@ def replay(run: Run, res: PhaseResult) -> None:
         run.wait("the last canaries being stored", grace, done=lambda r: run.canaries_flowing(since, margin=0.0))
     last = run.latest()
     res.values["lag under the threshold at"] = state.lag_recovered_at
+    res.values["buffers drained, lag and in-flight back to normal at"] = state.drained_at
+    res.values["every message published by then acknowledged at"] = state.acked_at
     res.values["full recovery at"] = state.recovered_at
     lag_detail = (f"lag {fmt(last.lag_pending)} pending, {fmt(last.lag_ack_pending)} awaiting ack" if last and
                   last.lag_pending is not None else
@@ -190,7 +200,8 @@ def rto(run: Run, res: PhaseResult) -> None:
     blind = pipeline.lag_blind_since(run, run.healed_at)
     last = run.latest()
     recovery = (f"healed, lag < {p.lag_threshold:g}, gateway buffers and in-flight messages back to their "
-                "pre-flight levels; confirmed by "
+                "pre-flight levels, every message published by then acknowledged by the consumer (its ack "
+                "floor); confirmed by "
                 f"every canary accepted from then on being stored; read every {p.sample_interval_seconds:g} s")
     run.measure(metrics.rto(t0=run.clock.t0, recovered_at=state.recovered_at,
                             target=float(p.rto_target_seconds or 0), blind=blind,
