@@ -9,6 +9,9 @@ The cluster, all on 127.0.0.1:
   replication address (Patroni's ``connect_address``) is a relay in front of its PostgreSQL port, so the
   lab can stall the replication network (``lab_pg_replication=async`` flaw) the way an iptables DROP
   would. Clients never go through them.
+- ``pgexporter-pg1``, ``pgexporter-pg2`` (``python -m gamedaylib.lab.pgexporter``): each node's metrics
+  under CloudNativePG's names, as the instance manager in each pod serves them; part of the node (a node
+  kill kills it, its restart starts it again).
 - ``pg1`` and ``pg2``: Patroni 4, each managing one PostgreSQL. ``pg1`` bootstraps the cluster (initdb
   with data checksums, then ``CREATE DATABASE gameday`` from ``post_bootstrap``); ``pg2`` clones it with
   ``pg_basebackup``. Durable settings (``fsync``, ``synchronous_commit``, ``full_page_writes`` on) and
@@ -86,7 +89,7 @@ PORT_NAMES = (
     "etcd_peer",
     "haproxy",
     "haproxy_stats",
-    *(f"{node}_{what}" for node in NODE_NAMES for what in ("pg", "rest", "relay", "relay_control")),
+    *(f"{node}_{what}" for node in NODE_NAMES for what in ("pg", "rest", "relay", "relay_control", "metrics")),
 )
 
 
@@ -181,6 +184,7 @@ class PgNodePlan:
     relay_port: int  # its replication address (Patroni connect_address), through the relay
     relay_control_port: int
     node_dir: str
+    metrics_port: int | None = None  # its exporter (``gamedaylib.lab.pgexporter``, CloudNativePG's metrics)
 
     @property
     def data_dir(self) -> str:
@@ -197,6 +201,11 @@ class PgNodePlan:
     @property
     def relay_control_url(self) -> str:
         return f"http://127.0.0.1:{self.relay_control_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Its exporter's ``/metrics`` (None in a plan without exporters)."""
+        return None if self.metrics_port is None else f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def dsn(self, dbname: str = DATABASE) -> str:
         """A direct connection to this node's PostgreSQL."""
@@ -317,6 +326,7 @@ def plan_cluster(
             relay_port=port[f"{name}_relay"],
             relay_control_port=port[f"{name}_relay_control"],
             node_dir=str(root_path / name),
+            metrics_port=port[f"{name}_metrics"],
         )
         for name in NODE_NAMES
     )

@@ -4,7 +4,8 @@
   names a path in it (etcd, relays, Patroni, HAProxy, a postmaster's ``-D``), the postmasters found
   through ``postmaster.pid``, and their descendants (PostgreSQL backends). Never this process or its
   parents.
-- ``postmaster_pid(data_dir)``, ``patroni_pid(config_file)``, ``descendants(pids)``.
+- ``postmaster_pid(data_dir)``, ``patroni_pid(config_file)``, ``exporter_pid(root, node)``,
+  ``descendants(pids)``.
 - ``stop_cluster(root, grace)``: SIGTERM Patroni (it stops its PostgreSQL), then everything else, then
   SIGKILL whatever is left; returns the PIDs that had to be killed. Safe to run twice or on nothing.
 """
@@ -22,6 +23,7 @@ from gamedaylib.lab import processes as proc
 __all__ = [
     "cluster_processes",
     "descendants",
+    "exporter_pid",
     "patroni_pid",
     "postmaster_pid",
     "stop_cluster",
@@ -159,4 +161,21 @@ def patroni_pid(config_file: str | os.PathLike[str]) -> int | None:
     for info in _all_processes():
         if _is_patroni(info.argv) and config in info.argv:
             return info.pid
+    return None
+
+
+def exporter_pid(root: str | os.PathLike[str], node: str) -> int | None:
+    """The live exporter (``gamedaylib.lab.pgexporter``) of ``node`` in the cluster folder ``root``, or None."""
+    root_s = str(Path(root).resolve())
+    for info in _all_processes():
+        argv = info.argv
+        if "gamedaylib.lab.pgexporter" in argv and root_s in argv and _option(argv, "--node") == node:
+            return info.pid
+    return None
+
+
+def _option(argv: tuple[str, ...], name: str) -> str | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg == name:
+            return argv[i + 1]
     return None

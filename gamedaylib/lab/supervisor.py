@@ -372,6 +372,8 @@ class Supervisor:
             else:
                 static = [{"targets": [f"127.0.0.1:{ports[port]}"]}]
             scrape_configs.append({"job_name": job, "static_configs": static})
+        if self.config.get("pg_plan"):
+            scrape_configs.append(pg_scrape_job(PgClusterPlan.from_json(self.config["pg_plan"])))
         config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
@@ -524,6 +526,7 @@ class Supervisor:
         self.config["pg_plan"] = plan.to_json()
         self.config["events_dsn"] = self.urls["events_dsn"] = plan.rw_dsn
         self.urls["pg_endpoint"] = plan.endpoint
+        self.urls["pg_metrics_urls"] = [n.metrics_url for n in plan.nodes if n.metrics_url]
         proc.write_json_atomic(self.layout.config, self.config)
         return plan
 
@@ -827,6 +830,19 @@ def _answers(url: str) -> bool:
     except LabError:
         return False
     return 200 <= status < 300
+
+
+def pg_scrape_job(plan: PgClusterPlan) -> dict[str, Any]:
+    """The scrape job of the failover pair's exporters, as CloudNativePG's PodMonitor gives it: job named
+    after the Cluster (the operator's ``<namespace>/<cluster>`` without the lab's absent namespace), one
+    target per instance labelled with its ``pod``."""
+    return {
+        "job_name": plan.scope,
+        "static_configs": [
+            {"targets": [f"127.0.0.1:{n.metrics_port}"], "labels": {"pod": n.name}}
+            for n in plan.nodes if n.metrics_port is not None
+        ],
+    }
 
 
 def write_lab_rules(dest: Path, monitoring_dirs: list[Path] | None = None) -> list[Path]:
