@@ -773,7 +773,12 @@ class Supervisor:
         child at once, then anything else left in the session."""
         alive = [c for c in self.children if c.popen.poll() is None]
         first = [c for c in alive if c.name == "users"]
-        for batch in (first, [c for c in alive if c.name != "users"]):
+        for i, batch in enumerate((first, [c for c in alive if c.name != "users"])):
+            if i == 1 and self.config.get("pg_plan"):
+                # the Patroni pair next, immediately (its data is wiped at the next start), while etcd
+                # still answers: Patroni's own clean stop takes seconds, more without its DCS
+                stop_cluster(PgClusterPlan.from_json(self.config["pg_plan"]).root, immediate=True)
+                batch = [c for c in batch if c.popen.poll() is None]
             if not batch:
                 continue
             log.info("stopping %s", ", ".join(c.name for c in batch))
