@@ -21,6 +21,7 @@ from gamedaylib.run import Run
 from gamedaylib.scorecard import Metric
 
 REPORTING_RECONNECT_SECONDS = 30.0  # after a manual promotion, reporting stores again within this or is restarted
+FLOW_WINDOW_SECONDS = 5.0  # every canary accepted in such a window stored: events flow end to end again
 
 @dataclass
 class FailoverState:
@@ -225,7 +226,15 @@ def replay(run: Run, res: PhaseResult) -> None:
             return False
         if state.drained_at is None:
             state.drained_at = r.at
-        return run.canaries_flowing(state.drained_at)
+        if run.canaries_flowing(state.drained_at):
+            return True
+        # a canary accepted since was lost (a split brain's orphan took it, then was rewound): the
+        # pipeline is back once the canaries of a whole recent window are stored, from that window on
+        window = r.at - timedelta(seconds=FLOW_WINDOW_SECONDS)
+        if window > state.drained_at and run.canaries_flowing(window):
+            state.drained_at = window
+            return True
+        return False
 
     reading = None if run.dry_run else run.wait("reporting replaying the backlog", deadline, done=recovered)
     if reading is not None and state.drained_at is not None:
@@ -257,12 +266,15 @@ def rejoin(run: Run, res: PhaseResult) -> None:
     old = state.primary_before
     if t0 is not None and old is not None and not run.dry_run:
         deadline = t0 + timedelta(seconds=target + 30)
+        # it may have rejoined while the earlier phases waited: the first reading that saw it streaming
+        rejoined = next((r for r in run.readings_since(t0) if isinstance(r, FailoverReading)
+                         and old in r.db_streaming), None)
 
         def streaming(_r: Any) -> bool:
             cluster = _cluster(run)
             return cluster is not None and old in cluster.streaming
 
-        reading = run.wait(f"{old} streaming as a replica", deadline, done=streaming)
+        reading = rejoined or run.wait(f"{old} streaming as a replica", deadline, done=streaming)
         if reading is not None:
             state.rejoined_at = reading.at
     if t0 is None or old is None:
