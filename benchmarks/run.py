@@ -8,7 +8,7 @@
 
 Each benchmark runs as its own subprocess (``benchmarks/<name>.py --json FILE``). The scripts written
 by other modules (``drain.py``, ``lab_up.py``, ``lab_throughput.py``, ``gameday_overhead.py``, ``sampler_tick.py``,
-``pg_failover.py``) run too
+``pg_failover.py``, ``failover_rehearsal.py``) run too
 when present; their own printed output is shown and their JSON figures join the table.
 The events table lives in ``--pg-dir`` (default /tmp/gameday-bench-pg) and is created there from
 nothing on first use, then reused.
@@ -63,6 +63,7 @@ OTHERS: dict[str, dict[str, list[str]]] = {
     "gameday_overhead": {"full": [], "quick": [], "small": []},
     "sampler_tick": {"full": [], "quick": ["--seconds", "30"], "small": ["--own-endpoints", "--ticks", "20"]},
     "pg_failover": {"full": [], "quick": [], "small": ["--modes", "sync"]},
+    "failover_rehearsal": {"full": ["--runs", "2"], "quick": ["--runs", "1"], "small": ["--runs", "1"]},
 }
 PG_BENCHMARKS = {"events_queries", "accounting"}
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated benchmark names")
     parser.add_argument("--skip-others", action="store_true",
                         help="run only this module's benchmarks, not drain/lab_up/lab_throughput/gameday_overhead/"
-                             "sampler_tick/pg_failover")
+                             "sampler_tick/pg_failover/failover_rehearsal")
     parser.add_argument("--pg-dir", default=str(common.BENCH_PG_DIR))
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per benchmark")
     parser.add_argument("--json", metavar="FILE", help="write every benchmark's figures to FILE")

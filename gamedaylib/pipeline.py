@@ -20,7 +20,8 @@ from gamedaylib.observations import open_questions
 from gamedaylib.phase import PhaseResult, fmt
 from gamedaylib.run import Run
 
-__all__ = ["acked_through", "back_to_baseline", "incident_response", "postmortem", "preflight", "rpo", "settled"]
+__all__ = ["acked_through", "back_to_baseline", "check_alert_rules", "incident_response", "loaded_alert_rules",
+           "postmortem", "preflight", "rpo", "settled"]
 
 REPORTING = "reporting"
 # the label that tells the same alert firing for several services apart (the lab and Prometheus
@@ -99,6 +100,7 @@ def preflight(run: Run, res: PhaseResult) -> None:
         run.check(res, "Prometheus TSDB snapshot", True, str(snap))
     except ProbeError as exc:
         run.check(res, "Prometheus TSDB snapshot", False, exc.reason)
+    check_alert_rules(run, res)
     try:
         events = run.events_store()
         count = events.count_since(run.clock.started_at - timedelta(minutes=20))
@@ -162,13 +164,50 @@ def rpo(run: Run, res: PhaseResult) -> None:
     run.run_commands("rpo", res)
 
 
+def loaded_alert_rules(run: Run) -> tuple[list[str], list[str]] | str:
+    """The gameday's alert rules (``Scenario.alerts``) split into (loaded, missing) in the Prometheus the
+    run reads, or why that cannot be told (no Prometheus: Alertmanager alone does not list rules)."""
+    names = list(run.scenario.alerts)
+    if not run.target.endpoints.prometheus_url:
+        return "no Prometheus to ask which alert rules are loaded"
+    try:
+        loaded = run.alert_probe().rule_names()
+    except ProbeError as exc:
+        return exc.reason
+    return [n for n in names if n in loaded], [n for n in names if n not in loaded]
+
+
+def check_alert_rules(run: Run, res: PhaseResult) -> None:
+    """Pre-flight: every alert rule the gameday counts as "the first alert" is loaded, else the alert fire
+    time would fail for a rule nobody applied (not fatal: the rest of the gameday still measures)."""
+    if not run.scenario.alerts:
+        return
+    found = loaded_alert_rules(run)
+    if isinstance(found, str):
+        run.check(res, "the gameday's alert rules loaded", False, f"unknown: {found}")
+        return
+    loaded, missing = found
+    url = run.target.endpoints.prometheus_url
+    run.check(res, "the gameday's alert rules loaded", not missing,
+              f"all {len(loaded)} loaded in Prometheus {url}" if not missing else
+              f"missing in Prometheus {url}: {', '.join(missing)} (apply the gameday's alert rules; "
+              + ("the alert fire time counts " + ", ".join(loaded) + " only)" if loaded
+                 else "the alert fire time cannot be measured)"))
+
+
 def incident_response(run: Run, res: PhaseResult) -> None:
-    """T+60: the alert timeline (the first gameday alert after T+0), the stamps, team response."""
+    """T+60: the alert timeline (the first gameday alert after T+0), the stamps, team response. When none
+    of the gameday's alert rules is loaded in Prometheus, the alert fire time is not measured (a rule
+    nobody applied cannot fire: that is not the system's failure)."""
     p = run.params
     fire_target = float(p.alert_fire_target_seconds or 0)
     t0 = run.clock.t0
     fired_at, label, unavailable, waited = None, "", None, 0.0
-    if t0 is not None:
+    rules = loaded_alert_rules(run) if t0 is not None else None
+    if isinstance(rules, tuple) and not rules[0]:
+        unavailable = (f"none of the gameday's alert rules ({', '.join(rules[1])}) is loaded in Prometheus "
+                       f"{run.target.endpoints.prometheus_url}")
+    if t0 is not None and unavailable is None:
         try:
             probe = run.alert_probe()
             names = run.scenario.alerts

@@ -53,6 +53,7 @@ from gamedaylib.targets.base import Check, Fault, Target
 __all__ = ["Run", "check_can_start", "resolve_paths"]
 
 RUNNER_NOTE = "runner"
+CANARY_SETTLE_SECONDS = 5.0  # the final canary report waits this long at most for canaries in flight
 # input groups whose outages are journaled: group -> the reading field that tells
 READABILITY = {"nats monitoring": ("lag_pending", "consumer lag"),
                "service readings": ("buffer_size", "gateway buffer"),
@@ -416,8 +417,7 @@ class Run:
             self._stop(reason)
             return True
         if reading.fault_active is False:
-            self._ended_early()
-            return True
+            return self._ended_early()  # a reading begun before T+0 may say so: the fault's own status decides
         return False
 
     def _stop(self, reason: StopReason) -> None:
@@ -427,8 +427,9 @@ class Run:
         self.observers.stopped(self, reason)
         self.rollback(reason=reason.words)
 
-    def _ended_early(self) -> None:
-        """The fault ended before the runbook healed it: say why and when, from the target's records."""
+    def _ended_early(self) -> bool:
+        """The fault ended before the runbook healed it: say why and when, from the target's records.
+        False when the fault's own status says it is still in force (nothing ended)."""
         try:
             status = self.fault.status()
         except GamedayError as exc:
@@ -436,7 +437,7 @@ class Run:
             why = f"the fault is no longer in force ({exc})"
         else:
             if status.active:
-                return
+                return False
             why = status.ended_early or "the fault is no longer in force"
         deadline = time.monotonic() + 10.0
         while status is not None and status.ended_early and status.ended_at is None and time.monotonic() < deadline:
@@ -450,6 +451,7 @@ class Run:
         self.journal.record("note", phase=self.current_phase, note=f"the fault ended early: {why}",
                             ended_at=at.isoformat(), detail=status.detail if status is not None else "")
         self._healed(at, by=f"ended early: {why}")
+        return True
 
     # ------------------------------------------------------------------ the fault
     @property
@@ -511,15 +513,26 @@ class Run:
         return None if isinstance(self._canary_report, str) else self._canary_report
 
     def canary_report(self, *, final: bool = False) -> CanaryReport | str:
-        """Every canary looked up in the events table (the reason as a string when it cannot be)."""
+        """Every canary looked up in the events table (the reason as a string when it cannot be).
+
+        The final report judges the canaries answered before it was asked for, and gives one that is
+        not stored yet up to ``CANARY_SETTLE_SECONDS`` to arrive (accepted a moment ago, it may still be
+        on its way through the pipeline: in flight is not lost)."""
         if self._canary_report is not None and final:
             return self._canary_report
         if self.canaries is None:
             return "no ingest URL: no canaries were sent"
-        try:
-            report: CanaryReport | str = account(self.canaries.results(), self.events_store().lookup_keys)
-        except ProbeError as exc:
-            report = exc.reason
+        cutoff = utcnow()
+        results = [r for r in self.canaries.results() if not final or r.sent_at <= cutoff]
+        settle = time.monotonic() + (CANARY_SETTLE_SECONDS if final else 0.0)
+        while True:
+            try:
+                report: CanaryReport | str = account(results, self.events_store().lookup_keys)
+            except ProbeError as exc:
+                report = exc.reason
+            if isinstance(report, str) or not report.lost or time.monotonic() >= settle:
+                break
+            time.sleep(0.5)
         if final:
             self._canary_report = report
         return report

@@ -30,7 +30,7 @@ from gamedaylib.lab import processes as proc
 from gamedaylib.lab.knobs import validate_knobs
 from gamedaylib.lab.pgclient import PgClusterClient
 from gamedaylib.lab.pgcluster import PgClusterPlan
-from gamedaylib.lab.pgprocesses import stop_cluster
+from gamedaylib.lab.pgprocesses import node_pids, stop_cluster
 from gamedaylib.lab.layout import (
     DEFAULT_LAB_DIR,
     EXIT_ALREADY_RUNNING,
@@ -260,7 +260,12 @@ class Lab:
         }
         result["partition"] = None
         if up and state.get("pg_plan"):
-            result["pg"] = PgClusterClient(PgClusterPlan.from_json(state["pg_plan"])).status().to_json()
+            plan = PgClusterPlan.from_json(state["pg_plan"])
+            result["pg"] = PgClusterClient(plan).status().to_json()
+            # a node killed and started again (GAMEDAY-002's fault and heal) runs under a new PID
+            for name, pid in node_pids(plan).items():
+                if name in result["processes"] and pid is not None:
+                    result["processes"][name] = {"pid": pid, "alive": True}
         if up:
             try:
                 partition = proc.http_json(state["proxy_control_url"] + "/partition", timeout=2.0)

@@ -41,8 +41,8 @@ import psycopg
 from gamedaylib.exceptions import InvalidParameters, LabError
 from gamedaylib.lab import processes as proc
 from gamedaylib.lab.pgcluster import MAX_STALL_SECONDS, PgClusterPlan, PgNodePlan
-from gamedaylib.lab.pgprocesses import descendants, patroni_pid, postmaster_pid
-from gamedaylib.lab.pgspecs import ProcessSpec, patroni_spec
+from gamedaylib.lab.pgprocesses import descendants, exporter_pid, patroni_pid, postmaster_pid
+from gamedaylib.lab.pgspecs import ProcessSpec, exporter_spec, patroni_spec
 from gamedaylib.lab.processes import ProcessRef
 
 __all__ = [
@@ -316,8 +316,8 @@ class PgClusterClient:
 
     # -------------------------------------------------------------------------------------------- faults
     def kill(self, node: str, agent_only: bool = False) -> datetime:
-        """SIGKILL ``node`` the way a pod kill does: Patroni, the postmaster (from ``postmaster.pid``) and
-        every PostgreSQL process, all frozen first (SIGSTOP) so none acts after the returned moment. With
+        """SIGKILL ``node`` the way a pod kill does: Patroni, the postmaster (from ``postmaster.pid``),
+        every PostgreSQL process and the node's exporter, all frozen first (SIGSTOP) so none acts after the returned moment. With
         ``agent_only`` only Patroni dies and its PostgreSQL keeps running (the split-brain flaw).
         Returns the moment every target was frozen; LabError when there is nothing to kill or a target
         survives."""
@@ -329,7 +329,8 @@ class PgClusterClient:
         pg_tree = descendants({postmaster}) if postmaster is not None else set()
         roots = {patroni} if patroni is not None else set()
         if not agent_only:
-            roots |= pg_tree
+            exporter = exporter_pid(self.plan.root, node)  # the pod's metrics die with it
+            roots |= pg_tree | ({exporter} if exporter is not None else set())
         for pid in roots:
             proc.send_signal(pid, signal.SIGSTOP)
         targets = descendants(roots)
@@ -391,14 +392,17 @@ class PgClusterClient:
         return self.wait_writable(plan_node.dsn(self.plan.database), timeout)
 
     def restart_killed(self, node: str) -> datetime:
-        """Start ``node``'s Patroni again (through the launcher): it rejoins as a replica, rewinding its
-        data with pg_rewind when it diverged. Returns when it was started; ``wait_streaming`` times
+        """Start ``node``'s Patroni again, and its exporter when a node kill took it (through the
+        launcher): it rejoins as a replica, rewinding its data with pg_rewind when it diverged. Returns when it was started; ``wait_streaming`` times
         the rejoin."""
         if self.launcher is None:
             raise LabError("restart_killed needs a launcher (the runner or the lab supervisor)")
         plan_node = self.node(node)
         if patroni_pid(plan_node.config_file) is not None:
             raise LabError(f"{node}: Patroni is already running")
+        exporter = exporter_spec(self.plan, plan_node)
+        if exporter is not None and exporter_pid(self.plan.root, node) is None:
+            self.launcher.launch(exporter)
         self.launcher.launch(patroni_spec(self.plan, plan_node))
         return now()
 

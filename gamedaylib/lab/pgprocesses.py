@@ -4,9 +4,13 @@
   names a path in it (etcd, relays, Patroni, HAProxy, a postmaster's ``-D``), the postmasters found
   through ``postmaster.pid``, and their descendants (PostgreSQL backends). Never this process or its
   parents.
-- ``postmaster_pid(data_dir)``, ``patroni_pid(config_file)``, ``descendants(pids)``.
-- ``stop_cluster(root, grace)``: SIGTERM Patroni (it stops its PostgreSQL), then everything else, then
-  SIGKILL whatever is left; returns the PIDs that had to be killed. Safe to run twice or on nothing.
+- ``postmaster_pid(data_dir)``, ``patroni_pid(config_file)``, ``exporter_pid(root, node)``,
+  ``descendants(pids)``; ``node_pids(plan)``: each node's Patroni and exporter as they run now
+  (a node restarted after a kill runs under new PIDs, started by whoever healed it).
+- ``stop_cluster(root, grace, immediate=False)``: SIGTERM Patroni (it stops its PostgreSQL), then
+  everything else, then SIGKILL whatever is left; returns the PIDs that had to be killed. Safe to run
+  twice or on nothing. ``immediate``: a disposable cluster's fast stop (Patroni SIGKILLed, PostgreSQL's
+  immediate shutdown).
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gamedaylib.lab import processes as proc
+from gamedaylib.lab.pgcluster import PgClusterPlan
 
 __all__ = [
     "cluster_processes",
     "descendants",
+    "exporter_pid",
+    "node_pids",
     "patroni_pid",
     "postmaster_pid",
     "stop_cluster",
@@ -129,14 +136,30 @@ def _is_patroni(argv: tuple[str, ...]) -> bool:
     return any(a == "patroni" or a.endswith("/patroni") for a in argv[:3])
 
 
-def stop_cluster(root: str | os.PathLike[str], *, grace: float = STOP_GRACE_SECONDS) -> list[int]:
+def stop_cluster(root: str | os.PathLike[str], *, grace: float = STOP_GRACE_SECONDS,
+                 immediate: bool = False) -> list[int]:
     """Stop every process of the cluster in ``root``: Patroni first (SIGTERM: it stops PostgreSQL), then
-    the rest, SIGKILL after ``grace`` seconds. Returns the PIDs that had to be killed."""
+    the rest, SIGKILL after ``grace`` seconds. Returns the PIDs that had to be killed.
+
+    ``immediate`` is for a cluster that is thrown away (the lab's: the next start wipes its data):
+    Patroni is SIGKILLed (it must not start PostgreSQL again) and each postmaster gets PostgreSQL's
+    immediate shutdown (SIGQUIT: no checkpoint), which takes well under a second instead of Patroni's
+    clean stop (a checkpoint, the leader key released in the DCS: seconds, more when etcd is stopping
+    too)."""
     found = cluster_processes(root)
     patronis = [pid for pid, argv in found.items() if _is_patroni(argv)]
-    for pid in patronis:
-        proc.send_signal(pid, signal.SIGTERM)
-    proc.wait_gone(patronis, grace)
+    if immediate:
+        for pid in patronis:
+            proc.send_signal(pid, signal.SIGKILL)
+        proc.wait_gone(patronis, grace)
+        masters = [pid for pid in (postmaster_pid(d) for d in Path(root).resolve().glob("*/data")) if pid]
+        for pid in masters:
+            proc.send_signal(pid, signal.SIGQUIT)
+        proc.wait_gone(masters, grace)
+    else:
+        for pid in patronis:
+            proc.send_signal(pid, signal.SIGTERM)
+        proc.wait_gone(patronis, grace)
     found = cluster_processes(root)
     for pid in found:
         proc.send_signal(pid, signal.SIGTERM)
@@ -160,3 +183,30 @@ def patroni_pid(config_file: str | os.PathLike[str]) -> int | None:
         if _is_patroni(info.argv) and config in info.argv:
             return info.pid
     return None
+
+
+def exporter_pid(root: str | os.PathLike[str], node: str) -> int | None:
+    """The live exporter (``gamedaylib.lab.pgexporter``) of ``node`` in the cluster folder ``root``, or None."""
+    root_s = str(Path(root).resolve())
+    for info in _all_processes():
+        argv = info.argv
+        if "gamedaylib.lab.pgexporter" in argv and root_s in argv and _option(argv, "--node") == node:
+            return info.pid
+    return None
+
+
+def _option(argv: tuple[str, ...], name: str) -> str | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg == name:
+            return argv[i + 1]
+    return None
+
+
+def node_pids(plan: PgClusterPlan) -> dict[str, int | None]:
+    """Process name -> live PID (None: not running) of each node's Patroni (``<node>``) and exporter
+    (``pgexporter-<node>``), found by their command lines."""
+    found: dict[str, int | None] = {}
+    for node in plan.nodes:
+        found[node.name] = patroni_pid(node.config_file)
+        found[f"pgexporter-{node.name}"] = exporter_pid(plan.root, node.name)
+    return found

@@ -3,9 +3,11 @@
 - ``patroni_config(plan, node)``, ``haproxy_config(plan)``, ``etcd_argv(plan)``;
 - ``prepare_cluster(plan)``: wipes the DCS and data folders of an earlier start (its processes must be
   stopped) and writes every file, owned by the user Patroni runs as; call it before spawning;
-- ``ProcessSpec`` and ``cluster_specs(plan)``: every process, by stage: 0 = etcd, the two relays and
-  HAProxy (with ``proxy``), which need nothing else; 1 = pg1, which bootstraps; 2 = pg2, which clones
-  it. Spawn a stage's processes together and wait for each one's ``ready_url`` before the next stage. ``patroni_spec(plan, node)`` is also what ``restart_killed`` spawns.
+- ``ProcessSpec`` and ``cluster_specs(plan)``: every process, by stage: 0 = etcd, the two relays, each
+  node's exporter and HAProxy (with ``proxy``), which need nothing else; 1 = pg1, which bootstraps; 2 =
+  pg2, which clones it. Spawn a stage's processes together and wait for each one's ``ready_url`` before
+  the next stage. ``patroni_spec(plan, node)`` and ``exporter_spec(plan, node)`` are also what
+  ``restart_killed`` spawns (the node's "pod" again).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "ProcessSpec",
     "cluster_specs",
     "etcd_argv",
+    "exporter_spec",
     "haproxy_config",
     "patroni_config",
     "patroni_spec",
@@ -250,9 +253,37 @@ def patroni_spec(plan: PgClusterPlan, node: PgNodePlan) -> ProcessSpec:
     )
 
 
+EXPORTER_PREFIX = "pgexporter-"
+
+
+def exporter_spec(plan: PgClusterPlan, node: PgNodePlan) -> ProcessSpec | None:
+    """``node``'s metrics exporter (``gamedaylib.lab.pgexporter``; None in a plan without one). It
+    connects to the node's PostgreSQL directly, as the instance manager in a CloudNativePG pod does."""
+    if node.metrics_port is None:
+        return None
+    return ProcessSpec(
+        name=f"{EXPORTER_PREFIX}{node.name}",
+        argv=(
+            sys.executable, "-m", "gamedaylib.lab.pgexporter",
+            "--node", node.name,
+            "--port", str(node.metrics_port),
+            "--dsn", node.dsn("postgres"),
+            "--cluster", plan.scope,
+            "--cluster-dir", plan.root,
+        ),
+        env=_base_env(plan.root),
+        cwd=plan.root,
+        user=None,
+        stop_signal="SIGTERM",
+        ready_url=f"http://127.0.0.1:{node.metrics_port}/healthz",
+        ready_timeout=30.0,
+        log_file=str(Path(plan.log_dir) / f"{EXPORTER_PREFIX}{node.name}.log"),
+    )  # fmt: skip
+
+
 def cluster_specs(plan: PgClusterPlan) -> list[ProcessSpec]:
-    """Every process of the cluster: etcd, the relays, pg1 (bootstraps), pg2 (clones), HAProxy when the
-    endpoint is ``proxy``; ``stage`` says which may start together."""
+    """Every process of the cluster: etcd, the relays, the exporters, pg1 (bootstraps), pg2 (clones),
+    HAProxy when the endpoint is ``proxy``; ``stage`` says which may start together."""
     logs = Path(plan.log_dir)
     specs = [
         ProcessSpec(
@@ -288,6 +319,7 @@ def cluster_specs(plan: PgClusterPlan) -> list[ProcessSpec]:
                 log_file=str(logs / f"relay-{node.name}.log"),
             )
         )  # fmt: skip
+    specs += [spec for spec in (exporter_spec(plan, node) for node in plan.nodes) if spec is not None]
     specs += [patroni_spec(plan, node) for node in plan.nodes]
     if plan.endpoint == "proxy":
         if plan.haproxy_bin is None:

@@ -9,6 +9,15 @@ is ``INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_k
 repeats (the staged flaw). Fetch timeouts are normal; a partition is ridden out by the NATS client's
 reconnects, never by a restart. ``GET /healthz`` and ``GET /metrics`` on ``ports.reporting_<N>``:
 ``nats_retry_total``, ``events_stored_total``, ``duplicate_events_total``, ``nats_connected``.
+
+Writing through a failover (GAMEDAY-002): a write that fails (the primary died, no primary yet) is
+retried with backoff on a new connection, its messages unacknowledged meanwhile; a write still running
+after ``WRITE_TIMEOUT_SECONDS`` is cancelled on the client and retried the same way (a connection to a
+dead or orphaned primary can hang: a commit waiting for a synchronous standby that is gone never ends,
+and PostgreSQL's ``statement_timeout`` does not cover that wait), and so is a commit whose wait for the
+standby was cut short (committed on that server only: it may be rewound away). The staged flaw
+``lab_reporting_ack=before_commit`` acknowledges each batch before writing it and writes it once: what
+a failed write held is lost (ground truth: accepted by the gateway, never in ``events``).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from gamedaylib.lab.knobs import jetstream_replicas
 from gamedaylib.lab.layout import replica_name
+from gamedaylib.lab.pgclient import SYNC_WAIT_CANCELLED
 from gamedaylib.lab.service import (
     CONSUMER_NAME,
     NATS_ERRORS,
@@ -52,6 +62,10 @@ MIN_BATCH = 200  # fewer waiting than this: gather for LINGER_SECONDS before wri
 LINGER_SECONDS = 0.05
 ACK_WAIT_SECONDS = 15.0  # a batch is written in well under a second
 MAX_ACK_PENDING = 20000
+WRITE_TIMEOUT_SECONDS = 10.0  # a write still running then is cancelled and retried (under ACK_WAIT_SECONDS)
+CONNECT_TIMEOUT_SECONDS = 5
+RETRY_MAX_SECONDS = 5.0
+BEFORE_COMMIT = "before_commit"  # lab_reporting_ack: the staged flaw
 
 # A batch goes in with one COPY of the raw messages into a temporary table, then one statement that
 # extracts the columns in PostgreSQL and inserts them: Python never parses the events on the fast
@@ -166,12 +180,18 @@ class Puller:
         return msgs
 
 
+class WriteFailed(psycopg.OperationalError):
+    """A write whose outcome cannot be trusted (timed out, or committed on one server only): retried."""
+
+
 class Reporting:
     def __init__(self, config: LabConfig) -> None:
         self.config = config
         self.idempotency: bool = config.knobs["lab_idempotency"]
+        self.ack_before_commit = config.knobs.get("lab_reporting_ack") == BEFORE_COMMIT
         self.connected = False
         self.db: psycopg.AsyncConnection[Any] | None = None
+        self.notices: list[str] = []
         self.registry = r = CollectorRegistry()
         Gauge("nats_connected", "1 while the NATS connection is up", registry=r).set_function(
             lambda: 1 if self.connected else 0)
@@ -185,16 +205,34 @@ class Reporting:
 
     async def _database(self) -> psycopg.AsyncConnection[Any]:
         if self.db is None or self.db.closed:
-            self.db = await psycopg.AsyncConnection.connect(self.config.events_dsn, connect_timeout=5)
+            self.db = await psycopg.AsyncConnection.connect(self.config.events_dsn,
+                                                            connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            self.db.add_notice_handler(lambda diag: self.notices.append(diag.message_primary or ""))
             await self.db.execute(CREATE_BATCH_TABLE)
             await self.db.commit()
         return self.db
 
+    async def _close_database(self) -> None:
+        if self.db is not None:
+            with contextlib.suppress(psycopg.Error, OSError):
+                await self.db.close()
+        self.db = None
+
     async def write(self, payloads: list[bytes]) -> tuple[int, list[str]]:
-        """Insert the events (raw messages) in one transaction; return (rows stored, repeated keys).
-        Raises ``psycopg.DataError`` or ``psycopg.IntegrityError`` (a NOT NULL column) when a message
-        is not an event; nothing is stored then."""
+        """Insert the events (raw messages) in one transaction, within ``WRITE_TIMEOUT_SECONDS``;
+        return (rows stored, repeated keys). Raises ``psycopg.DataError`` or ``psycopg.IntegrityError``
+        (a NOT NULL column) when a message is not an event, nothing stored then; ``WriteFailed`` when
+        the write timed out or its commit was confirmed by this server only (a synchronous standby's
+        wait cut short); ``psycopg.OperationalError`` when the database cannot be reached."""
+        try:
+            return await asyncio.wait_for(self._write(payloads), WRITE_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            await self._close_database()
+            raise WriteFailed(f"the write did not finish within {WRITE_TIMEOUT_SECONDS:g}s (cancelled)") from None
+
+    async def _write(self, payloads: list[bytes]) -> tuple[int, list[str]]:
         db = await self._database()
+        self.notices.clear()
         async with db.transaction():
             cursor = db.cursor()
             async with cursor.copy(COPY_BATCH) as copy:
@@ -204,7 +242,19 @@ class Reporting:
                 return cursor.rowcount, []
             await cursor.execute(INSERT_IDEMPOTENT)
             repeats = [key for (key,) in await cursor.fetchall()]
+        self._check_replicated()
         return len(payloads) - len(repeats), repeats
+
+    def _check_replicated(self) -> None:
+        if any(SYNC_WAIT_CANCELLED in notice for notice in self.notices):
+            raise WriteFailed("the commit's wait for the synchronous standby was cancelled: committed on this "
+                              "server only")
+
+    def _stored(self, stored: int, repeats: list[str]) -> None:
+        self.m_stored.inc(stored)
+        for key in repeats:
+            log.warning("duplicate_event key=%s", key)
+        self.m_duplicates.inc(len(repeats))
 
     async def write_until_done(self, payloads: list[bytes], stop: asyncio.Event) -> bool:
         """Write, reconnecting to PostgreSQL on failure; False if stopped before it succeeded."""
@@ -214,18 +264,27 @@ class Reporting:
                 stored, repeats = await self.write(payloads)
             except psycopg.OperationalError as exc:
                 log.error("database write failed (%r); retrying in %.1fs", exc, delay)
-                if self.db is not None:
-                    await self.db.close()
-                self.db = None
+                await self._close_database()
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
                 continue
-            self.m_stored.inc(stored)
-            for key in repeats:
-                log.warning("duplicate_event key=%s", key)
-            self.m_duplicates.inc(len(repeats))
+            self._stored(stored, repeats)
             return True
         return False
+
+    async def write_once(self, payloads: list[bytes]) -> None:
+        """The flaw ``lab_reporting_ack=before_commit``: the batch was acknowledged already; one write,
+        and what a failed write held is gone."""
+        try:
+            stored, repeats = await self.write(payloads)
+        except (psycopg.DataError, psycopg.IntegrityError):
+            raise
+        except psycopg.Error as exc:
+            log.error("events_lost count=%d: the batch was acknowledged before its write, which failed (%r)",
+                      len(payloads), exc)
+            await self._close_database()
+            return
+        self._stored(stored, repeats)
 
     async def ensure_consumer(self, js: Any) -> None:
         try:
@@ -299,10 +358,12 @@ class Reporting:
             with contextlib.suppress(asyncio.CancelledError):
                 await ahead
             await nc.close()
-            if self.db is not None:
-                await self.db.close()
+            await self._close_database()
 
     async def handle(self, msgs: list[Msg], stop: asyncio.Event) -> None:
+        if self.ack_before_commit:
+            await self.handle_acked_first(msgs)
+            return
         try:
             written = await self.write_until_done([msg.data for msg in msgs], stop)
         except (psycopg.DataError, psycopg.IntegrityError) as exc:
@@ -324,6 +385,24 @@ class Reporting:
         for msg in msgs:
             await self._ack(msg)
 
+    async def handle_acked_first(self, msgs: list[Msg]) -> None:
+        """The staged flaw: ack the batch, then write it once (JetStream will not deliver it again)."""
+        for msg in msgs:
+            await self._ack(msg)
+        try:
+            await self.write_once([msg.data for msg in msgs])
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            log.error("batch rejected by the database (%s); writing the events among it once", exc)
+            good = []
+            for msg in msgs:
+                try:
+                    parse_message(msg.data)
+                    good.append(msg.data)
+                except (ValueError, UnicodeDecodeError) as bad:
+                    log.error("discarding malformed message on %s: %s", msg.subject, bad)
+            if good:
+                await self.write_once(good)
+
     async def _ack(self, msg: Msg) -> None:
         try:
             await msg.ack()
@@ -337,8 +416,8 @@ async def serve(config: LabConfig, stop: asyncio.Event) -> None:
     app = web.Application()
     metrics_routes(app, reporting.registry, lambda: True)
     runner = await start_http(app, config.replica_port("reporting"))
-    log.info("reporting replica %d on 127.0.0.1:%d knobs=%s", config.replica, config.replica_port("reporting"),
-             config.knobs)
+    log.info("reporting replica %d on 127.0.0.1:%d knobs=%s%s", config.replica, config.replica_port("reporting"),
+             config.knobs, " (acks each batch BEFORE writing it)" if reporting.ack_before_commit else "")
     worker = asyncio.create_task(reporting.run(stop))
     try:
         await asyncio.wait([worker, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)

@@ -372,6 +372,8 @@ class Supervisor:
             else:
                 static = [{"targets": [f"127.0.0.1:{ports[port]}"]}]
             scrape_configs.append({"job_name": job, "static_configs": static})
+        if self.config.get("pg_plan"):
+            scrape_configs.append(pg_scrape_job(PgClusterPlan.from_json(self.config["pg_plan"])))
         config: dict[str, Any] = {
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(p) for p in rule_files],
@@ -524,6 +526,7 @@ class Supervisor:
         self.config["pg_plan"] = plan.to_json()
         self.config["events_dsn"] = self.urls["events_dsn"] = plan.rw_dsn
         self.urls["pg_endpoint"] = plan.endpoint
+        self.urls["pg_metrics_urls"] = [n.metrics_url for n in plan.nodes if n.metrics_url]
         proc.write_json_atomic(self.layout.config, self.config)
         return plan
 
@@ -767,7 +770,12 @@ class Supervisor:
         child at once, then anything else left in the session."""
         alive = [c for c in self.children if c.popen.poll() is None]
         first = [c for c in alive if c.name == "users"]
-        for batch in (first, [c for c in alive if c.name != "users"]):
+        for i, batch in enumerate((first, [c for c in alive if c.name != "users"])):
+            if i == 1 and self.config.get("pg_plan"):
+                # the Patroni pair next, immediately (its data is wiped at the next start), while etcd
+                # still answers: Patroni's own clean stop takes seconds, more without its DCS
+                stop_cluster(PgClusterPlan.from_json(self.config["pg_plan"]).root, immediate=True)
+                batch = [c for c in batch if c.popen.poll() is None]
             if not batch:
                 continue
             log.info("stopping %s", ", ".join(c.name for c in batch))
@@ -824,6 +832,19 @@ def _answers(url: str) -> bool:
     except LabError:
         return False
     return 200 <= status < 300
+
+
+def pg_scrape_job(plan: PgClusterPlan) -> dict[str, Any]:
+    """The scrape job of the failover pair's exporters, as CloudNativePG's PodMonitor gives it: job named
+    after the Cluster (the operator's ``<namespace>/<cluster>`` without the lab's absent namespace), one
+    target per instance labelled with its ``pod``."""
+    return {
+        "job_name": plan.scope,
+        "static_configs": [
+            {"targets": [f"127.0.0.1:{n.metrics_port}"], "labels": {"pod": n.name}}
+            for n in plan.nodes if n.metrics_port is not None
+        ],
+    }
 
 
 def write_lab_rules(dest: Path, monitoring_dirs: list[Path] | None = None) -> list[Path]:

@@ -127,6 +127,13 @@ class AlertProbe:
             self._rule_for = durations
         return self._rule_for
 
+    def rule_names(self) -> set[str]:
+        """The alerting rules Prometheus has loaded (``/api/v1/rules``, read afresh); ``ProbeError``
+        without a Prometheus URL or when it does not answer."""
+        if self.prometheus_url is None:
+            raise ProbeError(_PROBE, "no Prometheus URL configured")
+        return set(self._rule_durations(refresh=True))
+
     def from_prometheus(self) -> list[AlertEvent]:
         """Firing alerts as Prometheus's rule evaluation sees them (``ALERTS{alertstate="firing"}``)."""
         if self.prometheus_url is None:

@@ -204,13 +204,24 @@ class EventsStore:
                                       f"{self._scrub(str(exc))}")
         return ProbeError(_PROBE, f"{what} failed: {self._scrub(str(exc))}")
 
+    def _connected(self) -> bool:
+        return self._conn is not None and not self._conn.closed and not self._conn.broken
+
     def _query(self, what: str, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            conn = self._connect()
-            try:
-                return conn.execute(sql, params).fetchall()
-            except psycopg.Error as exc:
-                raise self._fail(exc, what) from exc
+            for retry in (True, False):  # an idle connection may have died meanwhile: one fresh try
+                reused = self._connected()
+                conn = self._connect()
+                try:
+                    return conn.execute(sql, params).fetchall()
+                except psycopg.OperationalError as exc:
+                    if retry and reused:
+                        self._drop_connection()
+                        continue
+                    raise self._fail(exc, what) from exc
+                except psycopg.Error as exc:
+                    raise self._fail(exc, what) from exc
+            raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Close the connection (the store reconnects if used again)."""
@@ -285,23 +296,36 @@ class EventsStore:
                    ) -> list[list[tuple[Any, ...]]]:
         """Load ``keys`` (distinct) into a temporary table with COPY, run ``statements``, drop it."""
         with self._lock:
-            conn = self._connect()
-            try:
-                with conn.transaction(), conn.cursor() as cur:
-                    cur.execute(f"CREATE TEMPORARY TABLE {_KEYS_TABLE} (k text NOT NULL) ON COMMIT DROP")
-                    with cur.copy(f"COPY {_KEYS_TABLE} (k) FROM STDIN") as copy:
-                        payload = _copy_text(keys)
-                        step = 8 * 1024 * 1024
-                        for start in range(0, len(payload), step):
-                            copy.write(payload[start:start + step])
-                    cur.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
-                    results = []
-                    for sql, params in statements:
-                        cur.execute(sql, params)
-                        results.append(cur.fetchall())
-                    return results
-            except psycopg.Error as exc:
-                raise self._fail(exc, what) from exc
+            for retry in (True, False):  # an idle connection may have died meanwhile: one fresh try
+                reused = self._connected()
+                conn = self._connect()
+                try:
+                    return self._with_keys_on(conn, keys, statements)
+                except psycopg.OperationalError as exc:
+                    if retry and reused:
+                        self._drop_connection()
+                        continue
+                    raise self._fail(exc, what) from exc
+                except psycopg.Error as exc:
+                    raise self._fail(exc, what) from exc
+            raise AssertionError("unreachable")
+
+    @staticmethod
+    def _with_keys_on(conn: psycopg.Connection[Any], keys: Sequence[str],
+                      statements: Sequence[tuple[str, tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.execute(f"CREATE TEMPORARY TABLE {_KEYS_TABLE} (k text NOT NULL) ON COMMIT DROP")
+            with cur.copy(f"COPY {_KEYS_TABLE} (k) FROM STDIN") as copy:
+                payload = _copy_text(keys)
+                step = 8 * 1024 * 1024
+                for start in range(0, len(payload), step):
+                    copy.write(payload[start:start + step])
+            cur.execute("SET LOCAL jit = off")  # compiling costs more than it saves here
+            results = []
+            for sql, params in statements:
+                cur.execute(sql, params)
+                results.append(cur.fetchall())
+            return results
 
     def lookup_keys(self, keys: Sequence[str]) -> dict[str, KeyInfo]:
         """Every key of ``keys`` with how often and when it was stored (``KeyInfo(0, None, None)`` = lost).

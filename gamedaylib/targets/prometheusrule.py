@@ -7,6 +7,8 @@ team applies carry ``namespace="<namespace>"`` in every selector (``namespaced_e
 ``namespace`` label, which the alert probe filters on.
 
     python -m gamedaylib.targets.prometheusrule --namespace teei-prod > deploy/prometheusrule-gameday-001.yaml
+    python -m gamedaylib.targets.prometheusrule --gameday GAMEDAY-002 --namespace teei-prod \
+        > deploy/prometheusrule-gameday-002.yaml
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any
 
 import yaml
 
+from gamedaylib import gamedays
 from gamedaylib.chaos import DEFAULT_MANIFEST
 
-__all__ = ["DEFAULT_RULES", "metric_names", "namespaced_expr", "prometheus_rule", "render"]
+__all__ = ["DEFAULT_RULES", "metric_names", "namespaced_expr", "prometheus_rule", "render", "rule_file_of"]
 
 DEFAULT_RULES = DEFAULT_MANIFEST.parent / "monitoring" / "gameday-001.rules.yml"
 
@@ -111,10 +114,13 @@ def prometheus_rule(
     groups: Sequence[Mapping[str, Any]],
     *,
     namespace: str,
-    name: str = "gameday-001-nats-partition",
+    name: str | None = None,
     release: str = "kube-prometheus-stack",
 ) -> dict[str, Any]:
-    """A ``monitoring.coreos.com/v1`` PrometheusRule holding ``groups`` with namespaced selectors."""
+    """A ``monitoring.coreos.com/v1`` PrometheusRule holding ``groups`` with namespaced selectors, named
+    ``name`` (default: the first group's name, e.g. ``gameday-001-nats-partition``)."""
+    if name is None:
+        name = str(groups[0]["name"]) if groups else "gameday"
     out_groups = []
     for group in groups:
         rules = []
@@ -140,37 +146,57 @@ def prometheus_rule(
 
 
 HEADER = """\
-# GAMEDAY-001 alert rules as a PrometheusRule, for clusters running the Prometheus Operator
+# {gameday} alert rules as a PrometheusRule, for clusters running the Prometheus Operator
 # (kube-prometheus / kube-prometheus-stack):
-#   kubectl apply -f deploy/prometheusrule-gameday-001.yaml
+#   kubectl apply -f deploy/prometheusrule-{stem}.yaml
 # The operator loads only PrometheusRules that its Prometheus' `ruleSelector` matches: with the
 # kube-prometheus-stack Helm chart that is `release: <your release name>` (default below); check with
 #   kubectl get prometheus -A -o jsonpath='{{.items[*].spec.ruleSelector}}'
 # and `ruleNamespaceSelector` must admit this namespace.
 #
-# GENERATED from gamedaylib/gamedays/nats_partition/monitoring/gameday-001.rules.yml (do not edit):
-#   python -m gamedaylib.targets.prometheusrule --namespace {namespace} \\
-#     > deploy/prometheusrule-gameday-001.yaml
+# GENERATED from {source} (do not edit):
+#   python -m gamedaylib.targets.prometheusrule{option} --namespace {namespace} \\
+#     > deploy/prometheusrule-{stem}.yaml
 # Every selector carries namespace="{namespace}": a shared Prometheus holds other environments' series
-# (staging's consumer has the same name), and a rule without it would alert on them too.
-# tests/kubernetes/test_prometheusrule.py fails when this file and the rule file differ.
+# (staging's have the same names), and a rule without it would alert on them too.
+# The tests fail when this file and the rule file differ.
 """
+
+
+def rule_file_of(gameday_id: str) -> Path:
+    """The alert rule file a gameday ships (``monitoring/<gameday-00N>.rules.yml``)."""
+    monitoring = gamedays.scenario(gameday_id).package_dir / gamedays.MONITORING
+    found = sorted(monitoring.glob("*.rules.yml"))
+    if not found:
+        raise FileNotFoundError(f"{gameday_id} ships no alert rules in {monitoring}")
+    return found[0]
 
 
 def render(rule_file: Path = DEFAULT_RULES, *, namespace: str, release: str = "kube-prometheus-stack") -> str:
     """The PrometheusRule YAML (with its header) for ``rule_file`` in ``namespace``."""
     doc = yaml.safe_load(rule_file.read_text(encoding="utf-8")) or {}
     body = prometheus_rule(doc.get("groups") or [], namespace=namespace, release=release)
-    return HEADER.format(namespace=namespace) + yaml.safe_dump(body, sort_keys=False, width=110)
+    stem = rule_file.name.removesuffix(".rules.yml")
+    package = Path(gamedays.__file__).resolve().parent.parent.parent
+    try:
+        source = str(rule_file.resolve().relative_to(package))
+    except ValueError:
+        source = str(rule_file)
+    option = "" if rule_file.resolve() == DEFAULT_RULES.resolve() else f" --gameday {stem.upper()}"
+    header = HEADER.format(gameday=stem.upper(), stem=stem, source=source, option=option, namespace=namespace)
+    return header + yaml.safe_dump(body, sort_keys=False, width=110)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--release", default="kube-prometheus-stack")
-    parser.add_argument("--rules", type=Path, default=DEFAULT_RULES)
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--rules", type=Path, default=None, help="a rule file (default: GAMEDAY-001's)")
+    which.add_argument("--gameday", help="the rule file this gameday ships (e.g. GAMEDAY-002)")
     args = parser.parse_args(argv)
-    sys.stdout.write(render(args.rules, namespace=args.namespace, release=args.release))
+    rules = rule_file_of(args.gameday) if args.gameday else (args.rules or DEFAULT_RULES)
+    sys.stdout.write(render(rules, namespace=args.namespace, release=args.release))
     return 0
 
 

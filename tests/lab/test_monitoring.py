@@ -29,7 +29,8 @@ pytestmark = pytest.mark.timeout(240)
 PROMTOOL = find_binary("promtool")
 MONITORING_DIRS = monitoring_dirs()
 RULE_FILES = sorted(p for d in MONITORING_DIRS for p in d.glob("*.rules.yml"))
-REQUIRED_ALERTS = {"NATSUnreachable", "NATSConsumerLagHigh", "EventBufferGrowing"}
+REQUIRED_ALERTS = {"NATSUnreachable", "NATSConsumerLagHigh", "EventBufferGrowing",  # GAMEDAY-001
+                   "PostgreSQLPrimaryDown", "PostgreSQLReplicationBroken", "ReportingNotStoring"}  # GAMEDAY-002
 
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool is not installed")
 
@@ -51,10 +52,12 @@ def get_json(url: str) -> Any:
 def test_required_alerts_have_labels_and_annotations() -> None:
     rules = rules_by_alert(RULE_FILES)
     assert REQUIRED_ALERTS <= set(rules)
-    for name, rule in rules.items():
-        assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
-        assert rule["labels"]["scenario"] == "nats-partition", name
-        assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), name
+    for path in RULE_FILES:  # each gameday's rules carry its scenario: nats_partition -> nats-partition
+        scenario = path.parent.parent.name.replace("_", "-")
+        for name, rule in rules_by_alert([path]).items():
+            assert rule["labels"]["severity"] in {"critical", "warning", "info"}, name
+            assert rule["labels"]["scenario"] == scenario, name
+            assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), name
     lag = rules["NATSConsumerLagHigh"]["expr"]
     assert 'stream_name="EVENTS"' in lag and 'consumer_name="reporting"' in lag and "> 10" in lag
 

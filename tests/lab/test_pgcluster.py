@@ -26,16 +26,18 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from gamedaylib.exceptions import InvalidParameters, LabError
+from gamedaylib.exceptions import InvalidParameters, LabError, ProbeError
 from gamedaylib.lab import pgcluster
 from gamedaylib.lab.pgclient import PgClusterClient
 from gamedaylib.lab.pgcluster import PgClusterPlan, find_haproxy, plan_cluster, validate_pg_knobs
+from gamedaylib.lab.pgexporter import sync_replicas
 from gamedaylib.lab.pgprocesses import cluster_processes, stop_cluster
 from gamedaylib.lab.pgrunner import PgClusterRunner, Spawner
 from gamedaylib.lab.pgruntime import PythonRuntime, probe_runtime, stage_patroni, system_pythons
 from gamedaylib.lab.pgspecs import cluster_specs, haproxy_config
 from gamedaylib.lab.pgwriter import CommitWriter
 from gamedaylib.lab.processes import make_traversable, unprivileged_user
+from gamedaylib.probes.metrics import MetricsSnapshot, scrape
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -60,6 +62,27 @@ def wait_acks(writer: CommitWriter, count: int, timeout: float = 30.0) -> None:
 
 def other(plan: PgClusterPlan, node: str) -> str:
     return next(n.name for n in plan.nodes if n.name != node)
+
+
+def node_metrics(plan: PgClusterPlan, node: str) -> MetricsSnapshot | None:
+    """One scrape of ``node``'s exporter, as Prometheus does it (None: nothing answers, the pod is gone)."""
+    url = plan.node(node).metrics_url
+    assert url is not None
+    try:
+        return scrape(url, timeout=3.0)
+    except ProbeError:
+        return None
+
+
+def wait_metrics(plan: PgClusterPlan, node: str, **expected: float) -> MetricsSnapshot:
+    """Scrape ``node``'s exporter until every ``cnpg_<name>`` in ``expected`` has that value."""
+    deadline = time.monotonic() + 60
+    while True:
+        snap = node_metrics(plan, node)
+        if snap is not None and all(snap.value(f"cnpg_{k}") == v for k, v in expected.items()):
+            return snap
+        assert time.monotonic() < deadline, f"{node}'s exporter never showed {expected}"
+        time.sleep(0.2)
 
 
 # ------------------------------------------------------------------------------------------------ no processes
@@ -89,7 +112,11 @@ def test_the_plan_round_trips_through_json_and_names_every_process(tmp_path: Pat
     assert again == plan
     specs = cluster_specs(plan)
     assert [(s.name, s.stage) for s in specs] == [
-        ("etcd", 0), ("relay-pg1", 0), ("relay-pg2", 0), ("pg1", 1), ("pg2", 2), ("haproxy", 0)]
+        ("etcd", 0), ("relay-pg1", 0), ("relay-pg2", 0), ("pgexporter-pg1", 0), ("pgexporter-pg2", 0),
+        ("pg1", 1), ("pg2", 2), ("haproxy", 0)]
+    exporter = next(s for s in specs if s.name == "pgexporter-pg1")
+    assert exporter.argv[1:3] == ("-m", "gamedaylib.lab.pgexporter") and plan.root in exporter.argv
+    assert exporter.ready_url == f"http://127.0.0.1:{plan.node('pg1').metrics_port}/healthz"
     assert all(json.loads(json.dumps(s.to_json())) == s.to_json() for s in specs)
     pg1 = next(s for s in specs if s.name == "pg1")
     assert pg1.argv[1:] == ("-m", "patroni", plan.node("pg1").config_file)
@@ -101,6 +128,12 @@ def test_the_plan_round_trips_through_json_and_names_every_process(tmp_path: Pat
     assert multihost.rw_dsn.endswith("/gameday?target_session_attrs=read-write")
     assert all(f"127.0.0.1:{n.pg_port}" in multihost.rw_dsn for n in plan.nodes)
     assert "haproxy" not in [s.name for s in cluster_specs(multihost)]
+
+
+def test_synchronous_standby_names_as_a_count_of_standbys() -> None:
+    assert sync_replicas("") == 0
+    assert sync_replicas("ANY 1 (pg1, pg2)") == 1 and sync_replicas("FIRST 2 (a,b,c)") == 2
+    assert sync_replicas('"pg2"') == 1  # the plain list Patroni writes: PostgreSQL's FIRST 1
 
 
 def test_etcd_falls_back_to_the_wheel_binary_not_its_launcher(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -205,6 +238,16 @@ def test_the_cluster_starts_with_a_primary_and_a_synchronous_streaming_replica(s
     assert settings["fsync"] == settings["full_page_writes"] == settings["wal_log_hints"] == "on"
     assert settings["synchronous_commit"] == "on" and settings["data_checksums"] == "on"
     assert "pg2" in settings["synchronous_standby_names"]
+    # each node's exporter, under CloudNativePG's names: the primary streams to one synchronous replica
+    primary = wait_metrics(plan, "pg1", pg_replication_in_recovery=0, pg_replication_streaming_replicas=1)
+    replica = wait_metrics(plan, "pg2", pg_replication_in_recovery=1, pg_replication_is_wal_receiver_up=1)
+    for snap in (primary, replica):
+        assert snap.value("cnpg_collector_up", cluster="events-db") == 1
+        assert snap.value("cnpg_pg_replication_lag") is not None
+        assert snap.value("cnpg_pg_postmaster_start_time")
+    assert primary.value("cnpg_collector_sync_replicas", value="observed") == 1
+    assert primary.value("cnpg_pg_stat_replication_replay_diff_bytes", application_name="pg2") is not None
+    assert replica.value("cnpg_pg_stat_replication_replay_diff_bytes") is None  # the primary's query only
     status = client.status().to_json()
     assert status["primary"] == "pg1" and status["replication"] == "sync" and status["endpoint"] == plan.endpoint
     assert json.loads(json.dumps(status))["rw_dsn"] == plan.rw_dsn
@@ -270,10 +313,13 @@ def test_sigkill_of_the_primary_fails_over_without_losing_a_confirmed_write(sync
         wait_acks(writer, 100)
         killed = client.kill(old)
         assert client.probe_nodes()[0 if old == "pg1" else 1].reachable is False
+        assert node_metrics(plan, old) is None, "a killed pod's exporter dies with it"
         writable = client.wait_writable(timeout=60, avoid=old)
+        wait_metrics(plan, other(plan, old), pg_replication_in_recovery=0)
         wait_acks(writer, len(writer.snapshot()) + 50)
         started = client.restart_killed(old)
         rejoined = client.wait_streaming(old, REJOIN_LIMIT_SECONDS)
+        wait_metrics(plan, old, pg_replication_in_recovery=1, pg_replication_is_wal_receiver_up=1)
         wait_acks(writer, len(writer.snapshot()) + 50)
     finally:
         writer.stop()
@@ -391,6 +437,9 @@ def test_agent_only_kill_with_multihost_is_a_split_brain_whose_orphan_writes_are
             time.sleep(0.25)
         wait_acks(writer, len(writer.snapshot()) + 100)
         assert all(a.port == orphan_port for a in writer.snapshot()[-100:]), "libpq keeps writing to the orphan"
+        # the orphan's exporter lives on (only the agent died): both nodes report themselves primary
+        for node in plan.nodes:
+            wait_metrics(plan, node.name, pg_replication_in_recovery=0)
         started = client.restart_killed(old)
         rejoined = client.wait_streaming(old, REJOIN_LIMIT_SECONDS)
         wait_acks(writer, len(writer.snapshot()) + 50)

@@ -81,6 +81,7 @@ SCENARIO = Scenario(
     make_fault=make_fault,
     tiles=tiles,
     fault_word="primary kill",
-    alerts=("PostgreSQLPrimaryDown", "PostgreSQLReplicationBroken", "ReportingNotStoring", "EventBufferGrowing"),
+    alerts=("PostgreSQLPrimaryDown", "PostgreSQLReplicationBroken", "PostgreSQLTwoPrimaries", "ReportingNotStoring",
+            "EventBufferGrowing"),
     knobs=FailoverLabKnobs,
 )

@@ -121,10 +121,11 @@ class FailoverReading(Reading):
     replication_lag_bytes: float | None = None
     db_timeline: float | None = None
     db_primary: str | None = field(default=None, compare=False)  # not a column: the primary's name
+    db_streaming: tuple[str, ...] = field(default=(), compare=False)  # not a column: the replicas streaming
 
     @classmethod
     def columns(cls) -> tuple[str, ...]:
-        return tuple(c for c in super().columns() if c != "db_primary")
+        return tuple(c for c in super().columns() if c not in ("db_primary", "db_streaming"))
 
 
 class FailoverReader(PipelineReader):
@@ -150,6 +151,7 @@ class FailoverReader(PipelineReader):
                 errors[name] = exc.reason
             return values
         values.update(writable_primaries=float(len(state.writable)), replicas_streaming=float(len(state.streaming)),
-                      replication_lag_bytes=state.lag_bytes, db_timeline=state.timeline, db_primary=state.primary)
+                      replication_lag_bytes=state.lag_bytes, db_timeline=state.timeline, db_primary=state.primary,
+                      db_streaming=state.streaming)
         sources["writable_primaries"] = "each node asked directly for a write"
         return values

@@ -15,10 +15,13 @@ from gamedaylib import metrics, pipeline
 from gamedaylib.clock import utcnow
 from gamedaylib.exceptions import GamedayError, ProbeError
 from gamedaylib.gamedays.postgres_failover.database import Database, FailoverReading
+from gamedaylib.gamedays.postgres_failover.params import FailoverParams
 from gamedaylib.phase import PhaseResult, fmt
 from gamedaylib.run import Run
 from gamedaylib.scorecard import Metric
 
+REPORTING_RECONNECT_SECONDS = 30.0  # after a manual promotion, reporting stores again within this or is restarted
+FLOW_WINDOW_SECONDS = 5.0  # every canary accepted in such a window stored: events flow end to end again
 
 @dataclass
 class FailoverState:
@@ -40,6 +43,12 @@ class FailoverState:
 def _state(run: Run) -> FailoverState:
     state: FailoverState = run.state
     return state
+
+
+def _params(run: Run) -> FailoverParams:
+    params = run.params
+    assert isinstance(params, FailoverParams)
+    return params
 
 
 def _reading(run: Run) -> FailoverReading | None:
@@ -75,7 +84,7 @@ def preflight(run: Run, res: PhaseResult) -> None:
 
 def injection(run: Run, res: PhaseResult) -> None:
     """T+0: the primary killed; T+0 is the moment every killed process was frozen."""
-    p = run.params
+    p = _params(run)
     state = _state(run)
     run.run_commands("injection", res)
     if run.dry_run:
@@ -92,7 +101,7 @@ def failover(run: Run, res: PhaseResult) -> None:
     """T+1: wait until a write through the read-write endpoint is acknowledged by a new primary (at
     most ``promote_deadline_seconds``: then the rollback promotes by hand); failover time; what reporting
     and the users saw meanwhile. Stop conditions are judged while waiting."""
-    p = run.params
+    p = _params(run)
     state = _state(run)
     t0 = run.clock.t0
     target = float(p.failover_target_seconds or 0)
@@ -159,13 +168,47 @@ def _promote_by_hand(run: Run, res: PhaseResult) -> None:
     state.promoted_by_hand, state.new_primary, state.writable_at = True, node, at
     run.check(res, "manual promotion", True, f"{node} promoted by hand, writable at {at.isoformat(timespec='seconds')}",
               fatal=False)
+    _restart_reporting_unless_reconnected(run, res, at)
+
+
+def _restart_reporting_unless_reconnected(run: Run, res: PhaseResult, promoted_at: datetime) -> None:
+    """The playbook's rollback step 3: restart reporting if it did not reconnect, i.e. stored nothing
+    within ``REPORTING_RECONNECT_SECONDS`` of the manual promotion."""
+    state = _state(run)
+    before = next((r.stored_total for r in reversed(run.readings_since(None))
+                   if r.at <= promoted_at and r.stored_total is not None), None)
+    deadline = promoted_at + timedelta(seconds=REPORTING_RECONNECT_SECONDS)
+
+    def storing(r: Any) -> bool:
+        return r.stored_total is not None and before is not None and r.stored_total > before
+
+    reading = run.wait("reporting storing again after the manual promotion", deadline, done=storing)
+    if reading is not None:
+        state.stored_again_at = state.stored_again_at or reading.at
+        run.check(res, "reporting reconnected by itself (no restart)", True,
+                  f"events_stored_total rose at {reading.at.isoformat(timespec='seconds')}", fatal=False)
+        return
+    restart = getattr(run.fault, "restart_consumer", None)
+    if restart is None:
+        run.check(res, "reporting restarted (it did not reconnect)", False,
+                  f"reporting stored nothing within {REPORTING_RECONNECT_SECONDS:g} s of the promotion and this "
+                  "target cannot restart it: restart it by hand (kubectl rollout restart deployment/reporting)",
+                  fatal=False)
+        return
+    run.journal.record("note", phase=run.current_phase, note="reporting did not reconnect: restarting it")
+    try:
+        detail = str(restart())
+    except GamedayError as exc:
+        run.check(res, "reporting restarted (it did not reconnect)", False, str(exc), fatal=False)
+        return
+    run.check(res, "reporting restarted (it did not reconnect)", True, detail, fatal=False)
 
 
 def replay(run: Run, res: PhaseResult) -> None:
     """T+5: reporting reconnects and stores again without a restart; consumer lag back under the
     threshold within the deadline, buffers drained, in-flight settled, every accepted canary stored;
     duplicates."""
-    p = run.params
+    p = _params(run)
     state = _state(run)
     start = state.writable_at or run.clock.t0 or utcnow()
     deadline = start + timedelta(seconds=float(p.lag_recovery_deadline_seconds or 0))
@@ -183,7 +226,15 @@ def replay(run: Run, res: PhaseResult) -> None:
             return False
         if state.drained_at is None:
             state.drained_at = r.at
-        return run.canaries_flowing(state.drained_at)
+        if run.canaries_flowing(state.drained_at):
+            return True
+        # a canary accepted since was lost (a split brain's orphan took it, then was rewound): the
+        # pipeline is back once the canaries of a whole recent window are stored, from that window on
+        window = r.at - timedelta(seconds=FLOW_WINDOW_SECONDS)
+        if window > state.drained_at and run.canaries_flowing(window):
+            state.drained_at = window
+            return True
+        return False
 
     reading = None if run.dry_run else run.wait("reporting replaying the backlog", deadline, done=recovered)
     if reading is not None and state.drained_at is not None:
@@ -208,19 +259,22 @@ def replay(run: Run, res: PhaseResult) -> None:
 def rejoin(run: Run, res: PhaseResult) -> None:
     """T+15: the old primary streams as a replica again (within ``replica_rejoin_target_seconds`` of
     the kill); never more than one writable primary."""
-    p = run.params
+    p = _params(run)
     state = _state(run)
     t0 = run.clock.t0
     target = float(p.replica_rejoin_target_seconds or 0)
     old = state.primary_before
     if t0 is not None and old is not None and not run.dry_run:
         deadline = t0 + timedelta(seconds=target + 30)
+        # it may have rejoined while the earlier phases waited: the first reading that saw it streaming
+        rejoined = next((r for r in run.readings_since(t0) if isinstance(r, FailoverReading)
+                         and old in r.db_streaming), None)
 
         def streaming(_r: Any) -> bool:
             cluster = _cluster(run)
             return cluster is not None and old in cluster.streaming
 
-        reading = run.wait(f"{old} streaming as a replica", deadline, done=streaming)
+        reading = rejoined or run.wait(f"{old} streaming as a replica", deadline, done=streaming)
         if reading is not None:
             state.rejoined_at = reading.at
     if t0 is None or old is None:
@@ -252,7 +306,7 @@ def rejoin(run: Run, res: PhaseResult) -> None:
 
 def rto(run: Run, res: PhaseResult) -> None:
     """T+30: RTO = the kill → full recovery (writes flowing, consumer lag back, replicas streaming)."""
-    p = run.params
+    p = _params(run)
     state = _state(run)
     parts = [state.writable_at, state.recovered_at, state.rejoined_at]
     recovered = max(parts) if all(parts) else None  # type: ignore[type-var]
