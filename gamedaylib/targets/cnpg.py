@@ -67,7 +67,7 @@ from gamedaylib.probes.metrics import PrometheusProbe
 from gamedaylib.secrets import MASK, redact_text
 from gamedaylib.targets.base import Check, FaultStatus, Target
 from gamedaylib.targets.chaosmesh import POD_CHAOS, ChaosExperiment, chaos_events, records
-from gamedaylib.targets.kubeapi import KubeApi, status_of, translate
+from gamedaylib.targets.kubeapi import TRANSIENT_STATUSES, KubeApi, status_of, translate
 from gamedaylib.targets.kubernetes import (
     RBAC_MANIFEST,
     KubernetesTarget,
@@ -802,6 +802,8 @@ class CnpgPrimaryKill:
             try:
                 pod = self.cluster.pod(name, HealFailed)
             except HealFailed as exc:
+                if status_of(exc) not in TRANSIENT_STATUSES and status_of(exc) is not None:
+                    raise  # refused (401, 403): asking again changes nothing
                 pod, last = None, str(exc)
             else:
                 last = "gone (not recreated yet)" if pod is None else pod.state()

@@ -709,11 +709,11 @@ class FakeApiServer:
             item = self._chaos[(plural, namespace, name)]
             item.body["metadata"].setdefault("annotations", {})[PAUSE_ANNOTATION] = "true"
 
-    def put_chaos(self, body: Mapping[str, Any], *, injected: bool = True) -> None:
-        """Seed an existing NetworkChaos (another run's), as the controller would have left it."""
+    def put_chaos(self, body: Mapping[str, Any], *, injected: bool = True, plural: str = "networkchaos") -> None:
+        """Seed an existing chaos object (another run's), as the controller would have left it."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         with self._lock:
-            item = self._store(copy.deepcopy(dict(body)), ns, "networkchaos")
+            item = self._store(copy.deepcopy(dict(body)), ns, plural)
             item.drives_proxy = False
             item.records = [
                 {
@@ -1163,11 +1163,10 @@ class FakeApiServer:
             phase, target = CNPG_PHASE_SWITCHOVER, cluster.switchover
             reason = f"Switching over to {target}"
         elif leader is None or current_pod is None or current_pod.deleting or leader != current:
+            # the target primary mirrors the pair: it moves when the nodes elect a new leader (Patroni's
+            # ttl), so that a failover that never comes leaves the manual promotion something to do
             phase = CNPG_PHASE_FAILOVER
-            candidates = sorted(p for p, pod in pods.items() if p != current and not pod.deleting
-                                and states.get(cluster.node_of[p], NodeState("down")).role == "replica")
-            target = candidates[0] if candidates else target
-            reason = f"Failing over from {current} to {target}"
+            reason = f"Failing over from {current}: its instance is not available"
         else:
             serving = all(p in pods and pods[p].phase == "Running" and states[n].role != "down"
                           for n, p in cluster.pod_of.items())
@@ -1175,12 +1174,12 @@ class FakeApiServer:
             phase = CNPG_PHASE_HEALTHY if serving and streaming else CNPG_PHASE_WAITING
             target = current
         for name, pod in pods.items():
-            role = "primary" if name == current and phase != CNPG_PHASE_FAILOVER else "replica"
+            role = "primary" if name == current else "replica"  # moved when the new primary is promoted
             pod.labels.update({"cnpg.io/instanceRole": role, "role": role})
             state = states.get(cluster.node_of[name], NodeState("down"))
             pod.ready = pod.phase == "Running" and state.role != "down"
             for key, value in cluster.pinned.get(name, {}).items():
-                setattr(pod, key, value)
+                setattr(pod, key, copy.deepcopy(value))
         ready = sorted(p for p, pod in pods.items() if pod.ready and pod.phase == "Running" and not pod.deleting
                        and not pod.waiting_reason)
         leader_state = states.get(cluster.node_of.get(leader or "", ""))
