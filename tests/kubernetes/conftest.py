@@ -60,7 +60,8 @@ def data_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
     gamedaylib.lab.proxy`` with a ``config.json`` as ARCHITECTURE.md defines it)."""
     lab_dir = tmp_path_factory.mktemp("k8s-lab")
     (lab_dir / "logs").mkdir()
-    ports = {"nats": free_port(), "proxy": free_port(), "proxy_control": free_port()}
+    # one NATS node behind one proxy listener (the lab's config names them nats_<i>, proxy_<i>)
+    ports = {"nats_0": free_port(), "proxy_0": free_port(), "proxy_control": free_port()}
     config = {
         "lab_dir": str(lab_dir),
         "knobs": {},
@@ -79,7 +80,7 @@ def data_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
         with open(lab_dir / "logs" / "nats.log", "wb") as log:
             procs.append(
                 subprocess.Popen(
-                    [nats_server_binary(), "-a", "127.0.0.1", "-p", str(ports["nats"])],
+                    [nats_server_binary(), "-a", "127.0.0.1", "-p", str(ports["nats_0"])],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -100,9 +101,9 @@ def data_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, A
                 )
             )
         control = f"http://127.0.0.1:{ports['proxy_control']}"
-        _wait(lambda: _tcp_ok(ports["nats"]), 15, "nats-server")
+        _wait(lambda: _tcp_ok(ports["nats_0"]), 15, "nats-server")
         _wait(lambda: _http_ok(control + "/healthz"), 15, "partition proxy")
-        yield {"lab_dir": lab_dir, "proxy_control_url": control, "proxy_port": ports["proxy"]}
+        yield {"lab_dir": lab_dir, "proxy_control_url": control, "proxy_port": ports["proxy_0"]}
     finally:
         for p in procs:
             p.terminate()

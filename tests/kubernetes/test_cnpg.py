@@ -494,3 +494,38 @@ def test_the_params_reach_the_settings(env: Env) -> None:
     assert settings.selector == f'namespace="{NAMESPACE}",pod=~"events-db-[0-9]+"'
     assert settings.events_dsn_env == DSN_ENV and settings.run_id == env.params["run_id"]
     assert chaos.chaos_name(settings.run_id, "postgres-primary-kill").startswith("postgres-primary-kill-cnpg-")
+
+
+def test_the_example_params_dry_run_against_a_playbook_shaped_cluster(tmp_path: Path) -> None:
+    """params/teei-prod-postgres-failover.yaml as shipped, pointed at the fake cluster: refused without
+    confirmation, and as a dry run it finds the primary, has the API server check the PodChaos, and kills
+    nothing."""
+    from gamedaylib.exceptions import ProductionGuard
+    from gamedaylib.parameters import load_params_file
+
+    repo = Path(__file__).resolve().parents[2]
+    shipped = load_params_file(str(repo / "params" / "teei-prod-postgres-failover.yaml"))
+    assert shipped["namespace"] == "teei-prod" and shipped["cnpg_cluster"] == "events-db"
+    assert cnpg.selector_problems(shipped) == {}
+    pair = ScriptedPair()
+    with FakeApiServer() as fake:
+        fake.add_cnpg_cluster("events-db", pair, namespace="teei-prod")
+        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", context="teei-prod", namespace="teei-prod")
+        raw = {**shipped, "kubeconfig": str(kubeconfig), "run_id": "20261128T033000Z-ab12"}
+        with pytest.raises(ProductionGuard):
+            KubernetesTarget.from_params(as_dict(validate(FailoverParams, raw)))
+        params = as_dict(validate(FailoverParams, {**raw, "dry_run": True}))
+        target = KubernetesTarget.from_params(params)
+        try:
+            fault = cnpg.cnpg_primary_kill(target, params)
+            checks = fault.preflight()
+            fault.inject(deadline_seconds=params["promote_deadline_seconds"])
+        finally:
+            fault.database.close()
+            target.close()
+        body = fault.body
+        assert check(checks, "primary pod found").ok and check(checks, "PodChaos accepted (server dry run)").ok
+        assert body["metadata"]["name"] == "postgres-primary-kill-20261128t033000z-ab12"
+        assert body["metadata"]["namespace"] == "teei-prod" and body["spec"]["selector"]["namespaces"] == ["teei-prod"]
+        assert fake.chaos_objects(plural="podchaos") == [] and pair.kills == []
+        assert not [r for r in fake.mutating_requests() if "dryRun=All" not in r[1]], "a dry run changes nothing"
