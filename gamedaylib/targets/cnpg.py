@@ -30,7 +30,10 @@ linger in Prometheus until its target is marked down and must not make a second 
 ``CnpgPrimaryKill`` is the ``Fault``: a ``PodChaos`` ``pod-kill`` (mode ``one``) of the pod the
 ``primary_selector`` labels pick, through ``chaosmesh.ChaosExperiment``. A pod kill is instantaneous:
 T+0 is the moment the API shows the victim gone (404, a new uid, or a ``deletionTimestamp``). Heal is
-the killed instance's pod back Running and Ready (the operator recreates it), and the PodChaos deleted.
+the killed instance's pod back and Running (the operator creates it again and the kubelet starts it: the
+lab's counterpart restarts the killed node), and the PodChaos deleted. Heal does not wait for Ready:
+that is the instance rejoining, which the gameday measures (``replica_rejoin_seconds``); a heal that
+blocked on it would delay the phases after the failover and inflate what they time.
 ``promote`` is the rollback's manual promotion, what ``kubectl cnpg promote`` does.
 """
 
@@ -153,7 +156,7 @@ class CnpgSettings:
     chaos_manifest: str = ""  # empty: the shipped template
     dry_run: bool = False
     inject_timeout_seconds: float = 60.0
-    heal_timeout_seconds: float = 300.0  # the killed instance's pod back Ready
+    heal_timeout_seconds: float = 300.0  # the killed instance's pod back and Running
     poll_interval_seconds: float = 0.25
     write_timeout_seconds: float = WRITE_TIMEOUT_SECONDS
 
@@ -776,8 +779,8 @@ class CnpgPrimaryKill:
 
     # -- heal
     def heal(self) -> datetime | None:
-        """The killed instance's pod back Running and Ready (CloudNativePG recreates it), and the PodChaos
-        deleted; the moment the pod was seen Ready, None when nothing was killed (safe twice)."""
+        """The killed instance's pod back and Running (CloudNativePG recreates it), and the PodChaos
+        deleted; the moment the pod was seen Running, None when nothing was killed (safe twice)."""
         if self.settings.dry_run or self._foreign or not self.experiment.created:
             return None
         errors: list[str] = []
@@ -807,11 +810,11 @@ class CnpgPrimaryKill:
                 pod, last = None, str(exc)
             else:
                 last = "gone (not recreated yet)" if pod is None else pod.state()
-            if pod is not None and pod.serving and pod.uid != self.killed_uid:
+            if pod is not None and pod.phase == "Running" and not pod.deleting and pod.uid != self.killed_uid:
                 return utcnow()
             if time.monotonic() >= deadline:
                 ns, cluster = self.settings.namespace, self.settings.cluster
-                raise HealFailed(f"{name} not back Running and Ready within {timeout:g}s of the kill: {last}; the "
+                raise HealFailed(f"{name} not back and Running within {timeout:g}s of the kill: {last}; the "
                                  f"operator recreates it: kubectl get pods -n {ns} -l {CLUSTER_LABEL}={cluster} -L "
                                  f"{ROLE_LABEL}; kubectl cnpg status {cluster} -n {ns}")
             time.sleep(max(self.settings.poll_interval_seconds, 0.5))
@@ -823,7 +826,7 @@ class CnpgPrimaryKill:
         if self.back_at is None:
             return FaultStatus(active=True, detail=f"{self.killed} killed at {self.killed_at} (PodChaos "
                                                    f"{self.chaos_name})")
-        return FaultStatus(active=False, detail=f"{self.killed} back and Ready at {self.back_at}")
+        return FaultStatus(active=False, detail=f"{self.killed} back and Running at {self.back_at}")
 
     def chaos_events(self) -> list[str]:
         obj = self.experiment.last or self.experiment.get(TargetError)

@@ -17,6 +17,9 @@ and answers like the real server does, ``Status`` objects and unkind parts inclu
 - ``POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews``  allowed unless a test ``deny``-ed
   the verb, and then the verb's real call answers 403 Forbidden too.
 - ``POST /apis/authentication.k8s.io/v1/selfsubjectreviews``       who the token is
+- ``GET  /apis/postgresql.cnpg.io/v1/namespaces/{ns}/clusters[/{name}[/status]]``, ``PATCH .../status``
+  (JSON merge patch; a ``metadata.resourceVersion`` that is not the current one answers 409 Conflict,
+  as the optimistic lock of ``kubectl cnpg promote`` meets it)
 
 Requests need a valid bearer token (401 otherwise); ``expire_token`` invalidates the current one, as
 when a ``kubectl create token`` token reaches its end, and ``write_kubeconfig`` writes the current one.
@@ -43,6 +46,24 @@ finalizers):
   ``condition.diffConditions`` computes them (no record: all False).
 - on DELETE: ``deletionTimestamp``; the finalizer ``chaos-mesh/records`` goes once every record is
   recovered (and ``recover_delay`` has passed), and the object with it.
+
+The CloudNativePG stand-in (``add_cnpg_cluster``), like the operator and its instance managers, over the
+nodes of an ``fake_instances.Instances`` (the lab's Patroni pair, or a scripted pair):
+
+- instance pods ``<cluster>-<i>`` (node i) labelled ``cnpg.io/cluster``, ``cnpg.io/instanceName``,
+  ``cnpg.io/podRole``, ``cnpg.io/instanceRole`` and ``role`` (primary | replica), owned by the Cluster;
+  each one's metrics (CloudNativePG's names) served on a ``PodNetwork`` while the pod runs;
+- the Cluster's status mirrors the nodes: ``currentPrimary``/``targetPrimary`` follow the elected leader,
+  ``phase`` "Cluster in healthy state" | "Failing over" (the primary's pod gone or no leader) |
+  "Switchover in progress" (a status patch asked for another primary) | "Waiting for the instances to
+  become active", ``timelineID`` the leader's, ``readyInstances``, ``resourceVersion`` bumped on change;
+- a PodChaos pod-kill of an instance pod SIGKILLs its node, removes the pod, and ``recreate_delay`` later
+  puts a new one (same name, new uid, Pending) in its place, which starts ``start_delay`` later once
+  another instance is primary (its node started again: it rejoins as a replica);
+- a status patch of ``targetPrimary`` promotes that node (``Instances.promote``), as the operator does
+  for ``kubectl cnpg promote``; RBAC (``deny``), expiring tokens and transient errors apply as elsewhere;
+  ``FakeCnpgCluster.bump_before_patch`` makes the next patches meet a status changed meanwhile (409);
+  ``FakeCnpgCluster.hold`` keeps a pod in an odd state (Pending, Terminating, CrashLoopBackOff).
 """
 
 from __future__ import annotations
@@ -489,7 +510,7 @@ class FakeCnpgCluster:
     pod_of: dict[str, str]  # node -> pod
     body: dict[str, Any]
     recreate_delay: float = 1.0  # the operator creates a killed instance's pod again (Pending)
-    start_delay: float = 0.5  # ... which starts (Running) this much later: its PostgreSQL is started again
+    start_delay: float = 0.5  # ... which starts (Running) this much later, once another instance is primary
     resource_version: int = 1
     killed: dict[str, float] = field(default_factory=dict)  # pod -> killed at (monotonic)
     starting: dict[str, float] = field(default_factory=dict)  # recreated pod -> starts at (monotonic)
@@ -1134,7 +1155,10 @@ class FakeApiServer:
                     pods[pod] = fresh
                     cluster.starting[pod] = now + cluster.start_delay
             for pod, start_at in list(cluster.starting.items()):
-                if now >= start_at and pod in pods:
+                # a killed primary's instance starts again only once another instance is primary (the
+                # operator fails over before its pod comes back: it then joins as a replica)
+                moved = cluster.body["status"].get("currentPrimary") != pod
+                if now >= start_at and pod in pods and moved:
                     del cluster.starting[pod]
                     pods[pod].phase = "Running"
                     to_start.append(pod)
