@@ -111,24 +111,37 @@ PHASE_HEALTHY = "Cluster in healthy state"
 PHASE_FAILOVER = "Failing over"
 PHASE_SWITCHOVER = "Switchover in progress"
 CHANGING_PRIMARY = (PHASE_FAILOVER, PHASE_SWITCHOVER)
-DEFAULT_MANIFEST = Path(__file__).resolve().parent.parent / "gamedays" / "postgres_failover" / \
-    "postgres-primary-kill.yaml"
+DEFAULT_MANIFEST = (
+    Path(__file__).resolve().parent.parent / "gamedays" / "postgres_failover" / "postgres-primary-kill.yaml"
+)
 NAME_PREFIX = "postgres-primary-kill"
 INSTANCE_LABEL = "pod"  # the PodMonitor's label naming the instance a series comes from
-REPLICATION_METRICS = ("cnpg_collector_up", "cnpg_pg_replication_in_recovery", "cnpg_pg_replication_is_wal_receiver_up",
-                       "cnpg_pg_replication_lag", "cnpg_pg_replication_streaming_replicas")
+REPLICATION_METRICS = (
+    "cnpg_collector_up",
+    "cnpg_pg_replication_in_recovery",
+    "cnpg_pg_replication_is_wal_receiver_up",
+    "cnpg_pg_replication_lag",
+    "cnpg_pg_replication_streaming_replicas",
+)
 STANDBY_LAG_METRIC = "cnpg_pg_stat_replication_replay_diff_bytes"
 WRITE_TIMEOUT_SECONDS = 2.0
 PROMOTE_ATTEMPTS = 5
 
 CNPG_PERMISSIONS: tuple[Permission, ...] = (
-    Permission("create", chaos.POD_CHAOS_PLURAL, chaos.GROUP, why="kill the primary (and the server-side dry run)"),
+    Permission(
+        "create", chaos.POD_CHAOS_PLURAL, chaos.GROUP, why="kill the primary (and the server-side dry run)"
+    ),
     Permission("get", chaos.POD_CHAOS_PLURAL, chaos.GROUP, why="the kill's record: which pod, applied"),
     Permission("list", chaos.POD_CHAOS_PLURAL, chaos.GROUP, why="no other gameday's PodChaos in progress"),
     Permission("delete", chaos.POD_CHAOS_PLURAL, chaos.GROUP, why="heal and rollback (remove the record)"),
     Permission("get", CLUSTERS, GROUP, why="the Cluster's status: primary, target primary, phase, timeline"),
-    Permission("patch", CLUSTERS, GROUP, subresource="status",
-               why="the rollback's manual promotion (what kubectl cnpg promote patches)"),
+    Permission(
+        "patch",
+        CLUSTERS,
+        GROUP,
+        subresource="status",
+        why="the rollback's manual promotion (what kubectl cnpg promote patches)",
+    ),
 )
 
 
@@ -147,7 +160,8 @@ class CnpgSettings:
     namespace: str
     cluster: str = "events-db"
     primary_selector: Mapping[str, Any] = field(
-        default_factory=lambda: {CLUSTER_LABEL: "events-db", ROLE_LABEL: "primary"})
+        default_factory=lambda: {CLUSTER_LABEL: "events-db", ROLE_LABEL: "primary"}
+    )
     run_id: str = "run"
     gameday_id: str = "GAMEDAY-002"
     events_dsn_env: str = "GAMEDAY_EVENTS_DSN"
@@ -182,7 +196,9 @@ class CnpgSettings:
         return cls(
             namespace=s.namespace,
             cluster=cluster,
-            primary_selector=dict(p.get("primary_selector") or {CLUSTER_LABEL: cluster, ROLE_LABEL: "primary"}),
+            primary_selector=dict(
+                p.get("primary_selector") or {CLUSTER_LABEL: cluster, ROLE_LABEL: "primary"}
+            ),
             run_id=s.run_id,
             gameday_id=str(p.get("gameday_id") or "GAMEDAY-002"),
             events_dsn_env=str(p.get("events_dsn_env") or "GAMEDAY_EVENTS_DSN"),
@@ -203,12 +219,16 @@ def selector_problems(params: Mapping[str, Any]) -> dict[str, str]:
     selector = params.get("primary_selector") or {}
     problems: dict[str, str] = {}
     if not selector:
-        return {"primary_selector": "must select the primary's pod (CloudNativePG: "
-                                    f"{{{CLUSTER_LABEL}: {cluster or '<cluster>'}, {ROLE_LABEL}: primary}})"}
+        return {
+            "primary_selector": "must select the primary's pod (CloudNativePG: "
+            f"{{{CLUSTER_LABEL}: {cluster or '<cluster>'}, {ROLE_LABEL}: primary}})"
+        }
     named = selector.get(CLUSTER_LABEL)
     if cluster and named is not None and named != cluster:
-        problems["primary_selector"] = (f"selects {CLUSTER_LABEL}={named} but cnpg_cluster is {cluster!r}: "
-                                        "the kill would hit another cluster's primary")
+        problems["primary_selector"] = (
+            f"selects {CLUSTER_LABEL}={named} but cnpg_cluster is {cluster!r}: "
+            "the kill would hit another cluster's primary"
+        )
     role = selector.get(ROLE_LABEL, selector.get(OLD_ROLE_LABEL))
     if role is not None and role != "primary":
         problems["primary_selector"] = f"selects {ROLE_LABEL}={role}: the gameday kills the primary"
@@ -265,8 +285,10 @@ class ClusterView:
 
     def describe(self) -> str:
         reason = f" ({self.phase_reason})" if self.phase_reason else ""
-        return (f"phase {self.phase or 'unknown'}{reason}; currentPrimary {self.current_primary}, targetPrimary "
-                f"{self.target_primary}; timeline {self.timeline}; {self.ready_instances}/{self.instances} ready")
+        return (
+            f"phase {self.phase or 'unknown'}{reason}; currentPrimary {self.current_primary}, targetPrimary "
+            f"{self.target_primary}; timeline {self.timeline}; {self.ready_instances}/{self.instances} ready"
+        )
 
 
 @dataclass(frozen=True)
@@ -303,7 +325,8 @@ def instance_pod(pod: Any) -> InstancePod:
     for cs in (status.container_statuses if status else None) or []:
         state = cs.state
         reason = (state.waiting.reason if state and state.waiting else None) or (
-            state.terminated.reason if state and state.terminated else None)
+            state.terminated.reason if state and state.terminated else None
+        )
         if reason:
             waiting.append(f"{cs.name}: {reason}")
     created = meta.creation_timestamp
@@ -330,55 +353,77 @@ class CnpgCluster:
     def describe(self) -> str:
         return f"Cluster {self.namespace}/{self.name} ({CLUSTERS}.{GROUP})"
 
-    def read_object(self, error: type[GamedayError] = ProbeError, *, retry_until: float | None = None
-                    ) -> dict[str, Any]:
+    def read_object(
+        self, error: type[GamedayError] = ProbeError, *, retry_until: float | None = None
+    ) -> dict[str, Any]:
         """The Cluster object; ``error`` naming what to do when it is missing (404) or forbidden (403)."""
         timeout = self.api.request_timeout_for(retry_until)
         try:
-            answer: Any = self.api.call(error, f"get {self.describe()}", lambda api: client.CustomObjectsApi(api)
-                                   .get_namespaced_custom_object(GROUP, VERSION, self.namespace, CLUSTERS, self.name,
-                                                                 _request_timeout=timeout), retry_until=retry_until)
+            answer: Any = self.api.call(
+                error,
+                f"get {self.describe()}",
+                lambda api: client.CustomObjectsApi(api).get_namespaced_custom_object(
+                    GROUP, VERSION, self.namespace, CLUSTERS, self.name, _request_timeout=timeout
+                ),
+                retry_until=retry_until,
+            )
         except GamedayError as exc:
             raise translate(error, self._explain(exc)) from exc
         return dict(answer)
 
-    def read(self, error: type[GamedayError] = ProbeError, *, retry_until: float | None = None) -> ClusterView:
+    def read(
+        self, error: type[GamedayError] = ProbeError, *, retry_until: float | None = None
+    ) -> ClusterView:
         return ClusterView.from_object(self.read_object(error, retry_until=retry_until))
 
     def _explain(self, exc: GamedayError) -> str:
         text = exc.reason if isinstance(exc, ProbeError) else str(exc)
         status = status_of(exc)
         if status == 404:
-            return (f"no {self.describe()}: check cnpg_cluster and namespace (kubectl get {CLUSTERS}.{GROUP} -n "
-                    f"{self.namespace}); {text}")
+            return (
+                f"no {self.describe()}: check cnpg_cluster and namespace (kubectl get {CLUSTERS}.{GROUP} -n "
+                f"{self.namespace}); {text}"
+            )
         if status == 403:
-            return (f"{self.describe()} is not readable by this identity (RBAC): {text}; apply {RBAC_MANIFEST} "
-                    f"(kubectl apply -n {self.namespace} -f {RBAC_MANIFEST})")
+            return (
+                f"{self.describe()} is not readable by this identity (RBAC): {text}; apply {RBAC_MANIFEST} "
+                f"(kubectl apply -n {self.namespace} -f {RBAC_MANIFEST})"
+            )
         return text
 
     def pods(self, error: type[GamedayError] = ProbeError, selector: str | None = None) -> list[InstancePod]:
         """Pods of the Cluster (``cnpg.io/cluster=<name>``), or those ``selector`` picks."""
         label_selector = selector or f"{CLUSTER_LABEL}={self.name}"
         timeout = self.api.request_timeout
-        answer = self.api.call(error, f"list pods in {self.namespace} ({label_selector})", lambda api: client
-                               .CoreV1Api(api).list_namespaced_pod(self.namespace, label_selector=label_selector,
-                                                                   _request_timeout=timeout))
+        answer = self.api.call(
+            error,
+            f"list pods in {self.namespace} ({label_selector})",
+            lambda api: client.CoreV1Api(api).list_namespaced_pod(
+                self.namespace, label_selector=label_selector, _request_timeout=timeout
+            ),
+        )
         return [instance_pod(p) for p in answer.items or []]
 
     def pod(self, name: str, error: type[GamedayError] = TargetError) -> InstancePod | None:
         """One pod by name, None when it does not exist."""
         timeout = self.api.request_timeout
         try:
-            answer = self.api.call(error, f"get pod {name}", lambda api: client.CoreV1Api(api)
-                                   .read_namespaced_pod(name, self.namespace, _request_timeout=timeout))
+            answer = self.api.call(
+                error,
+                f"get pod {name}",
+                lambda api: client.CoreV1Api(api).read_namespaced_pod(
+                    name, self.namespace, _request_timeout=timeout
+                ),
+            )
         except GamedayError as exc:
             if status_of(exc) == 404:
                 return None
             raise
         return instance_pod(answer)
 
-    def promote(self, instance: str, *, error: type[GamedayError] = HealFailed,
-                attempts: int = PROMOTE_ATTEMPTS) -> ClusterView:
+    def promote(
+        self, instance: str, *, error: type[GamedayError] = HealFailed, attempts: int = PROMOTE_ATTEMPTS
+    ) -> ClusterView:
         """What ``kubectl cnpg promote <cluster> <instance>`` does: a merge patch of the status subresource
         (``targetPrimary``, its timestamp, ``phase: Switchover in progress``, ``phaseReason``) carrying
         the ``resourceVersion`` read, so that the API server refuses it (409) when the operator changed
@@ -391,11 +436,17 @@ class CnpgCluster:
             now = utcnow().isoformat(timespec="microseconds").replace("+00:00", "Z")
             patch = {
                 "metadata": {"resourceVersion": (obj.get("metadata") or {}).get("resourceVersion")},
-                "status": {"targetPrimary": instance, "targetPrimaryTimestamp": now, "phase": PHASE_SWITCHOVER,
-                           "phaseReason": f"Switching over to {instance}"},
+                "status": {
+                    "targetPrimary": instance,
+                    "targetPrimaryTimestamp": now,
+                    "phase": PHASE_SWITCHOVER,
+                    "phaseReason": f"Switching over to {instance}",
+                },
             }
             try:
-                answer = self._patch_status(patch, error, f"patch {self.describe()} status (targetPrimary {instance})")
+                answer = self._patch_status(
+                    patch, error, f"patch {self.describe()} status (targetPrimary {instance})"
+                )
             except GamedayError as exc:
                 if status_of(exc) == 409 and attempt < attempts:
                     continue
@@ -404,11 +455,23 @@ class CnpgCluster:
         raise translate(error, f"{self.describe()}: promotion of {instance} conflicted {attempts} times")
 
     def _patch_status(self, patch: dict[str, Any], error: type[GamedayError], what: str) -> Any:
-        """A JSON merge patch of the status subresource; not retried after a 5xx (it may have been applied)."""
+        """A JSON merge patch of the status subresource; not retried after a 5xx (it may have applied)."""
         timeout = self.api.request_timeout
-        return self.api.call(error, what, lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-            GROUP, VERSION, self.namespace, CLUSTERS, self.name, patch, _request_timeout=timeout,
-            _content_type="application/merge-patch+json"), idempotent=False)
+        return self.api.call(
+            error,
+            what,
+            lambda api: client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                self.namespace,
+                CLUSTERS,
+                self.name,
+                patch,
+                _request_timeout=timeout,
+                _content_type="application/merge-patch+json",
+            ),
+            idempotent=False,
+        )
 
 
 # ------------------------------------------------------------------ Prometheus
@@ -438,7 +501,9 @@ def read_instance_metrics(probe: PrometheusProbe, selector: str) -> dict[str, In
         if pod:
             values.setdefault(pod, {})[series["metric"]["__name__"]] = float(series["value"][1])
     scraped: dict[str, datetime] = {}
-    for series in probe.query(f"max by ({INSTANCE_LABEL}) (timestamp(cnpg_pg_replication_in_recovery{{{selector}}}))"):
+    for series in probe.query(
+        f"max by ({INSTANCE_LABEL}) (timestamp(cnpg_pg_replication_in_recovery{{{selector}}}))"
+    ):
         pod = (series.get("metric") or {}).get(INSTANCE_LABEL)
         if pod:
             scraped[pod] = datetime.fromtimestamp(float(series["value"][1]), timezone.utc)
@@ -447,7 +512,8 @@ def read_instance_metrics(probe: PrometheusProbe, selector: str) -> dict[str, In
         metric = series.get("metric") or {}
         if metric.get(INSTANCE_LABEL):
             standbys.setdefault(metric[INSTANCE_LABEL], {})[str(metric.get("application_name", ""))] = float(
-                series["value"][1])
+                series["value"][1]
+            )
     return {
         pod: InstanceMetrics(
             pod=pod,
@@ -474,23 +540,36 @@ def _current(metrics: InstanceMetrics, pods: Mapping[str, InstancePod]) -> bool:
     return metrics.scraped_at >= pod.created
 
 
-def cluster_state(view: ClusterView, pods: Sequence[InstancePod], metrics: Mapping[str, InstanceMetrics]
-                  ) -> ClusterState:
+def cluster_state(
+    view: ClusterView, pods: Sequence[InstancePod], metrics: Mapping[str, InstanceMetrics]
+) -> ClusterState:
     """The cluster as ``Database.state`` reports it (pure: the Cluster, its pods, the metrics)."""
     by_name = {p.name: p for p in pods}
     live = {name: m for name, m in metrics.items() if _current(m, by_name)}
     writable = tuple(sorted(name for name, m in live.items() if m.in_recovery == 0))
     primary_pod = by_name.get(view.current_primary or "")
-    primary = (view.current_primary if view.current_primary and not view.changing_primary
-               and primary_pod is not None and not primary_pod.deleting else None)
+    primary = (
+        view.current_primary
+        if view.current_primary
+        and not view.changing_primary
+        and primary_pod is not None
+        and not primary_pod.deleting
+        else None
+    )
     leader = live.get(primary or "") or (live.get(writable[0]) if len(writable) == 1 else None)
     listed = set(leader.standbys) if leader is not None and leader.standbys else None
-    streaming = tuple(sorted(
-        name for name, m in live.items()
-        if m.in_recovery == 1 and m.wal_receiver_up == 1 and (listed is None or name in listed)))
+    streaming = tuple(
+        sorted(
+            name
+            for name, m in live.items()
+            if m.in_recovery == 1 and m.wal_receiver_up == 1 and (listed is None or name in listed)
+        )
+    )
     lag_bytes = max(leader.standbys.values()) if leader is not None and leader.standbys else None
     lags = [m.lag_seconds for n, m in live.items() if n in streaming and m.lag_seconds is not None]
-    detail = view.describe() + (f"; replication lag {max(lags):g} s (cnpg_pg_replication_lag)" if lags else "")
+    detail = view.describe() + (
+        f"; replication lag {max(lags):g} s (cnpg_pg_replication_lag)" if lags else ""
+    )
     return ClusterState(primary, writable, streaming, view.timeline, lag_bytes, (), detail)
 
 
@@ -501,14 +580,16 @@ class CnpgDatabase:
     """The events database on CloudNativePG, read through the API server and Prometheus, written through
     the ``-rw`` Service (the DSN ``events_dsn_env`` names, never logged)."""
 
-    def __init__(self, cluster: CnpgCluster, settings: CnpgSettings, prometheus: PrometheusProbe | None = None
-                 ) -> None:
+    def __init__(
+        self, cluster: CnpgCluster, settings: CnpgSettings, prometheus: PrometheusProbe | None = None
+    ) -> None:
         self.cluster = cluster
         self.settings = settings
         self.prometheus = prometheus
         sync = "the operator's failover"
-        self.description = (f"CloudNativePG Cluster {settings.namespace}/{settings.cluster} ({sync}) behind its "
-                            "-rw Service")
+        self.description = (
+            f"CloudNativePG Cluster {settings.namespace}/{settings.cluster} ({sync}) behind its -rw Service"
+        )
         self._lock = threading.Lock()  # the sampler's thread and a phase may both ask
 
     # -- readings
@@ -516,11 +597,14 @@ class CnpgDatabase:
         """The cluster's instances in Prometheus; ``ProbeError`` when it cannot be read or holds none
         (the replica and split-brain readings would be blind)."""
         if self.prometheus is None:
-            raise ProbeError("database", "no prometheus_url: the replicas' state (cnpg_* metrics) cannot be read")
+            raise ProbeError(
+                "database", "no prometheus_url: the replicas' state (cnpg_* metrics) cannot be read"
+            )
         found = read_instance_metrics(self.prometheus, self.settings.selector)
         if not found:
-            raise ProbeError("database", f"Prometheus has no cnpg_pg_replication_* series for "
-                                         f"{{{self.settings.selector}}}")
+            raise ProbeError(
+                "database", f"Prometheus has no cnpg_pg_replication_* series for {{{self.settings.selector}}}"
+            )
         return found
 
     def state(self) -> ClusterState:
@@ -541,8 +625,11 @@ class CnpgDatabase:
         timeout = self.settings.write_timeout_seconds
         notices: list[str] = []
         try:
-            with psycopg.connect(dsn, connect_timeout=max(2, int(timeout)),
-                                 options=f"-c statement_timeout={int(timeout * 1000)}") as conn:
+            with psycopg.connect(
+                dsn,
+                connect_timeout=max(2, int(timeout)),
+                options=f"-c statement_timeout={int(timeout * 1000)}",
+            ) as conn:
                 conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
                 with cancel_after(conn, timeout):
                     conn.execute("SELECT pg_current_xact_id()")
@@ -550,7 +637,10 @@ class CnpgDatabase:
         except psycopg.Error as exc:
             return False, self._safe(exc, dsn)
         if any(SYNC_WAIT_CANCELLED in n for n in notices):
-            return False, "the commit waited for a synchronous standby until cancelled (committed locally only)"
+            return (
+                False,
+                "the commit waited for a synchronous standby until cancelled (committed locally only)",
+            )
         return True, ""
 
     @staticmethod
@@ -567,21 +657,43 @@ class CnpgDatabase:
         except ProbeError as exc:
             return [Check(f"{self.cluster.describe()} readable", False, exc.reason)]
         checks.append(Check(f"{self.cluster.describe()} readable", True, view.describe(), fatal=False))
-        healthy = (view.phase == PHASE_HEALTHY and not view.changing_primary and view.instances >= 2
-                   and view.ready_instances == view.instances)
-        checks.append(Check("one primary, every instance ready (cluster healthy)", healthy,
-                            view.describe() + ("" if view.instances >= 2 else "; a failover needs a replica")))
+        healthy = (
+            view.phase == PHASE_HEALTHY
+            and not view.changing_primary
+            and view.instances >= 2
+            and view.ready_instances == view.instances
+        )
+        checks.append(
+            Check(
+                "one primary, every instance ready (cluster healthy)",
+                healthy,
+                view.describe() + ("" if view.instances >= 2 else "; a failover needs a replica"),
+            )
+        )
         sync = view.synchronous_replicas
-        checks.append(Check(
-            "synchronous replication configured" if sync else "replication is asynchronous (noted: confirmed writes "
-            "may be lost)", True, f"{sync} synchronous standby(s) required" if sync else
-            "spec.postgresql.synchronous not set", fatal=False))
+        checks.append(
+            Check(
+                "synchronous replication configured"
+                if sync
+                else "replication is asynchronous (noted: confirmed writes may be lost)",
+                True,
+                f"{sync} synchronous standby(s) required" if sync else "spec.postgresql.synchronous not set",
+                fatal=False,
+            )
+        )
         checks += self._metrics_checks(view)
         dsn_set = bool(os.environ.get(s.events_dsn_env))
-        checks.append(Check(f"${s.events_dsn_env} set (the -rw Service's DSN)", dsn_set,
-                            "set" if dsn_set else f"export {s.events_dsn_env}='postgresql://USER:...@{s.cluster}-rw."
-                            f"{s.namespace}:5432/DB' (never archived): without it the failover cannot be measured "
-                            "by writing"))
+        checks.append(
+            Check(
+                f"${s.events_dsn_env} set (the -rw Service's DSN)",
+                dsn_set,
+                "set"
+                if dsn_set
+                else f"export {s.events_dsn_env}='postgresql://USER:...@{s.cluster}-rw."
+                f"{s.namespace}:5432/DB' (never archived): without it the failover cannot be measured "
+                "by writing",
+            )
+        )
         if dsn_set:
             ok, why = self.write()
             checks.append(Check("a write through the -rw Service is acknowledged", ok, why or "committed"))
@@ -594,22 +706,49 @@ class CnpgDatabase:
             metrics = self.instance_metrics()
             pods = self.cluster.pods(ProbeError)
         except ProbeError as exc:
-            return [Check(name, False, f"{exc.reason}: the replica, lag and split-brain readings would be blind; "
-                                       "enable the Cluster's PodMonitor (spec.monitoring.enablePodMonitor: true) or set "
-                                       f"prometheus_selectors: {{{s.cluster}: '<matchers>'}}")]
+            return [
+                Check(
+                    name,
+                    False,
+                    f"{exc.reason}: the replica, lag and split-brain readings would be blind; "
+                    "enable the Cluster's PodMonitor (spec.monitoring.enablePodMonitor: true) or set "
+                    f"prometheus_selectors: {{{s.cluster}: '<matchers>'}}",
+                )
+            ]
         state = cluster_state(view, pods, metrics)
         missing = sorted(set(view.instance_names) - set(metrics))
-        checks = [Check(name, not missing, f"instances {', '.join(sorted(metrics))} in {{{s.selector}}}"
-                        + (f"; missing: {', '.join(missing)}" if missing else ""))]
-        checks.append(Check("exactly one instance accepts writes (cnpg_pg_replication_in_recovery == 0)",
-                            list(state.writable) == [view.current_primary],
-                            f"not in recovery: {list(state.writable)}; currentPrimary {view.current_primary}"))
+        checks = [
+            Check(
+                name,
+                not missing,
+                f"instances {', '.join(sorted(metrics))} in {{{s.selector}}}"
+                + (f"; missing: {', '.join(missing)}" if missing else ""),
+            )
+        ]
+        checks.append(
+            Check(
+                "exactly one instance accepts writes (cnpg_pg_replication_in_recovery == 0)",
+                list(state.writable) == [view.current_primary],
+                f"not in recovery: {list(state.writable)}; currentPrimary {view.current_primary}",
+            )
+        )
         replicas = [n for n in view.instance_names if n != view.current_primary]
-        checks.append(Check("every replica streaming", bool(replicas) and all(r in state.streaming for r in replicas),
-                            f"streaming: {list(state.streaming)} of {replicas}"))
+        checks.append(
+            Check(
+                "every replica streaming",
+                bool(replicas) and all(r in state.streaming for r in replicas),
+                f"streaming: {list(state.streaming)} of {replicas}",
+            )
+        )
         lags = [m.lag_seconds for n, m in metrics.items() if n in replicas and m.lag_seconds is not None]
-        checks.append(Check("replication lag under 1 s", bool(lags) and max(lags) < 1.0,
-                            f"cnpg_pg_replication_lag {max(lags):g} s" if lags else "no lag reading", fatal=False))
+        checks.append(
+            Check(
+                "replication lag under 1 s",
+                bool(lags) and max(lags) < 1.0,
+                f"cnpg_pg_replication_lag {max(lags):g} s" if lags else "no lag reading",
+                fatal=False,
+            )
+        )
         return checks
 
     def close(self) -> None:
@@ -631,10 +770,13 @@ class CnpgPrimaryKill:
         self.cluster = database.cluster
         self.template = chaos.load_pod_chaos_template(settings.manifest_path)
         self.chaos_name = chaos.chaos_name(settings.run_id, NAME_PREFIX)
-        self.experiment = ChaosExperiment(self.api, POD_CHAOS, settings.namespace, self.chaos_name,
-                                          settings.poll_interval_seconds)
-        self.description = (f"the CloudNativePG primary of {settings.cluster} killed (Chaos Mesh PodChaos pod-kill "
-                            f"of the pod labelled {chaos.label_selector_string(settings.primary_selector)})")
+        self.experiment = ChaosExperiment(
+            self.api, POD_CHAOS, settings.namespace, self.chaos_name, settings.poll_interval_seconds
+        )
+        self.description = (
+            f"the CloudNativePG primary of {settings.cluster} killed (Chaos Mesh PodChaos pod-kill "
+            f"of the pod labelled {chaos.label_selector_string(settings.primary_selector)})"
+        )
         self.killed: str | None = None
         self.killed_uid: str | None = None
         self.killed_at: datetime | None = None
@@ -648,11 +790,21 @@ class CnpgPrimaryKill:
         s = self.settings
         spec = self.template.get("spec") or {}
         if spec.get("action", "pod-kill") != "pod-kill" or spec.get("mode", "one") != "one":
-            raise InvalidParameters({"chaos_manifest": f"{s.manifest_path}: GAMEDAY-002 kills one primary: action "
-                                                       f"must be pod-kill and mode one, got {spec.get('action')} / "
-                                                       f"{spec.get('mode')}"})
-        body = chaos.build_pod_chaos(namespace=s.namespace, run_id=s.run_id, selector=s.primary_selector,
-                                     name_prefix=NAME_PREFIX, gameday_id=s.gameday_id, template=self.template)
+            raise InvalidParameters(
+                {
+                    "chaos_manifest": f"{s.manifest_path}: GAMEDAY-002 kills one primary: action "
+                    f"must be pod-kill and mode one, got {spec.get('action')} / "
+                    f"{spec.get('mode')}"
+                }
+            )
+        body = chaos.build_pod_chaos(
+            namespace=s.namespace,
+            run_id=s.run_id,
+            selector=s.primary_selector,
+            name_prefix=NAME_PREFIX,
+            gameday_id=s.gameday_id,
+            template=self.template,
+        )
         chaos.validate_pod_chaos(body)
         return body
 
@@ -677,11 +829,18 @@ class CnpgPrimaryKill:
         try:
             view = self.cluster.read(TargetError)
         except TargetError as exc:
-            return [Check(name, True, victim.name, fatal=False),
-                    Check("the pod is the Cluster's current primary", False, str(exc))]
-        return [Check(name, True, f"{victim.name} ({victim.state()})", fatal=False),
-                Check("the pod is the Cluster's current primary", victim.name == view.current_primary,
-                      f"pod {victim.name}; status.currentPrimary {view.current_primary}")]
+            return [
+                Check(name, True, victim.name, fatal=False),
+                Check("the pod is the Cluster's current primary", False, str(exc)),
+            ]
+        return [
+            Check(name, True, f"{victim.name} ({victim.state()})", fatal=False),
+            Check(
+                "the pod is the Cluster's current primary",
+                victim.name == view.current_primary,
+                f"pod {victim.name}; status.currentPrimary {view.current_primary}",
+            ),
+        ]
 
     def _victim(self, error: type[GamedayError]) -> InstancePod:
         """The one pod the selector picks, Running and Ready; ``error`` saying what was found otherwise."""
@@ -692,12 +851,20 @@ class CnpgPrimaryKill:
             return serving[0]
         seen = ", ".join(f"{p.name} ({p.state()})" for p in pods) or "none"
         if not pods:
-            raise translate(error, f"no pod in {self.settings.namespace} matches {selector}: is the Cluster named "
-                                   f"{self.settings.cluster} (cnpg_cluster, primary_selector)?")
+            raise translate(
+                error,
+                f"no pod in {self.settings.namespace} matches {selector}: is the Cluster named "
+                f"{self.settings.cluster} (cnpg_cluster, primary_selector)?",
+            )
         if not serving:
-            raise translate(error, f"the primary's pod is not serving: {seen}; wait until the Cluster is healthy")
-        raise translate(error, f"{len(pods)} pods match {selector}: {seen}; a pod kill in mode one would pick one "
-                               "at random: the primary must be the only one")
+            raise translate(
+                error, f"the primary's pod is not serving: {seen}; wait until the Cluster is healthy"
+            )
+        raise translate(
+            error,
+            f"{len(pods)} pods match {selector}: {seen}; a pod kill in mode one would pick one "
+            "at random: the primary must be the only one",
+        )
 
     def _check_other_kills(self) -> list[Check]:
         ns = self.settings.namespace
@@ -705,17 +872,34 @@ class CnpgPrimaryKill:
             items = self.experiment.list_objects(TargetError, f"{chaos.MANAGED_BY_LABEL}={chaos.MANAGED_BY}")
         except TargetError as exc:
             if status_of(exc) == 404:
-                return [Check("chaos mesh PodChaos served", False, f"the PodChaos CRD (podchaos.chaos-mesh.org) is not "
-                                                                   f"installed: install Chaos Mesh ({exc})")]
+                return [
+                    Check(
+                        "chaos mesh PodChaos served",
+                        False,
+                        f"the PodChaos CRD (podchaos.chaos-mesh.org) is not "
+                        f"installed: install Chaos Mesh ({exc})",
+                    )
+                ]
             return [Check("no other gameday in progress", False, f"cannot list PodChaos: {exc}")]
         others = [o["metadata"]["name"] for o in items if o["metadata"]["name"] != self.chaos_name]
-        checks = [Check("no other gameday in progress", not others,
-                        "no other gameday PodChaos" if not others else
-                        f"gameday PodChaos in {ns}: {', '.join(others)}; if its gameday is over, kubectl delete "
-                        f"podchaos -n {ns} {others[0]}")]
+        checks = [
+            Check(
+                "no other gameday in progress",
+                not others,
+                "no other gameday PodChaos"
+                if not others
+                else f"gameday PodChaos in {ns}: {', '.join(others)}; if its gameday is over, kubectl delete "
+                f"podchaos -n {ns} {others[0]}",
+            )
+        ]
         if any(o["metadata"]["name"] == self.chaos_name for o in items) and not self.experiment.created:
-            checks.append(Check("chaos name free", False, f"a PodChaos named {self.chaos_name} already exists: run id "
-                                                          "reused? use a new run_id"))
+            checks.append(
+                Check(
+                    "chaos name free",
+                    False,
+                    f"a PodChaos named {self.chaos_name} already exists: run id reused? use a new run_id",
+                )
+            )
         return checks
 
     def _check_server_dry_run(self) -> Check:
@@ -725,8 +909,12 @@ class CnpgPrimaryKill:
         except TargetError as exc:
             return Check(name, False, str(exc))
         spec = self.body["spec"]
-        return Check(name, True, f"PodChaos {self.chaos_name}: action {spec['action']}, mode {spec['mode']}, "
-                                 f"selector {chaos.label_selector_string(self.settings.primary_selector)}")
+        return Check(
+            name,
+            True,
+            f"PodChaos {self.chaos_name}: action {spec['action']}, mode {spec['mode']}, "
+            f"selector {chaos.label_selector_string(self.settings.primary_selector)}",
+        )
 
     # -- inject
     def inject(self, *, deadline_seconds: float) -> datetime:
@@ -743,8 +931,10 @@ class CnpgPrimaryKill:
         except InjectionFailed as exc:
             if status_of(exc) == 409:
                 self._foreign = True
-                raise InjectionFailed(f"a PodChaos named {self.chaos_name} already exists in {s.namespace} (another "
-                                      f"run with this run_id?); it was left untouched: {exc}") from exc
+                raise InjectionFailed(
+                    f"a PodChaos named {self.chaos_name} already exists in {s.namespace} (another "
+                    f"run with this run_id?); it was left untouched: {exc}"
+                ) from exc
             raise
         wait = min(s.inject_timeout_seconds, max(5.0, deadline_seconds))
         try:
@@ -773,8 +963,9 @@ class CnpgPrimaryKill:
                 if pod is None or pod.deleting or (uid is not None and pod.uid != uid):
                     return utcnow(), name
             if time.monotonic() >= deadline:
-                raise InjectionFailed(f"{victim.name} not killed within {timeout:g}s: "
-                                      f"{self.experiment.diagnose(obj)}")
+                raise InjectionFailed(
+                    f"{victim.name} not killed within {timeout:g}s: {self.experiment.diagnose(obj)}"
+                )
             time.sleep(self.settings.poll_interval_seconds)
 
     # -- heal
@@ -814,9 +1005,11 @@ class CnpgPrimaryKill:
                 return utcnow()
             if time.monotonic() >= deadline:
                 ns, cluster = self.settings.namespace, self.settings.cluster
-                raise HealFailed(f"{name} not back and Running within {timeout:g}s of the kill: {last}; the "
-                                 f"operator recreates it: kubectl get pods -n {ns} -l {CLUSTER_LABEL}={cluster} -L "
-                                 f"{ROLE_LABEL}; kubectl cnpg status {cluster} -n {ns}")
+                raise HealFailed(
+                    f"{name} not back and Running within {timeout:g}s of the kill: {last}; the "
+                    f"operator recreates it: kubectl get pods -n {ns} -l {CLUSTER_LABEL}={cluster} -L "
+                    f"{ROLE_LABEL}; kubectl cnpg status {cluster} -n {ns}"
+                )
             time.sleep(max(self.settings.poll_interval_seconds, 0.5))
 
     def status(self) -> FaultStatus:
@@ -824,8 +1017,9 @@ class CnpgPrimaryKill:
         if self.killed is None:
             return FaultStatus(active=False, detail="nothing killed by this run")
         if self.back_at is None:
-            return FaultStatus(active=True, detail=f"{self.killed} killed at {self.killed_at} (PodChaos "
-                                                   f"{self.chaos_name})")
+            return FaultStatus(
+                active=True, detail=f"{self.killed} killed at {self.killed_at} (PodChaos {self.chaos_name})"
+            )
         return FaultStatus(active=False, detail=f"{self.killed} back and Running at {self.back_at}")
 
     def chaos_events(self) -> list[str]:
@@ -844,8 +1038,10 @@ class CnpgPrimaryKill:
             raise HealFailed(f"manual promotion impossible: {exc}") from exc
         candidates = [p.name for p in pods if p.serving and p.name != self.killed and p.role != "primary"]
         if not candidates:
-            raise HealFailed(f"no Ready replica to promote in {self.cluster.describe()}: "
-                             + ", ".join(f"{p.name} ({p.state()})" for p in pods))
+            raise HealFailed(
+                f"no Ready replica to promote in {self.cluster.describe()}: "
+                + ", ".join(f"{p.name} ({p.state()})" for p in pods)
+            )
         try:
             lags = {n: m.lag_seconds for n, m in self.database.instance_metrics().items()}
         except ProbeError:
@@ -864,8 +1060,10 @@ class CnpgPrimaryKill:
                 return chosen, utcnow()
             last = why or f"currentPrimary is {current}"
             if time.monotonic() >= deadline:
-                raise HealFailed(f"{chosen} promoted (targetPrimary) but not writable within {timeout:g}s: {last}; "
-                                 f"kubectl cnpg status {self.settings.cluster} -n {self.settings.namespace}")
+                raise HealFailed(
+                    f"{chosen} promoted (targetPrimary) but not writable within {timeout:g}s: {last}; "
+                    f"kubectl cnpg status {self.settings.cluster} -n {self.settings.namespace}"
+                )
             time.sleep(0.5)
 
     def since_kill(self) -> float | None:

@@ -47,26 +47,37 @@ class ClusterPrometheus:
 
     def scrape_cnpg(self, network: PodNetwork, namespace: str, cluster: str, pods: Sequence[str]) -> None:
         """The Cluster's PodMonitor: one target per instance pod."""
-        self.jobs.append({
-            "job_name": f"{namespace}/{cluster}",
-            "static_configs": [
-                {"targets": [network.address],
-                 "labels": {"namespace": namespace, "pod": pod, "container": "postgres", "endpoint": "metrics",
-                            "__metrics_path__": network.path(namespace, pod)}}
-                for pod in pods
-            ],
-        })
+        self.jobs.append(
+            {
+                "job_name": f"{namespace}/{cluster}",
+                "static_configs": [
+                    {
+                        "targets": [network.address],
+                        "labels": {
+                            "namespace": namespace,
+                            "pod": pod,
+                            "container": "postgres",
+                            "endpoint": "metrics",
+                            "__metrics_path__": network.path(namespace, pod),
+                        },
+                    }
+                    for pod in pods
+                ],
+            }
+        )
 
     def federate(self, prometheus_url: str, namespace: str, jobs: Sequence[str]) -> None:
         """The lab's series (the services, JetStream) with ``namespace`` added."""
         where = urlsplit(prometheus_url)
-        self.jobs.append({
-            "job_name": "federate-lab",
-            "honor_labels": True,
-            "metrics_path": "/federate",
-            "params": {"match[]": ['{job=~"' + "|".join(jobs) + '"}']},
-            "static_configs": [{"targets": [where.netloc], "labels": {"namespace": namespace}}],
-        })
+        self.jobs.append(
+            {
+                "job_name": "federate-lab",
+                "honor_labels": True,
+                "metrics_path": "/federate",
+                "params": {"match[]": ['{job=~"' + "|".join(jobs) + '"}']},
+                "static_configs": [{"targets": [where.netloc], "labels": {"namespace": namespace}}],
+            }
+        )
 
     def with_lab_rules(self) -> None:
         """Every gameday's alert rules, with the lab's short ``for:``."""
@@ -77,8 +88,11 @@ class ClusterPrometheus:
     def start(self, timeout: float = 30.0) -> ClusterPrometheus:
         self.directory.mkdir(parents=True, exist_ok=True)
         config = {
-            "global": {"scrape_interval": self.scrape_interval, "scrape_timeout": self.scrape_interval,
-                       "evaluation_interval": self.scrape_interval},
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "scrape_timeout": self.scrape_interval,
+                "evaluation_interval": self.scrape_interval,
+            },
             "rule_files": self.rule_files,
             "scrape_configs": self.jobs,
         }
@@ -86,9 +100,15 @@ class ClusterPrometheus:
         path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         log = open(self.directory / "prometheus.log", "wb")  # noqa: SIM115 - the process keeps it
         self._proc = subprocess.Popen(
-            [self.binary, f"--config.file={path}", f"--storage.tsdb.path={self.directory / 'data'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                self.binary,
+                f"--config.file={path}",
+                f"--storage.tsdb.path={self.directory / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--log.level=warn",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -101,7 +121,9 @@ class ClusterPrometheus:
                 pass
             if self._proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"prometheus not ready: {(self.directory / 'prometheus.log').read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"prometheus not ready: {(self.directory / 'prometheus.log').read_text()[-2000:]}"
+                )
             time.sleep(0.1)
 
     def stop(self) -> None:

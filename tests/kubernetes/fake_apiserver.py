@@ -110,6 +110,10 @@ def _rfc3339(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _rfc3339_micro(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 def jwt_token(expires_at: float, subject: str = "system:serviceaccount:teei-prod:gameday") -> str:
     """A token shaped like a service-account JWT (unsigned) with an ``exp`` claim."""
 
@@ -206,12 +210,7 @@ class FakePod:
                     "image": f"example.org/{c}:1",
                     "imageID": f"example.org/{c}@sha256:" + "0" * 64,
                     "started": self.phase == "Running",
-                    "state": (
-                        {"waiting": {"reason": self.waiting_reason, "message": "back-off restarting failed container"}}
-                        if self.waiting_reason and c == self.main_container
-                        else terminated or ({"waiting": {"reason": "ContainerCreating"}} if self.phase == "Pending"
-                                            else {"running": {"startedAt": "2026-01-01T00:00:05Z"}})
-                    ),
+                    "state": self._container_state(c, terminated),
                 }
                 for c in self.containers
             ],
@@ -229,6 +228,16 @@ class FakePod:
             },
             "status": status,
         }
+
+    def _container_state(self, container: str, terminated: dict[str, Any]) -> dict[str, Any]:
+        if self.waiting_reason and container == self.main_container:
+            message = "back-off restarting failed container"
+            return {"waiting": {"reason": self.waiting_reason, "message": message}}
+        if terminated:
+            return terminated
+        if self.phase == "Pending":
+            return {"waiting": {"reason": "ContainerCreating"}}
+        return {"running": {"startedAt": "2026-01-01T00:00:05Z"}}
 
     def log_text(self, container: str, *, previous: bool = False, tail_lines: int | None = None) -> str:
         if previous:
@@ -730,7 +739,9 @@ class FakeApiServer:
             item = self._chaos[(plural, namespace, name)]
             item.body["metadata"].setdefault("annotations", {})[PAUSE_ANNOTATION] = "true"
 
-    def put_chaos(self, body: Mapping[str, Any], *, injected: bool = True, plural: str = "networkchaos") -> None:
+    def put_chaos(
+        self, body: Mapping[str, Any], *, injected: bool = True, plural: str = "networkchaos"
+    ) -> None:
         """Seed an existing chaos object (another run's), as the controller would have left it."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         with self._lock:
@@ -1071,8 +1082,12 @@ class FakeApiServer:
         ``instances`` in order; each pod's metrics are served on ``network`` while it runs."""
         namespace = namespace or NAMESPACE
         pod_of = {node: f"{name}-{i}" for i, node in enumerate(instances.nodes, 1)}
-        spec: dict[str, Any] = {"instances": len(pod_of), "imageName": "ghcr.io/cloudnative-pg/postgresql:16.2",
-                                "monitoring": {"enablePodMonitor": True}, "storage": {"size": "1Gi"}}
+        spec: dict[str, Any] = {
+            "instances": len(pod_of),
+            "imageName": "ghcr.io/cloudnative-pg/postgresql:16.2",
+            "monitoring": {"enablePodMonitor": True},
+            "storage": {"size": "1Gi"},
+        }
         if synchronous:
             spec["postgresql"] = {"synchronous": {"method": "any", "number": synchronous}}
         body = {
@@ -1081,8 +1096,11 @@ class FakeApiServer:
             "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "generation": 1,
                          "creationTimestamp": _rfc3339(_now())},
             "spec": spec,
-            "status": {"instances": len(pod_of), "instanceNames": sorted(pod_of.values()), "latestGeneratedNode":
-                       len(pod_of)},
+            "status": {
+                "instances": len(pod_of),
+                "instanceNames": sorted(pod_of.values()),
+                "latestGeneratedNode": len(pod_of),
+            },
         }
         cluster = FakeCnpgCluster(name, namespace, instances, pod_of, body, recreate_delay, start_delay)
         states = instances.states()
@@ -1092,7 +1110,8 @@ class FakeApiServer:
                 self.pods.append(self._cnpg_pod(cluster, pod, "primary" if node == primary else "replica"))
                 if network is not None:
                     network.register(namespace, pod, self._cnpg_metrics(cluster, pod))
-            body["status"].update(currentPrimary=pod_of.get(primary or ""), targetPrimary=pod_of.get(primary or ""))
+            first = pod_of.get(primary or "")
+            body["status"].update(currentPrimary=first, targetPrimary=first)
             self._cnpg[(namespace, name)] = cluster
         self._reconcile_cnpg(cluster)
         return cluster
@@ -1111,7 +1130,9 @@ class FakeApiServer:
     def _cnpg_metrics(self, cluster: FakeCnpgCluster, pod: str) -> Callable[[], str | None]:
         def provider() -> str | None:
             with self._lock:
-                found = next((p for p in self.pods if p.namespace == cluster.namespace and p.name == pod), None)
+                found = next(
+                    (p for p in self.pods if p.namespace == cluster.namespace and p.name == pod), None
+                )
                 running = found is not None and found.phase == "Running" and not found.deleting
             if not running:
                 return None  # no pod, no instance manager: the scrape fails
@@ -1144,7 +1165,9 @@ class FakeApiServer:
         to_start: list[str] = []
         with self._lock:
             cluster.states = states
-            pods = {p.name: p for p in self.pods if p.namespace == cluster.namespace and p.name in cluster.node_of}
+            pods = {
+                p.name: p for p in self.pods if p.namespace == cluster.namespace and p.name in cluster.node_of
+            }
             for pod, killed_at in list(cluster.killed.items()):
                 if now >= killed_at + cluster.recreate_delay:
                     del cluster.killed[pod]
@@ -1180,7 +1203,7 @@ class FakeApiServer:
         if leader is not None and leader != current and cluster.switchover is None:
             # the new primary's instance manager promoted it and reports it: it is the current primary
             current = target = leader
-            status["currentPrimaryTimestamp"] = _now().isoformat(timespec="microseconds").replace("+00:00", "Z")
+            status["currentPrimaryTimestamp"] = _rfc3339_micro(_now())
         current_pod = pods.get(current or "")
         reason = ""
         if cluster.switchover is not None:
@@ -1204,8 +1227,11 @@ class FakeApiServer:
             pod.ready = pod.phase == "Running" and state.role != "down"
             for key, value in cluster.pinned.get(name, {}).items():
                 setattr(pod, key, copy.deepcopy(value))
-        ready = sorted(p for p, pod in pods.items() if pod.ready and pod.phase == "Running" and not pod.deleting
-                       and not pod.waiting_reason)
+        ready = sorted(
+            p
+            for p, pod in pods.items()
+            if pod.ready and pod.phase == "Running" and not pod.deleting and not pod.waiting_reason
+        )
         leader_state = states.get(cluster.node_of.get(leader or "", ""))
         status.update(
             currentPrimary=current,
@@ -1240,11 +1266,14 @@ class FakeApiServer:
         elif method == "PATCH" and sub == "status":
             self.authorize("patch", g, r, sub, ns, name)
         else:
-            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
         with self._lock:
             cluster = self._cnpg.get((ns, name))
             if cluster is None:
-                raise ApiError(404, "NotFound", f'{r}.{g} "{name}" not found', {"name": name, "group": g, "kind": r})
+                details = {"name": name, "group": g, "kind": r}
+                raise ApiError(404, "NotFound", f'{r}.{g} "{name}" not found', details)
             if method == "GET":
                 return 200, self._cnpg_object(cluster), "application/json"
             if not isinstance(body, dict):
@@ -1254,9 +1283,13 @@ class FakeApiServer:
                 cluster.resource_version += 1  # the operator wrote the status meanwhile
             wanted = (body.get("metadata") or {}).get("resourceVersion")
             if wanted is not None and str(wanted) != str(cluster.resource_version):
-                raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {r}.{g} "{name}": the object has '
-                                                "been modified; please apply your changes to the latest version and "
-                                                "try again", {"name": name, "group": g, "kind": r})
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {r}.{g} "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
+                    {"name": name, "group": g, "kind": r},
+                )
             cluster.status_patches.append(copy.deepcopy(body))
             _merge_patch(cluster.body["status"], body.get("status") or {})
             cluster.resource_version += 1

@@ -108,8 +108,8 @@ def render_metrics(
     if standbys:
         lines.append("# TYPE cnpg_pg_stat_replication_replay_diff_bytes gauge")
         lines += [
-            f'cnpg_pg_stat_replication_replay_diff_bytes{{usename="streaming_replica",application_name="{pod}",'
-            f'client_addr="10.0.0.{i + 10}",client_port="5432"}} {lag}'
+            "cnpg_pg_stat_replication_replay_diff_bytes{usename=\"streaming_replica\","
+            f'application_name="{pod}",client_addr="10.0.0.{i + 10}",client_port="5432"}} {lag}'
             for i, (pod, lag) in enumerate(sorted(standbys.items()))
         ]
     return "\n".join(lines) + "\n"
@@ -143,8 +143,11 @@ class ScriptedPair:
 
     def _advance(self) -> None:
         now = time.monotonic()
-        if (self.primary in self.down and self.failover_after is not None
-                and now >= self.down[self.primary] + self.failover_after):
+        if (
+            self.primary in self.down
+            and self.failover_after is not None
+            and now >= self.down[self.primary] + self.failover_after
+        ):
             survivors = [n for n in self.nodes if n not in self.down]
             if survivors:
                 self.primary, self.timeline = survivors[0], self.timeline + 1
@@ -259,9 +262,13 @@ class LabPair:
             return render_metrics(cluster, up=False)
         dsn = self.client.node(node).dsn(self.client.plan.database)
         try:
-            with psycopg.connect(dsn, autocommit=True, connect_timeout=2,
-                                 application_name="cnpg_metrics_exporter",
-                                 options="-c statement_timeout=900") as conn:
+            with psycopg.connect(
+                dsn,
+                autocommit=True,
+                connect_timeout=2,
+                application_name="cnpg_metrics_exporter",
+                options="-c statement_timeout=900",
+            ) as conn:
                 row = conn.execute(_REPLICATION_SQL).fetchone()
                 standbys = conn.execute(_STANDBYS_SQL).fetchall() if row and not row[1] else []
         except psycopg.Error:

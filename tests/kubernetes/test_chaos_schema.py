@@ -203,7 +203,10 @@ def test_shipped_podchaos_validates_as_is(pod_schema: dict[str, Any]) -> None:
     assert chaos.pod_chaos_problems(body, pod_schema) == []
     spec = body["spec"]
     assert (spec["action"], spec["mode"], spec["gracePeriod"]) == ("pod-kill", "one", 0)
-    assert spec["selector"]["labelSelectors"] == {"cnpg.io/cluster": "events-db", "cnpg.io/instanceRole": "primary"}
+    assert spec["selector"]["labelSelectors"] == {
+        "cnpg.io/cluster": "events-db",
+        "cnpg.io/instanceRole": "primary",
+    }
     assert spec["selector"]["podPhaseSelectors"] == ["Running"]
     assert "duration" not in spec, "a pod kill is one-shot: no duration applies"
 
@@ -213,7 +216,11 @@ POD_CASES = [
          selector={"cnpg.io/cluster": "events-db", "cnpg.io/instanceRole": "primary"}),
     dict(namespace="teei-staging", run_id="My_Run.ID with spaces and a very long tail " * 3,
          selector={"cnpg.io/cluster": "orders-db", "role": "primary"}),
-    dict(namespace="gameday", run_id="r", selector={"cnpg.io/cluster": ["a-db", "b-db"], "cnpg.io/instanceRole": "primary"}),
+    dict(
+        namespace="gameday",
+        run_id="r",
+        selector={"cnpg.io/cluster": ["a-db", "b-db"], "cnpg.io/instanceRole": "primary"},
+    ),
 ]
 
 

@@ -86,7 +86,9 @@ def parts(env: Env, **overrides: Any) -> tuple[KubernetesTarget, cnpg.CnpgDataba
     params = {**env.params, **overrides}
     target = KubernetesTarget.from_params(params)
     fault = cnpg.cnpg_primary_kill(target, params)
-    fault.settings = dataclasses.replace(fault.settings, heal_timeout_seconds=20.0, inject_timeout_seconds=10.0)
+    fault.settings = dataclasses.replace(
+        fault.settings, heal_timeout_seconds=20.0, inject_timeout_seconds=10.0
+    )
     return target, cnpg.cnpg_database(target, params), fault
 
 
@@ -98,7 +100,9 @@ def settled(db: cnpg.CnpgDatabase, primary: str = "events-db-1") -> ClusterState
             state = db.state()
         except ProbeError:
             return None
-        return state if state.primary == primary and state.writable == (primary,) and state.streaming else None
+        return (
+            state if state.primary == primary and state.writable == (primary,) and state.streaming else None
+        )
 
     return wait_for(ok, 20, 0.2)
 
@@ -137,7 +141,9 @@ def test_preflight_of_a_healthy_cluster_refuses_only_the_missing_dsn(env: Env) -
     refused = [c for c in checks if c.fatal and not c.ok]
     assert [c.name for c in refused] == [f"${DSN_ENV} set (the -rw Service's DSN)"], refused
     assert "events-db-rw." in refused[0].detail, "it says which DSN to export"
-    assert check(checks, "primary pod found").ok and check(checks, "the pod is the Cluster's current primary").ok
+    assert (
+        check(checks, "primary pod found").ok and check(checks, "the pod is the Cluster's current primary").ok
+    )
     assert check(checks, "PodChaos accepted (server dry run)").ok
     assert check(checks, "rbac: patch clusters/status.postgresql.cnpg.io").ok
     assert check(checks, "every replica streaming").ok
@@ -181,8 +187,11 @@ def test_a_cluster_the_identity_may_not_read_is_refused_with_the_rbac_fix(env: E
 
 
 def test_a_cluster_that_does_not_exist_is_named(env: Env) -> None:
-    target, db, fault = parts(env, cnpg_cluster="orders-db",
-                              primary_selector={"cnpg.io/cluster": "orders-db", "cnpg.io/instanceRole": "primary"})
+    target, db, fault = parts(
+        env,
+        cnpg_cluster="orders-db",
+        primary_selector={"cnpg.io/cluster": "orders-db", "cnpg.io/instanceRole": "primary"},
+    )
     try:
         checks = fault.preflight()
     finally:
@@ -195,17 +204,37 @@ def test_a_cluster_that_does_not_exist_is_named(env: Env) -> None:
 
 
 def test_a_selector_for_another_cluster_is_refused_before_anything() -> None:
-    problems = cnpg.selector_problems({"cnpg_cluster": "events-db", "primary_selector": {
-        "cnpg.io/cluster": "orders-db", "cnpg.io/instanceRole": "primary"}})
+    problems = cnpg.selector_problems(
+        {
+            "cnpg_cluster": "events-db",
+            "primary_selector": {"cnpg.io/cluster": "orders-db", "cnpg.io/instanceRole": "primary"},
+        }
+    )
     assert "another cluster" in problems["primary_selector"]
-    assert "kills the primary" in cnpg.selector_problems({"cnpg_cluster": "events-db", "primary_selector": {
-        "cnpg.io/cluster": "events-db", "cnpg.io/instanceRole": "replica"}})["primary_selector"]
-    assert cnpg.selector_problems({"cnpg_cluster": "events-db", "primary_selector": {
-        "cnpg.io/cluster": "events-db", "cnpg.io/instanceRole": "primary"}}) == {}
+    assert (
+        "kills the primary"
+        in cnpg.selector_problems(
+            {
+                "cnpg_cluster": "events-db",
+                "primary_selector": {"cnpg.io/cluster": "events-db", "cnpg.io/instanceRole": "replica"},
+            }
+        )["primary_selector"]
+    )
+    assert (
+        cnpg.selector_problems(
+            {
+                "cnpg_cluster": "events-db",
+                "primary_selector": {"cnpg.io/cluster": "events-db", "cnpg.io/instanceRole": "primary"},
+            }
+        )
+        == {}
+    )
 
 
 def test_prometheus_without_the_clusters_series_is_refused(env: Env) -> None:
-    target, db, fault = parts(env, prometheus_selectors={CLUSTER: 'namespace="teei-prod",pod=~"events-db-[0-9]+"'})
+    target, db, fault = parts(
+        env, prometheus_selectors={CLUSTER: 'namespace="teei-prod",pod=~"events-db-[0-9]+"'}
+    )
     try:
         checks = fault.database.preflight()
         with pytest.raises(ProbeError, match="no cnpg_pg_replication"):
@@ -214,7 +243,12 @@ def test_prometheus_without_the_clusters_series_is_refused(env: Env) -> None:
         db.close()
         target.close()
     blind = check(checks, "Prometheus holds the cluster's cnpg_* series")
-    assert not blind.ok and blind.fatal and "would be blind" in blind.detail and "enablePodMonitor" in blind.detail
+    assert (
+        not blind.ok
+        and blind.fatal
+        and "would be blind" in blind.detail
+        and "enablePodMonitor" in blind.detail
+    )
 
 
 # --- the primary's pod in odd states --------------------------------------------------------------
@@ -229,7 +263,9 @@ def test_prometheus_without_the_clusters_series_is_refused(env: Env) -> None:
     ],
     ids=["pending", "terminating", "crashloop"],
 )
-def test_a_primary_pod_that_does_not_serve_refuses_the_kill(env: Env, fields: dict[str, Any], said: str) -> None:
+def test_a_primary_pod_that_does_not_serve_refuses_the_kill(
+    env: Env, fields: dict[str, Any], said: str
+) -> None:
     env.cluster.hold("events-db-1", **fields)
     target, db, fault = parts(env)
     try:
@@ -248,6 +284,7 @@ def test_two_pods_labelled_primary_refuse_a_kill_in_mode_one(env: Env) -> None:
     env.cluster.hold("events-db-2", labels={**cnpg_labels("events-db-2"), "cnpg.io/instanceRole": "primary"})
     target, db, fault = parts(env)
     try:
+
         def two() -> Any:
             found = check(fault.preflight(), "primary pod found")
             return found if "2 pods" in found.detail else None
@@ -279,7 +316,7 @@ def test_the_kill_goes_through_a_podchaos_and_the_cluster_fails_over(env: Env) -
         while time.monotonic() < deadline:
             state = db.state()
             seen.append(state)
-            if state.primary == "events-db-2" and "events-db-1" in state.streaming:
+            if state.writable == ("events-db-2",) and "events-db-1" in state.streaming:
                 break
             time.sleep(0.1)
         assert fault.status().active, "a kill is in force until the instance is back"
@@ -294,17 +331,25 @@ def test_the_kill_goes_through_a_podchaos_and_the_cluster_fails_over(env: Env) -
     assert node == "pg1" and fault.killed == "events-db-1"
     assert died <= t0 < died + timedelta(seconds=2)
     obj_events = [e for e in env.fake.events if e["involvedObject"]["kind"] == "PodChaos"]
-    assert any(e["reason"] == "Applied" and e["message"].endswith(f"{NAMESPACE}/events-db-1") for e in obj_events)
+    assert any(
+        e["reason"] == "Applied" and e["message"].endswith(f"{NAMESPACE}/events-db-1") for e in obj_events
+    )
     assert env.fake.chaos_objects(plural="podchaos") == [], "heal deleted the PodChaos"
     # the cluster as the readings saw it: failing over (no primary), then events-db-2 on timeline 2, and the
     # killed pod's last samples (it was the primary) never counted as a second writable instance
     assert max(len(s.writable) for s in seen) == 1
     assert any(s.primary is None for s in seen)
-    assert seen[-1].primary == "events-db-2" and seen[-1].timeline == 2 and seen[-1].writable == ("events-db-2",)
+    assert (
+        seen[-1].primary == "events-db-2" and seen[-1].timeline == 2 and seen[-1].writable == ("events-db-2",)
+    )
     assert "events-db-1" in seen[-1].streaming, "the old primary rejoined as a replica"
     assert back is not None and back > t0 and not status.active
     body = env.fake.cnpg_cluster(CLUSTER)["status"]
-    assert (body["currentPrimary"], body["targetPrimary"], body["timelineID"]) == ("events-db-2", "events-db-2", 2)
+    assert (body["currentPrimary"], body["targetPrimary"], body["timelineID"]) == (
+        "events-db-2",
+        "events-db-2",
+        2,
+    )
 
 
 def test_a_kill_chaos_mesh_cannot_apply_is_not_t0_and_is_removed(env: Env) -> None:
@@ -354,7 +399,8 @@ def test_a_dry_run_sends_the_kill_with_dry_run_all_and_kills_nothing(env: Env) -
         target.close()
     assert at is not None
     assert [p for m, p in env.fake.requests if m == "POST" and "podchaos" in p] and all(
-        "dryRun=All" in p for m, p in env.fake.requests if m == "POST" and "podchaos" in p)
+        "dryRun=All" in p for m, p in env.fake.requests if m == "POST" and "podchaos" in p
+    )
     assert env.fake.chaos_objects(plural="podchaos") == [] and env.pair.kills == []
 
 
@@ -390,11 +436,17 @@ def test_promotion_patches_the_status_like_kubectl_cnpg_promote_through_conflict
         settled(db)
         fault.inject(deadline_seconds=30)
         time.sleep(1.5)
-        assert db.state().primary is None and env.fake.cnpg_cluster(CLUSTER)["status"]["phase"] == "Failing over"
-        env.cluster.bump_before_patch = 2  # the operator writes the status twice meanwhile: 409, 409, then it goes
+        assert (
+            db.state().primary is None and env.fake.cnpg_cluster(CLUSTER)["status"]["phase"] == "Failing over"
+        )
+        env.cluster.bump_before_patch = (
+            2  # the operator writes the status twice meanwhile: 409, 409, then it goes
+        )
         view = fault.cluster.promote("events-db-2")
         assert view.target_primary == "events-db-2" and view.phase == cnpg.PHASE_SWITCHOVER
-        state = wait_for(lambda: (s := db.state()).primary == "events-db-2" and s, 10, 0.2)
+        state = wait_for(
+            lambda: (s := db.state()).writable == ("events-db-2",) and s.primary == "events-db-2" and s, 10, 0.2
+        )
         env.cluster.recreate_delay = 0.0
         fault.heal()
     finally:
@@ -406,8 +458,9 @@ def test_promotion_patches_the_status_like_kubectl_cnpg_promote_through_conflict
     assert patch["metadata"]["resourceVersion"], "the optimistic lock: the version it read"
     assert patch["status"]["targetPrimary"] == "events-db-2"
     assert patch["status"]["phaseReason"] == "Switching over to events-db-2"
-    assert datetime.fromisoformat(patch["status"]["targetPrimaryTimestamp"].replace("Z", "+00:00")) <= datetime.now(
-        timezone.utc)
+    assert datetime.fromisoformat(
+        patch["status"]["targetPrimaryTimestamp"].replace("Z", "+00:00")
+    ) <= datetime.now(timezone.utc)
     assert env.pair.promotions == ["pg2"] and state.timeline == 2 and state.writable == ("events-db-2",)
 
 
@@ -462,15 +515,23 @@ def test_a_killed_primarys_last_samples_never_make_a_second_primary() -> None:
     recreated = _pod("events-db-1", now - timedelta(seconds=1))
     survivor = _pod("events-db-2", now - timedelta(hours=1))
     metrics = {"events-db-1": old, "events-db-2": new}
-    assert cnpg.cluster_state(_view("events-db-2"), [survivor], metrics).writable == ("events-db-2",), "pod gone"
+    assert cnpg.cluster_state(_view("events-db-2"), [survivor], metrics).writable == ("events-db-2",), (
+        "pod gone"
+    )
     assert cnpg.cluster_state(_view("events-db-2"), [recreated, survivor], metrics).writable == (
-        "events-db-2",), "a sample older than the pod belongs to the killed incarnation"
+        "events-db-2",
+    ), "a sample older than the pod belongs to the killed incarnation"
     deleting = _pod("events-db-1", now - timedelta(hours=1), deleting=True)
-    assert cnpg.cluster_state(_view("events-db-2"), [deleting, survivor], metrics).writable == ("events-db-2",)
+    assert cnpg.cluster_state(_view("events-db-2"), [deleting, survivor], metrics).writable == (
+        "events-db-2",
+    )
     # two instances of today out of recovery is a split brain, and it is counted
     fresh = cnpg.InstanceMetrics("events-db-1", now, 1, 0, 0, 0, 1)
-    both = cnpg.cluster_state(_view("events-db-2"), [_pod("events-db-1", now - timedelta(hours=1)), survivor],
-                              {"events-db-1": fresh, "events-db-2": new})
+    both = cnpg.cluster_state(
+        _view("events-db-2"),
+        [_pod("events-db-1", now - timedelta(hours=1)), survivor],
+        {"events-db-1": fresh, "events-db-2": new},
+    )
     assert both.writable == ("events-db-1", "events-db-2")
 
 
@@ -493,7 +554,9 @@ def test_the_params_reach_the_settings(env: Env) -> None:
         target.close()
     assert settings.selector == f'namespace="{NAMESPACE}",pod=~"events-db-[0-9]+"'
     assert settings.events_dsn_env == DSN_ENV and settings.run_id == env.params["run_id"]
-    assert chaos.chaos_name(settings.run_id, "postgres-primary-kill").startswith("postgres-primary-kill-cnpg-")
+    assert chaos.chaos_name(settings.run_id, "postgres-primary-kill").startswith(
+        "postgres-primary-kill-cnpg-"
+    )
 
 
 def test_the_example_params_dry_run_against_a_playbook_shaped_cluster(tmp_path: Path) -> None:
@@ -510,7 +573,9 @@ def test_the_example_params_dry_run_against_a_playbook_shaped_cluster(tmp_path: 
     pair = ScriptedPair()
     with FakeApiServer() as fake:
         fake.add_cnpg_cluster("events-db", pair, namespace="teei-prod")
-        kubeconfig = fake.write_kubeconfig(tmp_path / "kubeconfig", context="teei-prod", namespace="teei-prod")
+        kubeconfig = fake.write_kubeconfig(
+            tmp_path / "kubeconfig", context="teei-prod", namespace="teei-prod"
+        )
         raw = {**shipped, "kubeconfig": str(kubeconfig), "run_id": "20261128T033000Z-ab12"}
         with pytest.raises(ProductionGuard):
             KubernetesTarget.from_params(as_dict(validate(FailoverParams, raw)))
@@ -524,8 +589,14 @@ def test_the_example_params_dry_run_against_a_playbook_shaped_cluster(tmp_path: 
             fault.database.close()
             target.close()
         body = fault.body
-        assert check(checks, "primary pod found").ok and check(checks, "PodChaos accepted (server dry run)").ok
+        assert (
+            check(checks, "primary pod found").ok and check(checks, "PodChaos accepted (server dry run)").ok
+        )
         assert body["metadata"]["name"] == "postgres-primary-kill-20261128t033000z-ab12"
-        assert body["metadata"]["namespace"] == "teei-prod" and body["spec"]["selector"]["namespaces"] == ["teei-prod"]
+        assert body["metadata"]["namespace"] == "teei-prod" and body["spec"]["selector"]["namespaces"] == [
+            "teei-prod"
+        ]
         assert fake.chaos_objects(plural="podchaos") == [] and pair.kills == []
-        assert not [r for r in fake.mutating_requests() if "dryRun=All" not in r[1]], "a dry run changes nothing"
+        assert not [r for r in fake.mutating_requests() if "dryRun=All" not in r[1]], (
+            "a dry run changes nothing"
+        )

@@ -42,17 +42,29 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     lab_dir = tmp_path_factory.mktemp("cnpg-e2e") / "lab"
     env = {**os.environ, "GAMEDAY_LAB_WITHOUT": "alertmanager"}
     try:
-        up = subprocess.run([*GAMEDAY, "lab", "up", "--gameday", "GAMEDAY-002", "--lab-dir", str(lab_dir)],
-                            capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
+        up = subprocess.run(
+            [*GAMEDAY, "lab", "up", "--gameday", "GAMEDAY-002", "--lab-dir", str(lab_dir)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env=env,
+            cwd=REPO,
+        )
         assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        status = subprocess.run([*GAMEDAY, "lab", "status", "--json", "--lab-dir", str(lab_dir)],
-                                capture_output=True, text=True, timeout=60, cwd=REPO)
+        status = subprocess.run(
+            [*GAMEDAY, "lab", "status", "--json", "--lab-dir", str(lab_dir)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
         state = json.loads(status.stdout)
         assert state.get("pg_plan") and state.get("prometheus_url"), "a GAMEDAY-002 lab with Prometheus"
         yield {**state, "lab_dir": lab_dir}
     finally:
-        subprocess.run([*GAMEDAY, "lab", "down", "--lab-dir", str(lab_dir)], capture_output=True, timeout=120,
-                       cwd=REPO)
+        subprocess.run(
+            [*GAMEDAY, "lab", "down", "--lab-dir", str(lab_dir)], capture_output=True, timeout=120, cwd=REPO
+        )
 
 
 @pytest.fixture()
@@ -65,17 +77,28 @@ def cluster(lab: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any]]:
 
     client = PgClusterClient(PgClusterPlan.from_json(lab["pg_plan"]), launcher=Spawner())
     pair = LabPair(client)
-    with PodNetwork() as network, FakeApiServer(pods=pods_for_lab(lab["lab_dir"], NAMESPACE, nats_nodes=3),
-                                                 proxy_control_url=lab["proxy_control_url"]) as fake:
-        fake.add_cnpg_cluster(CLUSTER, pair, namespace=NAMESPACE, network=network, recreate_delay=2.0,
-                              start_delay=1.0)
+    with (
+        PodNetwork() as network,
+        FakeApiServer(
+            pods=pods_for_lab(lab["lab_dir"], NAMESPACE, nats_nodes=3),
+            proxy_control_url=lab["proxy_control_url"],
+        ) as fake,
+    ):
+        fake.add_cnpg_cluster(
+            CLUSTER, pair, namespace=NAMESPACE, network=network, recreate_delay=2.0, start_delay=1.0
+        )
         prometheus = ClusterPrometheus(tmp_path / "cluster-prometheus", scrape_interval="1s")
         prometheus.scrape_cnpg(network, NAMESPACE, CLUSTER, [f"{CLUSTER}-{i}" for i in (1, 2)])
         prometheus.federate(lab["prometheus_url"], NAMESPACE, ["api-gateway", "reporting", "nats-exporter"])
         prometheus.with_lab_rules()
         with prometheus:
-            yield {"fake": fake, "pair": pair, "client": client, "prometheus": prometheus,
-                   "kubeconfig": fake.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE)}
+            yield {
+                "fake": fake,
+                "pair": pair,
+                "client": client,
+                "prometheus": prometheus,
+                "kubeconfig": fake.write_kubeconfig(tmp_path / "kubeconfig", namespace=NAMESPACE),
+            }
 
 
 def params_file(lab: dict[str, Any], cluster: dict[str, Any], tmp_path: Path, **extra: Any) -> Path:
@@ -90,11 +113,15 @@ def params_file(lab: dict[str, Any], cluster: dict[str, Any], tmp_path: Path, **
         "primary_selector": {"cnpg.io/cluster": CLUSTER, "cnpg.io/instanceRole": "primary"},
         "chaos_manifest": "",
         "prometheus_url": cluster["prometheus"].url,
-        "prometheus_selectors": {s: f'namespace="{NAMESPACE}",job="{s}"' for s in ("api-gateway", "reporting")},
+        "prometheus_selectors": {
+            s: f'namespace="{NAMESPACE}",job="{s}"' for s in ("api-gateway", "reporting")
+        },
         "alertmanager_url": "",
         "nats_monitor_urls": list(lab["nats_monitor_urls"]),
-        "service_selectors": {s: {"app.kubernetes.io/name": s, "app.kubernetes.io/instance": "teei"}
-                              for s in ("api-gateway", "reporting")},
+        "service_selectors": {
+            s: {"app.kubernetes.io/name": s, "app.kubernetes.io/instance": "teei"}
+            for s in ("api-gateway", "reporting")
+        },
         "ingest_url": gateway + "/v1/events",
         "stream_url": gateway + "/v1/metrics/stream",
         "events_dsn_env": DSN_ENV,
@@ -138,7 +165,9 @@ class TruthWriter:
 
 def stored_counts(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn, connect_timeout=5) as conn:
-        rows = conn.execute("SELECT idempotency_key, count(*) FROM events GROUP BY idempotency_key").fetchall()
+        rows = conn.execute(
+            "SELECT idempotency_key, count(*) FROM events GROUP BY idempotency_key"
+        ).fetchall()
     return {str(k): int(n) for k, n in rows}
 
 
@@ -158,23 +187,43 @@ def test_gameday_002_on_the_fake_cluster_agrees_with_the_lab(
     started = time.time()
     with TruthWriter(client) as truth:
         done = subprocess.run(
-            [*GAMEDAY, "run", "--gameday", "GAMEDAY-002", "--target", "kubernetes", "--params",
-             str(params_file(lab, cluster, tmp_path)), "--output-dir", str(tmp_path / "outputs")],
-            capture_output=True, text=True, timeout=500, env={**os.environ, DSN_ENV: lab["events_dsn"]}, cwd=REPO)
+            [
+                *GAMEDAY,
+                "run",
+                "--gameday",
+                "GAMEDAY-002",
+                "--target",
+                "kubernetes",
+                "--params",
+                str(params_file(lab, cluster, tmp_path)),
+                "--output-dir",
+                str(tmp_path / "outputs"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=500,
+            env={**os.environ, DSN_ENV: lab["events_dsn"]},
+            cwd=REPO,
+        )
     took = time.time() - started
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
     archive = Path(done.stdout.strip().splitlines()[-1])
     card = json.loads((archive / "scorecard.json").read_text(encoding="utf-8"))
     metrics = {m["name"]: m for m in card["metrics"]}
-    journal = [json.loads(line) for line in (archive / "journal.jsonl").read_text(encoding="utf-8").splitlines()]
+    journal = [
+        json.loads(line) for line in (archive / "journal.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
 
-    # the kill went through the cluster API: one PodChaos on the primary's pod, its node SIGKILLed, deleted at heal
+    # the kill went through the cluster API: one PodChaos on the primary's pod (its node SIGKILLed),
+    # deleted at heal
     creates = [p for m, p in fake.requests if m == "POST" and p.endswith("/podchaos")]
     assert len(creates) == 1 and fake.chaos_objects(NAMESPACE, plural="podchaos") == []
     ((killed_node, killed_at),) = pair.kills
     assert killed_node == primary_before
     killed_pod = f"{CLUSTER}-{pair.nodes.index(killed_node) + 1}"
-    applied = [e for e in fake.events if e["involvedObject"]["kind"] == "PodChaos" and e["reason"] == "Applied"]
+    applied = [
+        e for e in fake.events if e["involvedObject"]["kind"] == "PodChaos" and e["reason"] == "Applied"
+    ]
     assert [e["message"].rsplit(" ", 1)[-1] for e in applied] == [f"{NAMESPACE}/{killed_pod}"]
     (active,) = [e for e in journal if e["kind"] == "fault.active"]
     t0 = datetime.fromisoformat(active["t0"])
@@ -199,8 +248,11 @@ def test_gameday_002_on_the_fake_cluster_agrees_with_the_lab(
 
     # nothing users were told was accepted is lost, nothing stored twice; and the scorecard says the same
     finished = datetime.fromisoformat(card["finished_at"])
-    accepted = {a["idempotency_key"] for a in read_answers(lab["lab_dir"])
-                if a.get("status") == 202 and datetime.fromisoformat(a["ts"].replace("Z", "+00:00")) <= finished}
+    accepted = {
+        a["idempotency_key"]
+        for a in read_answers(lab["lab_dir"])
+        if a.get("status") == 202 and datetime.fromisoformat(a["ts"].replace("Z", "+00:00")) <= finished
+    }
     assert accepted
     wait_for(lambda: not [k for k in accepted if k not in stored_counts(lab["events_dsn"])], 30, 0.5)
     assert [k for k, n in stored_counts(lab["events_dsn"]).items() if n > 1] == []
@@ -215,12 +267,16 @@ def test_gameday_002_on_the_fake_cluster_agrees_with_the_lab(
     fired = metrics["alert_fire_seconds"]
     if has_rules:
         assert fired["status"] == "pass", fired
-        assert done.returncode == 0 and card["verdict"] == "pass", [m for m in card["metrics"] if m["status"] == "fail"]
+        assert done.returncode == 0 and card["verdict"] == "pass", [
+            m for m in card["metrics"] if m["status"] == "fail"
+        ]
     else:
         assert fired["status"] == "fail" and done.returncode == 1
-    print(f"cnpg e2e: gameday run {took:.1f}s, failover_seconds {failover['value']} (the lab's own writer: "
-          f"{lab_failover:.1f}s), replica_rejoin_seconds {metrics['replica_rejoin_seconds']['value']}, "
-          f"rto_seconds {metrics['rto_seconds']['value']}, alert {fired['value']}, verdict {card['verdict']}")
+    print(
+        f"cnpg e2e: gameday run {took:.1f}s, failover_seconds {failover['value']} (the lab's own writer: "
+        f"{lab_failover:.1f}s), replica_rejoin_seconds {metrics['replica_rejoin_seconds']['value']}, "
+        f"rto_seconds {metrics['rto_seconds']['value']}, alert {fired['value']}, verdict {card['verdict']}"
+    )
 
 
 def _series(prometheus_url: str, name: str) -> int:

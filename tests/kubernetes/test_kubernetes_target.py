@@ -265,8 +265,9 @@ def _yaml_docs(path: Path) -> list[dict[str, Any]]:
 REPO = Path(__file__).resolve().parents[2]
 
 
-# granted for people, not asked by the runbook: the playbook's `kubectl get cluster events-db -w`, `kubectl get
-# pods -l cnpg.io/cluster=events-db -w` and `kubectl get podchaos -w` watch; `kubectl annotate podchaos` patches
+# granted for people, not asked by the runbook: the playbook's `kubectl get cluster events-db -w`,
+# `kubectl get pods -l cnpg.io/cluster=events-db -w` and `kubectl get podchaos -w` watch; `kubectl
+# annotate podchaos` patches
 FOR_THE_FACILITATOR = {
     ("watch", "", "pods"),
     ("watch", "chaos-mesh.org", "podchaos"),
