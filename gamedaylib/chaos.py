@@ -16,6 +16,12 @@ Chaos Mesh admission webhook would, *before* anything is sent:
   it, only the structural rules below and the webhook rules run, and ``crd_schema_path()`` says so;
 - the webhook's rules: ``direction: from|both`` needs ``target`` or ``externalTargets``; ``duration``
   is a Go duration; ``value`` fits ``mode``; and ours: a gameday fault must have a ``duration``.
+
+GAMEDAY-002's ``PodChaos`` (``pod-kill`` of the CloudNativePG primary): ``load_pod_chaos_template``,
+``build_pod_chaos`` and ``pod_chaos_problems`` / ``validate_pod_chaos``, whose schema
+(``pod_chaos_schema``) is built from the NetworkChaos CRD: the pod selector, ``mode``, ``value`` and
+``duration`` are the same Go types in both kinds, PodChaos adds ``action``, ``gracePeriod`` and
+``containerNames``.
 """
 
 from __future__ import annotations
@@ -381,6 +387,21 @@ POD_CHAOS_ACTIONS = ("pod-kill", "pod-failure", "container-kill")
 POD_MODES = ("one", "all", "fixed", "fixed-percent", "random-max-percent")
 
 
+def load_pod_chaos_template(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A PodChaos template (the gameday's own, or ``chaos_manifest``): ``InvalidParameters`` naming
+    ``chaos_manifest`` when it cannot be read or holds something else."""
+    p = Path(path)
+    try:
+        body = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidParameters({"chaos_manifest": f"cannot read {p}: {exc}"}) from exc
+    except yaml.YAMLError as exc:
+        raise InvalidParameters({"chaos_manifest": f"{p} is not valid YAML: {exc}"}) from exc
+    if not isinstance(body, dict) or body.get("kind") != POD_CHAOS_KIND:
+        raise InvalidParameters({"chaos_manifest": f"{p} must hold one {POD_CHAOS_KIND} object"})
+    return body
+
+
 def build_pod_chaos(
     *,
     namespace: str,
@@ -393,49 +414,76 @@ def build_pod_chaos(
     gameday_id: str = "GAMEDAY-002",
     duration_seconds: float | None = None,
     grace_period: int | None = None,
+    template: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A ``PodChaos`` for one run: ``pod-kill`` of ``mode`` pods among those ``selector`` picks (Running
     only), e.g. the CloudNativePG primary (``cnpg.io/cluster: events-db``, ``cnpg.io/instanceRole:
     primary``). ``pod-kill`` is one-shot for Chaos Mesh: it needs no ``duration``, and ``pod-failure``
-    does (it is recovered at the deadline)."""
+    does (it is recovered at the deadline). With ``template`` (left unchanged) the body starts from it:
+    its other fields (``gracePeriod``, annotations, labels) are kept, the run's own are set."""
     if not selector:
         raise InvalidParameters({"selector": "must select the pods (at least one label)"})
     if action == "pod-failure" and not duration_seconds:
         raise InvalidParameters({"duration_seconds": "pod-failure needs a duration (the fault's deadline)"})
-    spec: dict[str, Any] = {
-        "action": action,
-        "mode": mode,
-        "selector": pod_selector(namespace, selector, phases=("Running",)),
-    }
+    body = copy.deepcopy(dict(template or {}))
+    meta = dict(body.get("metadata") or {})
+    for server_set in ("uid", "resourceVersion", "creationTimestamp", "generation", "managedFields"):
+        meta.pop(server_set, None)
+    labels = dict(meta.get("labels") or {})
+    labels.update({MANAGED_BY_LABEL: MANAGED_BY, RUN_ID_LABEL: label_value(run_id),
+                   GAMEDAY_ID_LABEL: label_value(gameday_id)})
+    meta.update(name=chaos_name(run_id, name_prefix), namespace=namespace, labels=labels)
+    spec = dict(body.get("spec") or {})
+    spec.update(action=action, mode=mode, selector=pod_selector(namespace, selector, phases=("Running",)))
+    spec.pop("value", None)
     if value is not None:
         spec["value"] = value
     if duration_seconds:
         spec["duration"] = format_duration(duration_seconds)
     if grace_period is not None:
         spec["gracePeriod"] = int(grace_period)
-    return {
-        "apiVersion": API_VERSION,
-        "kind": POD_CHAOS_KIND,
-        "metadata": {
-            "name": chaos_name(run_id, name_prefix),
-            "namespace": namespace,
-            "labels": {
-                MANAGED_BY_LABEL: MANAGED_BY,
-                RUN_ID_LABEL: label_value(run_id),
-                GAMEDAY_ID_LABEL: label_value(gameday_id),
-            },
-        },
-        "spec": spec,
-    }
+    body.update(apiVersion=API_VERSION, kind=POD_CHAOS_KIND, metadata=meta, spec=spec)
+    body.pop("status", None)
+    return body
 
 
-def pod_chaos_problems(body: Mapping[str, Any]) -> list[str]:
-    """What the API server and Chaos Mesh's webhook would refuse in a ``PodChaos`` (structural: the
-    PodChaos CRD is not shipped with the project)."""
+# PodChaos's own fields, as its CRD (chaos-mesh.org_podchaos.yaml) declares them; the rest of its spec
+# (``selector``: a PodSelectorSpec, ``mode``, ``value``, ``duration``, ``remoteCluster``) are the same Go
+# types as NetworkChaos's, whose CRD is the one at hand
+_POD_CHAOS_OWN_FIELDS: dict[str, Any] = {
+    "action": {"type": "string", "enum": list(POD_CHAOS_ACTIONS)},
+    "gracePeriod": {"type": "integer", "format": "int64", "minimum": 0},
+    "containerNames": {"type": "array", "items": {"type": "string"}},
+}
+_POD_CHAOS_SHARED_FIELDS = ("selector", "mode", "value", "duration", "remoteCluster")
+
+
+def pod_chaos_schema(network_schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``openAPIV3Schema`` of PodChaos ``v1alpha1`` built from NetworkChaos's: the shared types
+    (metadata, the pod selector, mode, value, duration) taken from the real CRD, PodChaos's own fields
+    (action, gracePeriod, containerNames) added, the network ones (direction, target, ...) removed."""
+    schema = copy.deepcopy(dict(network_schema))
+    spec = schema["properties"]["spec"]
+    shared = {k: spec["properties"][k] for k in _POD_CHAOS_SHARED_FIELDS if k in spec["properties"]}
+    spec["properties"] = {**copy.deepcopy(_POD_CHAOS_OWN_FIELDS), **shared}
+    spec["required"] = ["action", "mode", "selector"]
+    schema.get("properties", {}).get("status", {}).get("properties", {}).pop("instances", None)
+    return schema
+
+
+def pod_chaos_problems(body: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> list[str]:
+    """What the API server and Chaos Mesh's webhook would refuse in a ``PodChaos``: its metadata, the
+    CRD schema (``schema``; by default ``pod_chaos_schema`` of the NetworkChaos CRD when one is found,
+    strictly: an unknown field is an error) and the webhook's rules."""
+    if schema is None:
+        network = load_crd_schema()
+        schema = pod_chaos_schema(network) if network is not None else None
     problems = _metadata_problems(body, POD_CHAOS_KIND)
     spec = body.get("spec")
     if not isinstance(spec, Mapping):
         return [*problems, "spec: required"]
+    if schema:
+        problems += _schema_problems(body, schema)
     if spec.get("action") not in POD_CHAOS_ACTIONS:
         problems.append(f"spec.action: must be one of {list(POD_CHAOS_ACTIONS)}, got {spec.get('action')!r}")
     if spec.get("mode") not in POD_MODES:
@@ -451,3 +499,10 @@ def pod_chaos_problems(body: Mapping[str, Any]) -> list[str]:
     if spec.get("action") == "pod-failure" and not spec.get("duration"):
         problems.append("spec.duration: pod-failure needs a duration")
     return problems
+
+
+def validate_pod_chaos(body: Mapping[str, Any], schema: Mapping[str, Any] | None = None) -> None:
+    """Raise ``InvalidParameters`` (parameter ``chaos_manifest``) naming every problem of ``body``."""
+    problems = pod_chaos_problems(body, schema)
+    if problems:
+        raise InvalidParameters({"chaos_manifest": "PodChaos refused: " + "; ".join(problems)})

@@ -332,6 +332,53 @@ def refuse_unconfirmed_production(params: Mapping[str, Any]) -> None:
         api.close()
 
 
+def rbac_checks(api: KubeApi, namespace: str, permissions: Sequence[Permission]) -> list[Check]:
+    """One check per permission, asked of the API server (SelfSubjectAccessReview); a denied ``required``
+    one is fatal and names the verb, why it is needed and the RBAC manifest to apply."""
+    ns, timeout = namespace, api.request_timeout
+    checks: list[Check] = []
+    for perm in permissions:
+        review = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    namespace=ns,
+                    verb=perm.verb,
+                    group=perm.group,
+                    resource=perm.resource,
+                    subresource=perm.subresource or None,
+                    name=ns if perm.resource == "namespaces" else None,
+                )
+            )
+        )
+        try:
+            answer = api.call(
+                TargetError,
+                "selfsubjectaccessreviews create",
+                _access_review(review, timeout),
+            )
+        except TargetError as exc:
+            return [
+                *checks,
+                Check(
+                    "rbac: selfsubjectaccessreviews",
+                    False,
+                    f"cannot ask the API server what this identity may do: {exc}",
+                ),
+            ]
+        allowed = bool(answer.status and answer.status.allowed)
+        reason = (answer.status.reason if answer.status else "") or ""
+        detail = (
+            "allowed"
+            if allowed
+            else (
+                f"missing permission: {perm.describe(ns)} ({reason or 'denied'}), needed for {perm.why}; "
+                f"apply {RBAC_MANIFEST} (kubectl apply -n {ns} -f {RBAC_MANIFEST})"
+            )
+        )
+        checks.append(Check(f"rbac: {perm.describe(ns)}", allowed, detail, fatal=perm.required))
+    return checks
+
+
 class KubernetesTarget:
     """The cluster behind the ``Target`` protocol."""
 
@@ -563,48 +610,7 @@ class KubernetesTarget:
         return str(info.username) if info and info.username else ""
 
     def _check_rbac(self) -> list[Check]:
-        ns, timeout = self.settings.namespace, self.api.request_timeout
-        checks: list[Check] = []
-        for perm in PERMISSIONS:
-            review = client.V1SelfSubjectAccessReview(
-                spec=client.V1SelfSubjectAccessReviewSpec(
-                    resource_attributes=client.V1ResourceAttributes(
-                        namespace=ns,
-                        verb=perm.verb,
-                        group=perm.group,
-                        resource=perm.resource,
-                        subresource=perm.subresource or None,
-                        name=ns if perm.resource == "namespaces" else None,
-                    )
-                )
-            )
-            try:
-                answer = self.api.call(
-                    TargetError,
-                    "selfsubjectaccessreviews create",
-                    _access_review(review, timeout),
-                )
-            except TargetError as exc:
-                return [
-                    *checks,
-                    Check(
-                        "rbac: selfsubjectaccessreviews",
-                        False,
-                        f"cannot ask the API server what this identity may do: {exc}",
-                    ),
-                ]
-            allowed = bool(answer.status and answer.status.allowed)
-            reason = (answer.status.reason if answer.status else "") or ""
-            detail = (
-                "allowed"
-                if allowed
-                else (
-                    f"missing permission: {perm.describe(ns)} ({reason or 'denied'}), needed for {perm.why}; "
-                    f"apply {RBAC_MANIFEST} (kubectl apply -n {ns} -f {RBAC_MANIFEST})"
-                )
-            )
-            checks.append(Check(f"rbac: {perm.describe(ns)}", allowed, detail, fatal=perm.required))
-        return checks
+        return rbac_checks(self.api, self.settings.namespace, PERMISSIONS)
 
     def _check_chaos_objects(self) -> list[Check]:
         ns = self.settings.namespace
@@ -1065,6 +1071,7 @@ __all__ = [
     "is_recovered",
     "pod_view",
     "production_hits",
+    "rbac_checks",
     "refuse_unconfirmed_production",
     "require_explicit_context",
     "settings_from_params",

@@ -17,6 +17,9 @@ and answers like the real server does, ``Status`` objects and unkind parts inclu
 - ``POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews``  allowed unless a test ``deny``-ed
   the verb, and then the verb's real call answers 403 Forbidden too.
 - ``POST /apis/authentication.k8s.io/v1/selfsubjectreviews``       who the token is
+- ``GET  /apis/postgresql.cnpg.io/v1/namespaces/{ns}/clusters[/{name}[/status]]``, ``PATCH .../status``
+  (JSON merge patch; a ``metadata.resourceVersion`` that is not the current one answers 409 Conflict,
+  as the optimistic lock of ``kubectl cnpg promote`` meets it)
 
 Requests need a valid bearer token (401 otherwise); ``expire_token`` invalidates the current one, as
 when a ``kubectl create token`` token reaches its end, and ``write_kubeconfig`` writes the current one.
@@ -43,6 +46,24 @@ finalizers):
   ``condition.diffConditions`` computes them (no record: all False).
 - on DELETE: ``deletionTimestamp``; the finalizer ``chaos-mesh/records`` goes once every record is
   recovered (and ``recover_delay`` has passed), and the object with it.
+
+The CloudNativePG stand-in (``add_cnpg_cluster``), like the operator and its instance managers, over the
+nodes of an ``fake_instances.Instances`` (the lab's Patroni pair, or a scripted pair):
+
+- instance pods ``<cluster>-<i>`` (node i) labelled ``cnpg.io/cluster``, ``cnpg.io/instanceName``,
+  ``cnpg.io/podRole``, ``cnpg.io/instanceRole`` and ``role`` (primary | replica), owned by the Cluster;
+  each one's metrics (CloudNativePG's names) served on a ``PodNetwork`` while the pod runs;
+- the Cluster's status mirrors the nodes: ``currentPrimary``/``targetPrimary`` follow the elected leader,
+  ``phase`` "Cluster in healthy state" | "Failing over" (the primary's pod gone or no leader) |
+  "Switchover in progress" (a status patch asked for another primary) | "Waiting for the instances to
+  become active", ``timelineID`` the leader's, ``readyInstances``, ``resourceVersion`` bumped on change;
+- a PodChaos pod-kill of an instance pod SIGKILLs its node, removes the pod, and ``recreate_delay`` later
+  puts a new one (same name, new uid, Pending) in its place, which starts ``start_delay`` later once
+  another instance is primary (its node started again: it rejoins as a replica);
+- a status patch of ``targetPrimary`` promotes that node (``Instances.promote``), as the operator does
+  for ``kubectl cnpg promote``; RBAC (``deny``), expiring tokens and transient errors apply as elsewhere;
+  ``FakeCnpgCluster.bump_before_patch`` makes the next patches meet a status changed meanwhile (409);
+  ``FakeCnpgCluster.hold`` keeps a pod in an odd state (Pending, Terminating, CrashLoopBackOff).
 """
 
 from __future__ import annotations
@@ -67,6 +88,7 @@ from urllib.parse import parse_qs, urlsplit
 from urllib.request import Request, urlopen
 
 import yaml
+from fake_instances import Instances, NodeState, PodNetwork
 
 from gamedaylib import chaos
 
@@ -86,6 +108,10 @@ def _now() -> datetime:
 
 def _rfc3339(at: datetime) -> str:
     return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _rfc3339_micro(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def jwt_token(expires_at: float, subject: str = "system:serviceaccount:teei-prod:gameday") -> str:
@@ -116,9 +142,17 @@ class FakePod:
     restarts: int = 0
     previous_lines: list[str] = field(default_factory=list)
     reason: str = ""  # status.reason: Evicted, ...
-    owner: str = "ReplicaSet"  # ownerReferences kind: ReplicaSet, StatefulSet, Job
+    owner: str = "ReplicaSet"  # ownerReferences kind: ReplicaSet, StatefulSet, Job, Cluster (CloudNativePG)
     node: str = "node-a"
     deleting: bool = False
+    incarnation: int = 0  # a pod created again under the same name (StatefulSet, CloudNativePG) has a new uid
+    created: datetime | None = None  # creationTimestamp (None: 2026-01-01T00:00:00Z)
+    waiting_reason: str = ""  # the main container waits: CrashLoopBackOff, ImagePullBackOff, ...
+
+    @property
+    def uid(self) -> str:
+        suffix = f"/{self.incarnation}" if self.incarnation else ""
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, self.namespace + "/" + self.name + suffix))
 
     @property
     def main_container(self) -> str:
@@ -136,16 +170,17 @@ class FakePod:
         return [self.main_container, *self.sidecars]
 
     def to_api(self) -> dict[str, Any]:
-        ready = "True" if self.ready and self.phase == "Running" else "False"
+        ready = "True" if self.ready and self.phase == "Running" and not self.waiting_reason else "False"
+        owner_api = {"Job": "batch/v1", "Cluster": "postgresql.cnpg.io/v1"}.get(self.owner, "apps/v1")
         meta: dict[str, Any] = {
             "name": self.name,
             "namespace": self.namespace,
             "labels": dict(self.labels),
-            "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, self.namespace + "/" + self.name)),
-            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "uid": self.uid,
+            "creationTimestamp": _rfc3339(self.created) if self.created else "2026-01-01T00:00:00Z",
             "ownerReferences": [
                 {
-                    "apiVersion": "batch/v1" if self.owner == "Job" else "apps/v1",
+                    "apiVersion": owner_api,
                     "kind": self.owner,
                     "name": self.name.rsplit("-", 1)[0],
                     "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, self.name)),
@@ -175,7 +210,7 @@ class FakePod:
                     "image": f"example.org/{c}:1",
                     "imageID": f"example.org/{c}@sha256:" + "0" * 64,
                     "started": self.phase == "Running",
-                    "state": terminated or {"running": {"startedAt": "2026-01-01T00:00:05Z"}},
+                    "state": self._container_state(c, terminated),
                 }
                 for c in self.containers
             ],
@@ -193,6 +228,16 @@ class FakePod:
             },
             "status": status,
         }
+
+    def _container_state(self, container: str, terminated: dict[str, Any]) -> dict[str, Any]:
+        if self.waiting_reason and container == self.main_container:
+            message = "back-off restarting failed container"
+            return {"waiting": {"reason": self.waiting_reason, "message": message}}
+        if terminated:
+            return terminated
+        if self.phase == "Pending":
+            return {"waiting": {"reason": "ContainerCreating"}}
+        return {"running": {"startedAt": "2026-01-01T00:00:05Z"}}
 
     def log_text(self, container: str, *, previous: bool = False, tail_lines: int | None = None) -> str:
         if previous:
@@ -443,6 +488,60 @@ class _Chaos:
         )
 
 
+CNPG_GROUP = "postgresql.cnpg.io"
+CNPG_VERSION = "v1"
+CNPG_PREFIX = f"/apis/{CNPG_GROUP}/{CNPG_VERSION}/namespaces/"
+CNPG_PHASE_HEALTHY = "Cluster in healthy state"
+CNPG_PHASE_FAILOVER = "Failing over"
+CNPG_PHASE_SWITCHOVER = "Switchover in progress"
+CNPG_PHASE_WAITING = "Waiting for the instances to become active"
+
+
+def cnpg_labels(cluster: str, pod: str, role: str) -> dict[str, str]:
+    """The labels CloudNativePG puts on an instance pod (``role`` is the deprecated twin of instanceRole)."""
+    return {
+        "cnpg.io/cluster": cluster,
+        "cnpg.io/instanceName": pod,
+        "cnpg.io/podRole": "instance",
+        "cnpg.io/instanceRole": role,
+        "role": role,
+    }
+
+
+@dataclass
+class FakeCnpgCluster:
+    """A CloudNativePG ``Cluster`` whose instances are ``instances``' nodes: pod ``<name>-<i>`` is node i."""
+
+    name: str
+    namespace: str
+    instances: Instances
+    pod_of: dict[str, str]  # node -> pod
+    body: dict[str, Any]
+    recreate_delay: float = 1.0  # the operator creates a killed instance's pod again (Pending)
+    start_delay: float = 0.5  # ... which starts (Running) this much later, once another instance is primary
+    resource_version: int = 1
+    killed: dict[str, float] = field(default_factory=dict)  # pod -> killed at (monotonic)
+    starting: dict[str, float] = field(default_factory=dict)  # recreated pod -> starts at (monotonic)
+    switchover: str | None = None  # the target primary a status patch asked for, until it is primary
+    pinned: dict[str, dict[str, Any]] = field(default_factory=dict)  # pod -> FakePod fields a test holds
+    bump_before_patch: int = 0  # the next status patches find the object changed meanwhile (409)
+    status_patches: list[dict[str, Any]] = field(default_factory=list)
+    states: dict[str, NodeState] = field(default_factory=dict)  # the last look at the nodes
+    incarnations: dict[str, int] = field(default_factory=dict)  # pod -> times it was created again
+
+    @property
+    def node_of(self) -> dict[str, str]:
+        return {pod: node for node, pod in self.pod_of.items()}
+
+    def hold(self, pod: str, **fields: Any) -> None:
+        """Keep these FakePod fields on ``pod`` whatever the operator would do (a pod in an odd state);
+        ``hold(pod)`` lets go."""
+        if fields:
+            self.pinned[pod] = fields
+        else:
+            self.pinned.pop(pod, None)
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -478,6 +577,17 @@ _TRANSIENT = {
     503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
     504: ("Timeout", "the server was unable to return a response in the time allotted"),
 }
+
+
+def _merge_patch(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """RFC 7386 JSON merge patch of ``target`` in place (null removes a key)."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
 
 
 class FakeApiServer:
@@ -521,6 +631,8 @@ class FakeApiServer:
         self.events: list[dict[str, Any]] = []
         self._faults: list[tuple[str, str, list[int]]] = []  # (method, path substring, statuses to answer)
         self._chaos: dict[tuple[str, str, str], _Chaos] = {}  # (plural, ns, name)
+        self._cnpg: dict[tuple[str, str], FakeCnpgCluster] = {}  # (ns, name)
+        self._cnpg_threads: list[threading.Thread] = []
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -555,7 +667,7 @@ class FakeApiServer:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
-        for t in self._threads:
+        for t in self._threads + self._cnpg_threads:
             t.join(timeout=5)
         with self._lock:
             cut = any(c.proxy_cut for c in self._chaos.values())
@@ -626,11 +738,13 @@ class FakeApiServer:
             item = self._chaos[(plural, namespace, name)]
             item.body["metadata"].setdefault("annotations", {})[PAUSE_ANNOTATION] = "true"
 
-    def put_chaos(self, body: Mapping[str, Any], *, injected: bool = True) -> None:
-        """Seed an existing NetworkChaos (another run's), as the controller would have left it."""
+    def put_chaos(
+        self, body: Mapping[str, Any], *, injected: bool = True, plural: str = "networkchaos"
+    ) -> None:
+        """Seed an existing chaos object (another run's), as the controller would have left it."""
         ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
         with self._lock:
-            item = self._store(copy.deepcopy(dict(body)), ns, "networkchaos")
+            item = self._store(copy.deepcopy(dict(body)), ns, plural)
             item.drives_proxy = False
             item.records = [
                 {
@@ -761,15 +875,26 @@ class FakeApiServer:
             experiment["containerRecords"] = recs
 
     def _controller_loop(self) -> None:
+        last_cnpg = 0.0
         while not self._stop.wait(0.05):
             with self._lock:
                 items = list(self._chaos.items())
+                clusters = list(self._cnpg.values())
             for key, item in items:
                 try:
                     self._reconcile(key, item)
                 except Exception as exc:  # noqa: BLE001 - a test fake: keep the controller alive, report
                     with self._lock:
                         self.controller_errors.append(f"reconcile {key}: {exc!r}")
+            if time.monotonic() - last_cnpg < 0.2:
+                continue
+            last_cnpg = time.monotonic()
+            for cluster in clusters:
+                try:
+                    self._reconcile_cnpg(cluster)
+                except Exception as exc:  # noqa: BLE001 - a test fake: keep the controller alive, report
+                    with self._lock:
+                        self.controller_errors.append(f"reconcile cluster {cluster.name}: {exc!r}")
 
     def _select(self, item: _Chaos) -> list[dict[str, Any]] | None:
         spec, ns = item.body["spec"], item.body["metadata"]["namespace"]
@@ -922,6 +1047,14 @@ class FakeApiServer:
         victim = next((p for p in self.pods if p.name == pod_name and p.namespace == namespace), None)
         if victim is None:
             return
+        cluster = self._cnpg.get((namespace, victim.labels.get("cnpg.io/cluster", "")))
+        if cluster is not None and pod_name in cluster.node_of:
+            # the pod's processes die with it (SIGKILL), then the API object goes
+            cluster.instances.kill(cluster.node_of[pod_name])
+            cluster.killed[pod_name] = time.monotonic()
+            cluster.starting.pop(pod_name, None)
+            self.pods.remove(victim)
+            return
         self.pods.remove(victim)
         if self.respawn and victim.owner in ("StatefulSet", "ReplicaSet"):
             name = (
@@ -930,6 +1063,245 @@ class FakeApiServer:
                 else (victim.name.rsplit("-", 1)[0] + "-" + random_suffix())
             )
             self.pods.append(dataclasses.replace(victim, name=name, ready=False))
+
+    # -- the CloudNativePG stand-in
+
+    def add_cnpg_cluster(
+        self,
+        name: str,
+        instances: Instances,
+        *,
+        namespace: str | None = None,
+        network: PodNetwork | None = None,
+        synchronous: int | None = 1,
+        recreate_delay: float = 1.0,
+        start_delay: float = 0.5,
+    ) -> FakeCnpgCluster:
+        """A ``Cluster`` named ``name`` whose instance pods ``<name>-1``, ``<name>-2``, ... are the nodes of
+        ``instances`` in order; each pod's metrics are served on ``network`` while it runs."""
+        namespace = namespace or NAMESPACE
+        pod_of = {node: f"{name}-{i}" for i, node in enumerate(instances.nodes, 1)}
+        spec: dict[str, Any] = {
+            "instances": len(pod_of),
+            "imageName": "ghcr.io/cloudnative-pg/postgresql:16.2",
+            "monitoring": {"enablePodMonitor": True},
+            "storage": {"size": "1Gi"},
+        }
+        if synchronous:
+            spec["postgresql"] = {"synchronous": {"method": "any", "number": synchronous}}
+        body = {
+            "apiVersion": f"{CNPG_GROUP}/{CNPG_VERSION}",
+            "kind": "Cluster",
+            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()), "generation": 1,
+                         "creationTimestamp": _rfc3339(_now())},
+            "spec": spec,
+            "status": {
+                "instances": len(pod_of),
+                "instanceNames": sorted(pod_of.values()),
+                "latestGeneratedNode": len(pod_of),
+            },
+        }
+        cluster = FakeCnpgCluster(name, namespace, instances, pod_of, body, recreate_delay, start_delay)
+        states = instances.states()
+        primary = next((n for n, st in states.items() if st.role == "primary"), None)
+        with self._lock:
+            for node, pod in pod_of.items():
+                self.pods.append(self._cnpg_pod(cluster, pod, "primary" if node == primary else "replica"))
+                if network is not None:
+                    network.register(namespace, pod, self._cnpg_metrics(cluster, pod))
+            first = pod_of.get(primary or "")
+            body["status"].update(currentPrimary=first, targetPrimary=first)
+            self._cnpg[(namespace, name)] = cluster
+        self._reconcile_cnpg(cluster)
+        return cluster
+
+    def cnpg_cluster(self, name: str, namespace: str | None = None) -> dict[str, Any]:
+        """The Cluster object as the API serves it."""
+        with self._lock:
+            cluster = self._cnpg[(namespace or NAMESPACE, name)]
+            return self._cnpg_object(cluster)
+
+    def _cnpg_pod(self, cluster: FakeCnpgCluster, pod: str, role: str, incarnation: int = 0) -> FakePod:
+        return FakePod(pod, cnpg_labels(cluster.name, pod, role), cluster.namespace, container="postgres",
+                       owner="Cluster", node=f"node-{'abc'[int(pod.rsplit('-', 1)[1]) % 3]}",
+                       incarnation=incarnation, created=_now())
+
+    def _cnpg_metrics(self, cluster: FakeCnpgCluster, pod: str) -> Callable[[], str | None]:
+        def provider() -> str | None:
+            with self._lock:
+                found = next(
+                    (p for p in self.pods if p.namespace == cluster.namespace and p.name == pod), None
+                )
+                running = found is not None and found.phase == "Running" and not found.deleting
+            if not running:
+                return None  # no pod, no instance manager: the scrape fails
+            return cluster.instances.metrics(cluster.node_of[pod], cluster.pod_of, cluster.name)
+
+        return provider
+
+    def _cnpg_object(self, cluster: FakeCnpgCluster) -> dict[str, Any]:
+        body = copy.deepcopy(cluster.body)
+        body["metadata"]["resourceVersion"] = str(cluster.resource_version)
+        return body
+
+    def _in_background(self, what: str, fn: Callable[[], Any]) -> None:
+        def run() -> None:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - a test fake: report, keep going
+                with self._lock:
+                    self.controller_errors.append(f"{what}: {exc!r}")
+
+        thread = threading.Thread(target=run, name=what, daemon=True)
+        self._cnpg_threads.append(thread)
+        thread.start()
+
+    def _reconcile_cnpg(self, cluster: FakeCnpgCluster) -> None:
+        """The operator's loop: killed pods created again, then started; pod labels and readiness; the
+        Cluster's status from the nodes' state (as the instance managers report it)."""
+        states = cluster.instances.states()  # outside the lock: the lab pair answers over HTTP
+        now = time.monotonic()
+        to_start: list[str] = []
+        with self._lock:
+            cluster.states = states
+            pods = {
+                p.name: p for p in self.pods if p.namespace == cluster.namespace and p.name in cluster.node_of
+            }
+            for pod, killed_at in list(cluster.killed.items()):
+                if now >= killed_at + cluster.recreate_delay:
+                    del cluster.killed[pod]
+                    cluster.incarnations[pod] = cluster.incarnations.get(pod, 0) + 1
+                    fresh = self._cnpg_pod(cluster, pod, "replica", incarnation=cluster.incarnations[pod])
+                    fresh.phase, fresh.ready = "Pending", False
+                    self.pods.append(fresh)
+                    pods[pod] = fresh
+                    cluster.starting[pod] = now + cluster.start_delay
+            for pod, start_at in list(cluster.starting.items()):
+                # a killed primary's instance starts again only once another instance is primary (the
+                # operator fails over before its pod comes back: it then joins as a replica)
+                moved = cluster.body["status"].get("currentPrimary") != pod
+                if now >= start_at and pod in pods and moved:
+                    del cluster.starting[pod]
+                    pods[pod].phase = "Running"
+                    to_start.append(pod)
+            self._cnpg_update(cluster, states, pods)
+        for pod in to_start:
+            node = cluster.node_of[pod]
+            self._in_background(f"start {pod}", lambda node=node: cluster.instances.restart(node))
+
+    def _cnpg_update(self, cluster: FakeCnpgCluster, states: Mapping[str, NodeState],
+                     pods: Mapping[str, FakePod]) -> None:
+        status = cluster.body["status"]
+        before = copy.deepcopy(status)
+        leaders = [cluster.pod_of[n] for n, st in states.items() if st.role == "primary"]
+        leader = leaders[0] if len(leaders) == 1 else None
+        current, target = status.get("currentPrimary"), status.get("targetPrimary")
+        current_pod = pods.get(current or "")
+        if cluster.switchover is not None and leader == cluster.switchover:
+            cluster.switchover = None
+        if leader is not None and leader != current and cluster.switchover is None:
+            # the new primary's instance manager promoted it and reports it: it is the current primary
+            current = target = leader
+            status["currentPrimaryTimestamp"] = _rfc3339_micro(_now())
+        current_pod = pods.get(current or "")
+        reason = ""
+        if cluster.switchover is not None:
+            phase, target = CNPG_PHASE_SWITCHOVER, cluster.switchover
+            reason = f"Switching over to {target}"
+        elif leader is None or current_pod is None or current_pod.deleting or leader != current:
+            # the target primary mirrors the pair: it moves when the nodes elect a new leader (Patroni's
+            # ttl), so that a failover that never comes leaves the manual promotion something to do
+            phase = CNPG_PHASE_FAILOVER
+            reason = f"Failing over from {current}: its instance is not available"
+        else:
+            serving = all(p in pods and pods[p].phase == "Running" and states[n].role != "down"
+                          for n, p in cluster.pod_of.items())
+            streaming = all(st.streaming for n, st in states.items() if cluster.pod_of[n] != current)
+            phase = CNPG_PHASE_HEALTHY if serving and streaming else CNPG_PHASE_WAITING
+            target = current
+        for name, pod in pods.items():
+            role = "primary" if name == current else "replica"  # moved when the new primary is promoted
+            pod.labels.update({"cnpg.io/instanceRole": role, "role": role})
+            state = states.get(cluster.node_of[name], NodeState("down"))
+            pod.ready = pod.phase == "Running" and state.role != "down"
+            for key, value in cluster.pinned.get(name, {}).items():
+                setattr(pod, key, copy.deepcopy(value))
+        ready = sorted(
+            p
+            for p, pod in pods.items()
+            if pod.ready and pod.phase == "Running" and not pod.deleting and not pod.waiting_reason
+        )
+        leader_state = states.get(cluster.node_of.get(leader or "", ""))
+        status.update(
+            currentPrimary=current,
+            targetPrimary=target,
+            phase=phase,
+            phaseReason=reason,
+            readyInstances=len(ready),
+            instancesStatus={"healthy": ready, "failed": sorted(set(cluster.pod_of.values()) - set(ready))},
+            conditions=[{"type": "Ready", "status": "True" if phase == CNPG_PHASE_HEALTHY else "False",
+                         "reason": "ClusterIsReady" if phase == CNPG_PHASE_HEALTHY else "ClusterIsNotReady",
+                         "message": phase}],
+        )
+        if leader_state is not None and leader_state.timeline is not None:
+            status["timelineID"] = leader_state.timeline
+        if status != before:
+            cluster.resource_version += 1
+
+    def _cnpg_request(self, method: str, ns: str, rest: list[str], body: Any) -> tuple[int, Any, str]:
+        """``clusters`` (list), ``clusters/{name}`` (get), ``clusters/{name}/status`` (get, merge patch)."""
+        g, r = CNPG_GROUP, "clusters"
+        if rest == [r] and method == "GET":
+            self.authorize("list", g, r, "", ns)
+            with self._lock:
+                items = [self._cnpg_object(c) for (n, _), c in self._cnpg.items() if n == ns]
+            return 200, {"apiVersion": f"{g}/{CNPG_VERSION}", "kind": "ClusterList",
+                         "metadata": {"resourceVersion": "1"}, "items": items}, "application/json"
+        if len(rest) not in (2, 3) or rest[0] != r or (len(rest) == 3 and rest[2] != "status"):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        name, sub = rest[1], (rest[2] if len(rest) == 3 else "")
+        if method == "GET":
+            self.authorize("get", g, r, sub, ns, name)
+        elif method == "PATCH" and sub == "status":
+            self.authorize("patch", g, r, sub, ns, name)
+        else:
+            raise ApiError(
+                405, "MethodNotAllowed", "the server does not allow this method on the requested resource"
+            )
+        with self._lock:
+            cluster = self._cnpg.get((ns, name))
+            if cluster is None:
+                details = {"name": name, "group": g, "kind": r}
+                raise ApiError(404, "NotFound", f'{r}.{g} "{name}" not found', details)
+            if method == "GET":
+                return 200, self._cnpg_object(cluster), "application/json"
+            if not isinstance(body, dict):
+                raise ApiError(400, "BadRequest", "the body of the request was in an unknown format")
+            if cluster.bump_before_patch > 0:
+                cluster.bump_before_patch -= 1
+                cluster.resource_version += 1  # the operator wrote the status meanwhile
+            wanted = (body.get("metadata") or {}).get("resourceVersion")
+            if wanted is not None and str(wanted) != str(cluster.resource_version):
+                raise ApiError(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {r}.{g} "{name}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
+                    {"name": name, "group": g, "kind": r},
+                )
+            cluster.status_patches.append(copy.deepcopy(body))
+            _merge_patch(cluster.body["status"], body.get("status") or {})
+            cluster.resource_version += 1
+            target = cluster.body["status"].get("targetPrimary")
+            promote = target if target in cluster.node_of and target != cluster.body["status"].get(
+                "currentPrimary") else None
+            if promote is not None:
+                cluster.switchover = promote
+            answer = self._cnpg_object(cluster)
+        if promote is not None:
+            node = cluster.node_of[promote]
+            self._in_background(f"promote {promote}", lambda: cluster.instances.promote(node))
+        return 200, answer, "application/json"
 
     # -- request handling (called by the handler thread)
 
@@ -1068,6 +1440,9 @@ class FakeApiServer:
                 }
             }
             return 201, out, "application/json"
+        if path.startswith(CNPG_PREFIX):
+            rest = path[len(CNPG_PREFIX):].split("/")
+            return self._cnpg_request(method, rest[0], rest[1:], body)
         if path.startswith(CHAOS_PREFIX):
             rest = path[len(CHAOS_PREFIX) :].split("/")
             if len(rest) in (2, 3) and rest[1] in CHAOS_KINDS:

@@ -161,3 +161,122 @@ def test_durations_round_trip(seconds: float, text: str) -> None:
 
 def test_label_selector_string() -> None:
     assert chaos.label_selector_string({"a": "b", "c": ["d", "e"]}) == "a=b,c in (d,e)"
+
+
+# --- PodChaos (GAMEDAY-002) -----------------------------------------------------------------------
+# Its schema is the NetworkChaos CRD's shared types (the pod selector, mode, value, duration: the same
+# Go types in both kinds) plus PodChaos's own fields. When the real PodChaos CRD is at hand
+# (GAMEDAY_PODCHAOS_CRD, or chaos-mesh.org_podchaos.yaml beside the NetworkChaos one) the bodies are
+# checked against it too, and the derived schema must agree with it.
+
+PODCHAOS_CRD_ENV = "GAMEDAY_PODCHAOS_CRD"
+
+
+def real_podchaos_schema() -> dict[str, Any] | None:
+    import os
+
+    candidates = [Path(os.environ[PODCHAOS_CRD_ENV])] if os.environ.get(PODCHAOS_CRD_ENV) else []
+    candidates.append(CRD.parent / "chaos-mesh.org_podchaos.yaml")
+    for path in candidates:
+        if path.is_file():
+            crd = yaml.safe_load(path.read_text(encoding="utf-8"))
+            assert crd["spec"]["names"]["kind"] == "PodChaos"
+            (version,) = [v for v in crd["spec"]["versions"] if v["name"] == chaos.VERSION]
+            return dict(version["schema"]["openAPIV3Schema"])
+    return None
+
+
+@pytest.fixture(scope="module")
+def pod_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    return chaos.pod_chaos_schema(schema)
+
+
+def pod_template() -> dict[str, Any]:
+    from gamedaylib.targets.cnpg import DEFAULT_MANIFEST
+
+    return chaos.load_pod_chaos_template(DEFAULT_MANIFEST)
+
+
+def test_shipped_podchaos_validates_as_is(pod_schema: dict[str, Any]) -> None:
+    body = pod_template()
+    assert raw_schema_errors(body, pod_schema) == []
+    assert chaos.pod_chaos_problems(body, pod_schema) == []
+    spec = body["spec"]
+    assert (spec["action"], spec["mode"], spec["gracePeriod"]) == ("pod-kill", "one", 0)
+    assert spec["selector"]["labelSelectors"] == {
+        "cnpg.io/cluster": "events-db",
+        "cnpg.io/instanceRole": "primary",
+    }
+    assert spec["selector"]["podPhaseSelectors"] == ["Running"]
+    assert "duration" not in spec, "a pod kill is one-shot: no duration applies"
+
+
+POD_CASES = [
+    dict(namespace="teei-prod", run_id="20261128T033000Z-ab12",
+         selector={"cnpg.io/cluster": "events-db", "cnpg.io/instanceRole": "primary"}),
+    dict(namespace="teei-staging", run_id="My_Run.ID with spaces and a very long tail " * 3,
+         selector={"cnpg.io/cluster": "orders-db", "role": "primary"}),
+    dict(
+        namespace="gameday",
+        run_id="r",
+        selector={"cnpg.io/cluster": ["a-db", "b-db"], "cnpg.io/instanceRole": "primary"},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", POD_CASES, ids=lambda c: c["namespace"])
+def test_built_podchaos_bodies_validate(case: dict[str, Any], pod_schema: dict[str, Any]) -> None:
+    template = pod_template()
+    before = copy.deepcopy(template)
+    body = chaos.build_pod_chaos(**case, name_prefix="postgres-primary-kill", template=template)
+    assert template == before, "the template is not modified"
+    assert raw_schema_errors(body, pod_schema) == []
+    assert chaos.pod_chaos_problems(body, pod_schema) == []
+    real = real_podchaos_schema()
+    if real is not None:
+        assert raw_schema_errors(body, real) == []
+        assert chaos.pod_chaos_problems(body, real) == []
+    meta, spec = body["metadata"], body["spec"]
+    assert meta["namespace"] == case["namespace"] and meta["name"].startswith("postgres-primary-kill-")
+    assert len(meta["name"]) <= 63 and meta["labels"][chaos.MANAGED_BY_LABEL] == "gameday"
+    assert spec["selector"]["namespaces"] == [case["namespace"]] and spec["gracePeriod"] == 0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda b: b["spec"].update(action="pod-explode"), "spec.action"),
+        (lambda b: b["spec"].update(mode="two"), "spec.mode"),
+        (lambda b: b["spec"].update(direction="both"), "'direction' was unexpected"),
+        (lambda b: b["spec"].update(gracePeriod=-1), "gracePeriod"),
+        (lambda b: b["spec"].update(mode="fixed-percent", value="150"), "(0, 100]"),
+        (lambda b: b["spec"].pop("selector"), "'selector' is a required property"),
+        (lambda b: b["spec"]["selector"].update(labelSelector={"a": "b"}), "'labelSelector' was unexpected"),
+        (lambda b: b["spec"].update(action="pod-failure"), "pod-failure needs a duration"),
+        (lambda b: b["metadata"].update(name="Postgres_Kill"), "metadata.name"),
+    ],
+)
+def test_invalid_podchaos_bodies_are_rejected(mutate: Any, expected: str, pod_schema: dict[str, Any]) -> None:
+    body = chaos.build_pod_chaos(**POD_CASES[0], name_prefix="postgres-primary-kill", template=pod_template())
+    mutate(body)
+    problems = chaos.pod_chaos_problems(body, pod_schema)
+    assert any(expected in p for p in problems), problems
+    with pytest.raises(InvalidParameters, match="chaos_manifest"):
+        chaos.validate_pod_chaos(body, pod_schema)
+
+
+def test_the_derived_podchaos_schema_agrees_with_the_real_crd(pod_schema: dict[str, Any]) -> None:
+    real = real_podchaos_schema()
+    if real is None:
+        pytest.skip(f"no PodChaos CRD at hand (set {PODCHAOS_CRD_ENV} or put chaos-mesh.org_podchaos.yaml in "
+                    f"{CRD.parent}): the bodies are checked against the NetworkChaos CRD's shared types only")
+    derived, actual = pod_schema["properties"]["spec"], real["properties"]["spec"]
+    assert set(derived["properties"]) <= set(actual["properties"])
+    assert sorted(derived["required"]) == sorted(actual["required"])
+    for name, field in derived["properties"].items():
+        wanted = {k: v for k, v in actual["properties"][name].items() if k != "description"}
+        got = {k: v for k, v in field.items() if k != "description"}
+        if name == "selector":
+            assert got["properties"].keys() == wanted["properties"].keys()
+        else:
+            assert got == wanted, name

@@ -21,6 +21,7 @@ from gamedaylib.gamedays.postgres_failover.playbook import PLAYBOOK
 from gamedaylib.lab.knobs import FailoverLabKnobs
 from gamedaylib.readings import Reading
 from gamedaylib.scenario import Scenario, Tile
+from gamedaylib.targets import cnpg  # the cluster's side (CloudNativePG); a module: it imports database.py
 from gamedaylib.targets.base import Fault, Target
 from gamedaylib.targets.lab import LabTarget
 
@@ -34,18 +35,14 @@ def make_fault(target: Target, params: Any) -> Fault:
     if isinstance(target, LabTarget):
         return LabPrimaryKill(target.pg_client(launcher=True), kill=params.kill,
                               stall_seconds=params.replication_stall_seconds)
-    from gamedaylib.targets.kubernetes import cnpg_primary_kill  # the cluster's (CloudNativePG) side
-
-    return cnpg_primary_kill(target, params)
+    return cnpg.cnpg_primary_kill(target, params)
 
 
 def make_reader(run: Run) -> FailoverReader:
     if isinstance(run.target, LabTarget):
         database: Any = LabDatabase(run.target.pg_client())
     else:
-        from gamedaylib.targets.kubernetes import cnpg_database
-
-        database = cnpg_database(run.target, run.params)
+        database = cnpg.cnpg_database(run.target, run.params)
     run.state.database = database
     return FailoverReader(run.target.endpoints, canaries=run.canaries, fault_status=run.fault.status,
                           alerts=run.alert_probe_if_any(), alert_names=SCENARIO.alerts, t0=lambda: run.clock.t0,
