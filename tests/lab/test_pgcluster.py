@@ -218,6 +218,7 @@ def sync_proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
         stop_cluster(root)
 
 
+@pytest.mark.slow  # a real Patroni pair: minutes
 def test_the_cluster_starts_with_a_primary_and_a_synchronous_streaming_replica(sync_proxy: External) -> None:
     client, plan = sync_proxy.client, sync_proxy.plan
     primary = client.primary()
@@ -253,6 +254,7 @@ def test_the_cluster_starts_with_a_primary_and_a_synchronous_streaming_replica(s
     assert json.loads(json.dumps(status))["rw_dsn"] == plan.rw_dsn
 
 
+@pytest.mark.slow  # a real Patroni pair: minutes
 def test_agent_only_kill_with_sync_replication_cuts_the_orphan_off(sync_proxy: External) -> None:
     """Patroni alone dies; its PostgreSQL lives on. HAProxy stops sending writes to the orphan within
     about a second. A multi-host DSN keeps reaching it, but with synchronous replication no commit is
@@ -303,6 +305,7 @@ def test_agent_only_kill_with_sync_replication_cuts_the_orphan_off(sync_proxy: E
     assert client.writable_nodes() == [new]
 
 
+@pytest.mark.slow  # a real Patroni pair: minutes
 def test_sigkill_of_the_primary_fails_over_without_losing_a_confirmed_write(sync_proxy: External) -> None:
     client, plan = sync_proxy.client, sync_proxy.plan
     client.wait_healthy(timeout=120)  # e.g. the standby rejoined by the previous test is synchronous again
@@ -338,6 +341,7 @@ def test_sigkill_of_the_primary_fails_over_without_losing_a_confirmed_write(sync
     assert client.sync_standbys() == [old], "the rejoined node is the synchronous standby again"
 
 
+@pytest.mark.slow  # a real Patroni pair: minutes
 def test_manual_promotion_moves_the_primary_back(sync_proxy: External) -> None:
     """The rollback's manual promotion, through Patroni: the old primary (now a replica) takes over."""
     client, plan = sync_proxy.client, sync_proxy.plan
@@ -355,6 +359,7 @@ def test_manual_promotion_moves_the_primary_back(sync_proxy: External) -> None:
         client.promote("pg9")
 
 
+@pytest.mark.slow  # a real Patroni pair: minutes
 def test_sigkill_of_the_runner_leaves_no_process_behind(sync_proxy: External) -> None:
     root = sync_proxy.plan.root
     assert cluster_processes(root), "the cluster runs"
@@ -386,6 +391,7 @@ def async_multihost(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Local]
         yield Local(runner, plan, client)
 
 
+@pytest.mark.slow  # a real Patroni pair: minutes
 def test_async_replication_stalled_before_the_kill_loses_confirmed_writes(async_multihost: Local) -> None:
     client, plan = async_multihost.client, async_multihost.plan
     client.wait_healthy(timeout=120)  # e.g. the standby rejoined by the previous test is synchronous again
@@ -418,6 +424,7 @@ def test_async_replication_stalled_before_the_kill_loses_confirmed_writes(async_
     assert seconds(killed, writable) < FAILOVER_LIMIT_SECONDS
 
 
+@pytest.mark.slow  # a real Patroni pair: minutes
 def test_agent_only_kill_with_multihost_is_a_split_brain_whose_orphan_writes_are_lost(
     async_multihost: Local,
 ) -> None:
@@ -456,6 +463,7 @@ def test_agent_only_kill_with_multihost_is_a_split_brain_whose_orphan_writes_are
     assert client.writable_nodes() == [other(plan, old)]
 
 
+@pytest.mark.slow  # a real Patroni pair: minutes
 def test_stop_leaves_no_process_behind(async_multihost: Local) -> None:
     root = async_multihost.plan.root
     assert cluster_processes(root)
