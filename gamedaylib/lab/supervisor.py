@@ -297,6 +297,21 @@ class Supervisor:
         checks = [self._died(c) for c in children]
         return lambda: next((reason for reason in (check() for check in checks) if reason), None)
 
+    def _prometheus_scraped(self) -> bool:
+        """Prometheus has every configured target and has scraped each once (the services' successfully)."""
+        config = yaml.safe_load((self.lab_dir / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+        expected = sum(len(s["targets"]) for job in config["scrape_configs"] for s in job["static_configs"])
+        try:
+            active = proc.http_json(self.urls["prometheus_url"] + "/api/v1/targets?state=active",
+                                    timeout=2.0)["data"]["activeTargets"]
+        except (LabError, KeyError, TypeError):
+            return False
+        services = {"api-gateway", "reporting"}
+        return len(active) >= expected and all(
+            t.get("health") == "up" if t.get("labels", {}).get("job") in services else t.get("health") != "unknown"
+            for t in active
+        )
+
     def _wait_http(self, child: Child, url: str, timeout: float = 30.0) -> None:
         def ok() -> bool:
             return _answers(url)
@@ -676,6 +691,12 @@ class Supervisor:
             interval=0.1,
             abort=self._any_died([users, *services]),
         )
+        if prometheus is not None:
+            # Prometheus applies its targets a few seconds after it is ready (its scrape manager's
+            # update tick, 5 s): until then every service reading would be blind
+            log.info("waiting for Prometheus to have scraped every target")
+            proc.wait_for(self._prometheus_scraped, timeout=30.0, what="Prometheus scraping every target",
+                          interval=0.2, abort=self._died(prometheus))
         state = {
             **self.config,
             **self.urls,
