@@ -83,6 +83,7 @@ def test_the_wheel_runs_a_gameday_from_an_empty_directory_and_plain_papermill_do
     assert up.returncode == 0, up.stderr[-3000:]
     try:
         plain = empty / "plain"
+        plain.mkdir()  # Papermill writes its output notebook into an existing folder only (README says mkdir -p)
         pm = _run([str(installed / "papermill"), str(notebook), str(plain / "runbook.ipynb"),
                    "-p", "archive_dir", str(plain), "-p", "lab_dir", str(lab), "-p", "partition_seconds", "8"],
                   empty)
