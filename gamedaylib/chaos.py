@@ -148,15 +148,19 @@ def pod_selector(
 
 def load_template(path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The NetworkChaos template (``chaos_manifest``; empty = the one shipped with the gameday)."""
-    p = Path(path) if path else DEFAULT_MANIFEST
+    return _load_manifest(Path(path) if path else DEFAULT_MANIFEST, KIND)
+
+
+def _load_manifest(p: Path, kind: str) -> dict[str, Any]:
+    """One Chaos Mesh object of ``kind`` from a YAML file; ``InvalidParameters`` naming ``chaos_manifest``."""
     try:
         body = yaml.safe_load(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise InvalidParameters({"chaos_manifest": f"cannot read {p}: {exc}"}) from exc
     except yaml.YAMLError as exc:
         raise InvalidParameters({"chaos_manifest": f"{p} is not valid YAML: {exc}"}) from exc
-    if not isinstance(body, dict) or body.get("kind") != KIND:
-        raise InvalidParameters({"chaos_manifest": f"{p} must hold one {KIND} object"})
+    if not isinstance(body, dict) or body.get("kind") != kind:
+        raise InvalidParameters({"chaos_manifest": f"{p} must hold one {kind} object"})
     return body
 
 
@@ -390,16 +394,7 @@ POD_MODES = ("one", "all", "fixed", "fixed-percent", "random-max-percent")
 def load_pod_chaos_template(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A PodChaos template (the gameday's own, or ``chaos_manifest``): ``InvalidParameters`` naming
     ``chaos_manifest`` when it cannot be read or holds something else."""
-    p = Path(path)
-    try:
-        body = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InvalidParameters({"chaos_manifest": f"cannot read {p}: {exc}"}) from exc
-    except yaml.YAMLError as exc:
-        raise InvalidParameters({"chaos_manifest": f"{p} is not valid YAML: {exc}"}) from exc
-    if not isinstance(body, dict) or body.get("kind") != POD_CHAOS_KIND:
-        raise InvalidParameters({"chaos_manifest": f"{p} must hold one {POD_CHAOS_KIND} object"})
-    return body
+    return _load_manifest(Path(path), POD_CHAOS_KIND)
 
 
 def build_pod_chaos(

@@ -21,17 +21,19 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import conninfo as pg_conninfo
 from psycopg import errors as pg_errors
 
 from gamedaylib.exceptions import ProbeError
+
+T = TypeVar("T")
 
 __all__ = [
     "EventsStore",
@@ -208,12 +210,16 @@ class EventsStore:
         return self._conn is not None and not self._conn.closed and not self._conn.broken
 
     def _query(self, what: str, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        return self._on_connection(what, lambda conn: conn.execute(sql, params).fetchall())
+
+    def _on_connection(self, what: str, work: Callable[[psycopg.Connection], T]) -> T:
+        """``work(connection)`` under the lock; an idle connection that died meanwhile gets one fresh try."""
         with self._lock:
-            for retry in (True, False):  # an idle connection may have died meanwhile: one fresh try
+            for retry in (True, False):
                 reused = self._connected()
                 conn = self._connect()
                 try:
-                    return conn.execute(sql, params).fetchall()
+                    return work(conn)
                 except psycopg.OperationalError as exc:
                     if retry and reused:
                         self._drop_connection()
@@ -295,20 +301,7 @@ class EventsStore:
     def _with_keys(self, what: str, keys: Sequence[str], statements: Sequence[tuple[str, tuple[Any, ...]]]
                    ) -> list[list[tuple[Any, ...]]]:
         """Load ``keys`` (distinct) into a temporary table with COPY, run ``statements``, drop it."""
-        with self._lock:
-            for retry in (True, False):  # an idle connection may have died meanwhile: one fresh try
-                reused = self._connected()
-                conn = self._connect()
-                try:
-                    return self._with_keys_on(conn, keys, statements)
-                except psycopg.OperationalError as exc:
-                    if retry and reused:
-                        self._drop_connection()
-                        continue
-                    raise self._fail(exc, what) from exc
-                except psycopg.Error as exc:
-                    raise self._fail(exc, what) from exc
-            raise AssertionError("unreachable")
+        return self._on_connection(what, lambda conn: self._with_keys_on(conn, keys, statements))
 
     @staticmethod
     def _with_keys_on(conn: psycopg.Connection[Any], keys: Sequence[str],
