@@ -28,9 +28,6 @@ from typing import Any
 from gamedaylib.exceptions import InvalidParameters, LabAlreadyRunning, LabError
 from gamedaylib.lab import processes as proc
 from gamedaylib.lab.knobs import validate_knobs
-from gamedaylib.lab.pgclient import PgClusterClient
-from gamedaylib.lab.pgcluster import PgClusterPlan
-from gamedaylib.lab.pgprocesses import node_pids, stop_cluster
 from gamedaylib.lab.layout import (
     DEFAULT_LAB_DIR,
     EXIT_ALREADY_RUNNING,
@@ -39,6 +36,9 @@ from gamedaylib.lab.layout import (
     URL_FIELDS,
     LabLayout,
 )
+from gamedaylib.lab.pgclient import PgClusterClient
+from gamedaylib.lab.pgcluster import PgClusterPlan
+from gamedaylib.lab.pgprocesses import node_pids, stop_cluster
 from gamedaylib.lab.processes import ProcessRef
 
 log = logging.getLogger("gamedaylib.lab.client")

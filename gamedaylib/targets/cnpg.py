@@ -81,6 +81,7 @@ from gamedaylib.targets.kubernetes import (
 
 __all__ = [
     "CNPG_PERMISSIONS",
+    "CONSUMER_DEPLOYMENT",
     "DEFAULT_MANIFEST",
     "GROUP",
     "PHASE_FAILOVER",
@@ -142,7 +143,16 @@ CNPG_PERMISSIONS: tuple[Permission, ...] = (
         subresource="status",
         why="the rollback's manual promotion (what kubectl cnpg promote patches)",
     ),
+    Permission(
+        "patch",
+        "deployments",
+        "apps",
+        required=False,
+        why="the rollback's restart of reporting when it did not reconnect (what kubectl rollout restart patches)",
+    ),
 )
+CONSUMER_DEPLOYMENT = "reporting"  # the playbook's rollback: kubectl rollout restart deployment/reporting
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 
 # ------------------------------------------------------------------ settings
@@ -1065,6 +1075,32 @@ class CnpgPrimaryKill:
                     f"kubectl cnpg status {self.settings.cluster} -n {self.settings.namespace}"
                 )
             time.sleep(0.5)
+
+    # -- the rollback's restart of the consumer
+    def restart_consumer(self) -> str:
+        """The playbook's rollback step 3 as ``kubectl rollout restart deployment/reporting`` does it: a
+        strategic merge patch of the pod template's ``kubectl.kubernetes.io/restartedAt`` annotation, so
+        that the Deployment replaces its pods one by one. ``HealFailed`` naming the fix when refused."""
+        ns, name = self.settings.namespace, CONSUMER_DEPLOYMENT
+        now = utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
+        body = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}}
+        timeout = self.api.request_timeout
+        try:
+            self.api.call(
+                HealFailed,
+                f"restart deployment/{name} in {ns}",
+                lambda api: client.AppsV1Api(api).patch_namespaced_deployment(
+                    name, ns, body, _request_timeout=timeout,
+                    _content_type="application/strategic-merge-patch+json",
+                ),
+                idempotent=True,  # the same annotation value twice restarts once
+            )
+        except HealFailed as exc:
+            raise HealFailed(
+                f"{exc}; restart it by hand: kubectl -n {ns} rollout restart deployment/{name} "
+                "(deploy/rbac.yaml grants deployments patch)"
+            ) from exc
+        return f"deployment/{name} in {ns} restarted ({RESTARTED_AT} {now}): its pods are replaced one by one"
 
     def since_kill(self) -> float | None:
         return None if self.killed_at is None else (utcnow() - self.killed_at).total_seconds()

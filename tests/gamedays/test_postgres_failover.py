@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
-from runfakes import FakeTarget, start_run
+from runfakes import FakeTarget, healthy, start_run
 
 from gamedaylib import pipeline
+from gamedaylib.clock import utcnow
 from gamedaylib.gamedays import monitoring_dirs
 from gamedaylib.gamedays.nats_partition import SCENARIO as PARTITION
 from gamedaylib.gamedays.postgres_failover import SCENARIO
+from gamedaylib.gamedays.postgres_failover import phases as failover_phases
 from gamedaylib.gamedays.postgres_failover.playbook import PLAYBOOK
 from gamedaylib.lab.processes import find_binary, free_ports
 from gamedaylib.lab.supervisor import write_lab_rules
@@ -177,3 +179,46 @@ def test_a_prometheus_without_the_gamedays_rules_is_named_and_the_alert_fire_tim
             alert.evidence)
     finally:
         run.close()
+
+
+# -- the rollback's step 3: restart reporting if it did not reconnect ------------------------------------------
+
+
+def _stored(rises_after: int | None) -> Any:
+    """A healthy pipeline whose events_stored_total rises from reading ``rises_after`` on (never: None)."""
+    def script(target: FakeTarget, n: int) -> dict[str, Any]:
+        rise = n - rises_after if rises_after and n > rises_after else 0
+        return {**healthy(target, n), "stored_total": 50.0 + rise}
+    return script
+
+
+@pytest.mark.parametrize("can_restart", [True, False])
+def test_reporting_that_stores_nothing_after_a_manual_promotion_is_restarted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, can_restart: bool
+) -> None:
+    """Nothing stored within the reconnect window after the promotion: the fault's ``restart_consumer``
+    (on Kubernetes a rollout restart of deployment/reporting) is called and journalled; a target that
+    cannot restart says to do it by hand. Reporting that stores again is left alone."""
+    monkeypatch.setattr(failover_phases, "REPORTING_RECONNECT_SECONDS", 0.5)
+    for rises_after, restart_expected in ((None, True), (1, False)):
+        run, _ = start_run(tmp_path / f"{rises_after}-{can_restart}", _stored(rises_after))
+        restarts: list[str] = []
+        if can_restart:
+            run.fault.restart_consumer = lambda: restarts.append("x") or "deployment/reporting restarted"  # type: ignore[attr-defined]
+        run.state = failover_phases.FailoverState()
+        try:
+            time.sleep(0.2)
+            res = PhaseResult("rollback")
+            failover_phases._restart_reporting_unless_reconnected(run, res, utcnow())
+        finally:
+            run.close()
+        (check,) = res.checks
+        if not restart_expected:
+            assert check.ok and check.name == "reporting reconnected by itself (no restart)" and restarts == []
+        elif can_restart:
+            assert check.ok and check.name == "reporting restarted (it did not reconnect)", check
+            assert restarts == ["x"] and check.detail == "deployment/reporting restarted"
+        else:
+            assert not check.ok and not check.fatal
+            assert "restart reporting by hand" in check.detail
+            assert "rollout restart deployment/reporting" in check.detail

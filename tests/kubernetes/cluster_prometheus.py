@@ -10,7 +10,6 @@ cluster, and the runbook's alert probe (filtered by namespace) counts them.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -23,6 +22,8 @@ import yaml
 from fake_apiserver import free_port
 from fake_instances import PodNetwork
 
+from gamedaylib.lab.processes import monitoring_binaries
+
 __all__ = ["ClusterPrometheus"]
 
 
@@ -30,7 +31,7 @@ class ClusterPrometheus:
     """``start()`` / ``stop()``; ``url`` once started."""
 
     def __init__(self, directory: Path, *, scrape_interval: str = "1s") -> None:
-        binary = shutil.which("prometheus")
+        binary, _ = monitoring_binaries()  # the lab's lookup: GAMEDAY_LAB_WITHOUT hides it here too
         if binary is None:
             raise RuntimeError("prometheus is not on PATH (Debian package prometheus; .ci/run installs it)")
         self.binary = binary

@@ -18,6 +18,7 @@ and answers like the real server does, ``Status`` objects and unkind parts inclu
   the verb, and then the verb's real call answers 403 Forbidden too.
 - ``POST /apis/authentication.k8s.io/v1/selfsubjectreviews``       who the token is
 - ``GET  /apis/postgresql.cnpg.io/v1/namespaces/{ns}/clusters[/{name}[/status]]``, ``PATCH .../status``
+- ``GET|PATCH /apis/apps/v1/namespaces/{ns}/deployments/{name}`` (``add_deployment``: rollout restarts)
   (JSON merge patch; a ``metadata.resourceVersion`` that is not the current one answers 409 Conflict,
   as the optimistic lock of ``kubectl cnpg promote`` meets it)
 
@@ -491,6 +492,7 @@ class _Chaos:
 CNPG_GROUP = "postgresql.cnpg.io"
 CNPG_VERSION = "v1"
 CNPG_PREFIX = f"/apis/{CNPG_GROUP}/{CNPG_VERSION}/namespaces/"
+APPS_PREFIX = "/apis/apps/v1/namespaces/"
 CNPG_PHASE_HEALTHY = "Cluster in healthy state"
 CNPG_PHASE_FAILOVER = "Failing over"
 CNPG_PHASE_SWITCHOVER = "Switchover in progress"
@@ -632,6 +634,7 @@ class FakeApiServer:
         self._faults: list[tuple[str, str, list[int]]] = []  # (method, path substring, statuses to answer)
         self._chaos: dict[tuple[str, str, str], _Chaos] = {}  # (plural, ns, name)
         self._cnpg: dict[tuple[str, str], FakeCnpgCluster] = {}  # (ns, name)
+        self.deployments: dict[tuple[str, str], dict[str, Any]] = {}  # (ns, name) -> Deployment (add_deployment)
         self._cnpg_threads: list[threading.Thread] = []
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -1248,6 +1251,43 @@ class FakeApiServer:
         if status != before:
             cluster.resource_version += 1
 
+    def add_deployment(self, ns: str, name: str) -> None:
+        """A Deployment whose pod template a ``kubectl rollout restart`` patches (its pods are not modelled)."""
+        with self._lock:
+            self.deployments[(ns, name)] = {
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": name, "namespace": ns, "generation": 1, "resourceVersion": "1"},
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                    "template": {
+                        "metadata": {"labels": {"app.kubernetes.io/name": name}, "annotations": {}},
+                        "spec": {"containers": [{"name": name, "image": f"teei/{name}:1.4.2"}]},
+                    },
+                },
+            }
+
+    def _deployment_request(self, method: str, ns: str, name: str, body: Any) -> tuple[int, Any, str]:
+        """``deployments/{name}``: get, and patch of the pod template's annotations (strategic merge)."""
+        if method == "GET":
+            self.authorize("get", "apps", "deployments", "", ns, name)
+        elif method == "PATCH":
+            self.authorize("patch", "apps", "deployments", "", ns, name)
+        else:
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        with self._lock:
+            obj = self.deployments.get((ns, name))
+            if obj is None:
+                raise ApiError(404, "NotFound", f'deployments.apps "{name}" not found',
+                               {"name": name, "group": "apps", "kind": "deployments"})
+            if method == "PATCH":
+                annotations = (((body or {}).get("spec") or {}).get("template") or {}).get("metadata", {}).get(
+                    "annotations") or {}
+                obj["spec"]["template"]["metadata"]["annotations"].update(annotations)
+                obj["metadata"]["generation"] += 1
+                obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+            return 200, copy.deepcopy(obj), "application/json"
+
     def _cnpg_request(self, method: str, ns: str, rest: list[str], body: Any) -> tuple[int, Any, str]:
         """``clusters`` (list), ``clusters/{name}`` (get), ``clusters/{name}/status`` (get, merge patch)."""
         g, r = CNPG_GROUP, "clusters"
@@ -1443,6 +1483,10 @@ class FakeApiServer:
         if path.startswith(CNPG_PREFIX):
             rest = path[len(CNPG_PREFIX):].split("/")
             return self._cnpg_request(method, rest[0], rest[1:], body)
+        if path.startswith(APPS_PREFIX):
+            rest = path[len(APPS_PREFIX):].split("/")
+            if len(rest) == 3 and rest[1] == "deployments":
+                return self._deployment_request(method, rest[0], rest[2], body)
         if path.startswith(CHAOS_PREFIX):
             rest = path[len(CHAOS_PREFIX) :].split("/")
             if len(rest) in (2, 3) and rest[1] in CHAOS_KINDS:

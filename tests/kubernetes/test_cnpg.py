@@ -497,6 +497,34 @@ def test_promotion_forbidden_by_rbac_says_so(env: Env) -> None:
     assert "deploy/rbac.yaml" in str(err.value) and env.pair.promotions == []
 
 
+def test_the_rollback_restarts_reporting_as_kubectl_rollout_restart_does(env: Env) -> None:
+    """Rollback step 3 (reporting did not reconnect): the Deployment's pod template gets a fresh
+    restartedAt annotation, so that its pods are replaced; without the Deployment, or without the
+    permission, the error names the command to run by hand."""
+    target, db, fault = parts(env)
+    try:
+        with pytest.raises(HealFailed) as missing:
+            fault.restart_consumer()
+        env.fake.add_deployment(NAMESPACE, "reporting")
+        said = fault.restart_consumer()
+        env.fake.deny("patch", "deployments", group="apps")
+        with pytest.raises(HealFailed, match="403") as denied:
+            fault.restart_consumer()
+    finally:
+        db.close()
+        target.close()
+    fix = f"kubectl -n {NAMESPACE} rollout restart deployment/reporting"
+    assert "404" in str(missing.value) and fix in str(missing.value)
+    assert fix in str(denied.value)
+    deployment = env.fake.deployments[(NAMESPACE, "reporting")]
+    stamp = deployment["spec"]["template"]["metadata"]["annotations"][cnpg.RESTARTED_AT]
+    assert deployment["metadata"]["generation"] == 2, "patched once: the denied patch changed nothing"
+    assert abs((datetime.fromisoformat(stamp.replace("Z", "+00:00")) - datetime.now(timezone.utc)).total_seconds()) < 60
+    assert "deployment/reporting" in said and stamp in said
+    patches = [p for m, p in env.fake.requests if m == "PATCH" and "/deployments/" in p]
+    assert patches and all(p.startswith(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/reporting") for p in patches)
+
+
 # --- the readings' rules (pure) -------------------------------------------------------------------
 
 

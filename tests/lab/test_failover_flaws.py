@@ -70,7 +70,8 @@ def test_an_orphan_primary_behind_a_multihost_endpoint_is_a_split_brain_whose_wr
     assert all(run.t0 < _ts(a) < healed + timedelta(seconds=30) for a in lost), [a["ts"] for a in lost]
     timeline = next(e["values"].get("alert timeline", "") for e in run.journal
                     if e["kind"] == "phase.finished" and e["phase"] == "incident_response")
-    assert "PostgreSQLTwoPrimaries" in timeline, timeline
+    if lab.state.get("prometheus_url"):  # the alert needs Prometheus (either combination with it)
+        assert "PostgreSQLTwoPrimaries" in timeline, timeline
 
 
 def test_asynchronous_replication_stalled_before_the_kill_loses_what_the_primary_acknowledged(

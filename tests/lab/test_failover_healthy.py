@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from failovertools import GAMEDAY, canary_rows, rehearse, truth
 from labtools import RunningLab, running_lab, wait_for
-from runtools import run_gameday
+from runtools import combination, expected_alert_status, run_gameday
 
 from gamedaylib.lab.pgclient import PgClusterClient
 from gamedaylib.lab.pgcluster import PgClusterPlan
@@ -73,12 +73,16 @@ def test_a_healthy_rehearsal_passes_with_every_canary_stored_once(lab: RunningLa
     assert run.proc.returncode == 0 and run.card["verdict"] == "pass", run.explain()
     assert 15 <= run.value("failover_seconds") <= 60  # Patroni's ttl (20 s) bounds it
     assert run.status("failover_seconds") == "pass"
-    assert run.status("alert_fire_seconds") == "pass" and run.value("alert_fire_seconds") is not None
-    assert "PostgreSQL" in run.metrics["alert_fire_seconds"]["evidence"]
+    # the alert: through Alertmanager or Prometheus's ALERTS series; not measured with neither part
+    assert run.status("alert_fire_seconds") == expected_alert_status(lab.state), run.metrics["alert_fire_seconds"]
+    if combination(lab.state) != "neither":
+        assert run.value("alert_fire_seconds") is not None
+        assert "PostgreSQL" in run.metrics["alert_fire_seconds"]["evidence"]
     for name in ("rpo_seconds", "event_loss_count", "split_brain_samples", "duplicate_count"):
         assert run.value(name) == 0, (name, run.metrics[name])
     assert run.status("replica_rejoin_seconds") == "pass" and run.status("rto_seconds") == "pass"
-    assert [c["ok"] for c in run.checks("the gameday's alert rules loaded")] == [True]
+    if combination(lab.state) != "neither":
+        assert [c["ok"] for c in run.checks("the gameday's alert rules loaded")] == [True]
     # every canary accepted, stored exactly once (the lab's table, read now)
     rows = canary_rows(lab, run)
     assert rows and all(n == 1 for n in rows), rows

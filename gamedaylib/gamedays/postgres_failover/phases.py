@@ -192,7 +192,8 @@ def _restart_reporting_unless_reconnected(run: Run, res: PhaseResult, promoted_a
     if restart is None:
         run.check(res, "reporting restarted (it did not reconnect)", False,
                   f"reporting stored nothing within {REPORTING_RECONNECT_SECONDS:g} s of the promotion and this "
-                  "target cannot restart it: restart it by hand (kubectl rollout restart deployment/reporting)",
+                  "target cannot restart it: restart reporting by hand (on Kubernetes: kubectl rollout restart "
+                  "deployment/reporting)",
                   fatal=False)
         return
     run.journal.record("note", phase=run.current_phase, note="reporting did not reconnect: restarting it")
