@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from gamedaylib.clock import format_offset, parse_time
-from gamedaylib.lab.knobs import DEFAULT_KNOBS
+from gamedaylib.lab.knobs import HEALTHY_KNOBS
 
 __all__ = [
     "LossLine",
@@ -129,6 +129,10 @@ def verdict_reason(card: Mapping[str, Any]) -> str:
         if stopped and stopped.get("blind"):
             return (f"The run lost sight of what it measures and ended the fault early: {stopped.get('words')}. "
                     "It could not judge the system.")
+        refused = re.search(r"PreflightFailed: pre-flight failed: (.*?)(?:; nothing was injected)?\)?$", reason)
+        if refused:
+            return (f"Pre-flight refused to start the fault, so nothing was injected and the system was not judged. "
+                    f"Failed checks: {refused.group(1)}.")
         return f"The run did not reach its end ({reason or 'no reason recorded'}). It could not judge the system."
     bits = []
     if stopped:
@@ -225,6 +229,9 @@ def loss_summary(card: Mapping[str, Any]) -> str:
         return text + (f" The gateways counted exactly {_num(dropped)} dropped (events_dropped_total): every lost "
                        "event is one they discarded, so the loss is the buffer overflowing, not a silent loss "
                        "elsewhere.")
+    if dropped == 0:
+        return text + (f" The gateways counted none dropped: all {_num(lost)} were lost where no service counts "
+                       "them (in flight, or acknowledged before being stored).")
     if dropped < lost:
         return text + (f" The gateways counted only {_num(dropped)} dropped: {_num(lost - dropped)} lost events "
                        "were discarded where no service counts them (in flight, or acknowledged before being "
@@ -243,7 +250,7 @@ def configuration(params: Mapping[str, Any], card: Mapping[str, Any] | None = No
     buffer capacity seen, the fault, the stop conditions (and which one fired)."""
     out = []
     if params.get("target") == "lab":
-        staged = {k: params[k] for k in DEFAULT_KNOBS if k in params and params[k] != DEFAULT_KNOBS[k]}
+        staged = {k: params[k] for k in HEALTHY_KNOBS if k in params and params[k] != HEALTHY_KNOBS[k]}
         if staged:
             out.append("lab flaws staged (differ from a healthy lab): "
                        + ", ".join(f"`{k}={v}`" for k, v in sorted(staged.items())))

@@ -159,7 +159,8 @@ def alert_fire(*, t0: datetime | None, fired_at: datetime | None, label: str, wa
     if fired_at is None:
         return Metric(name, None, target, "<=", "fail", f"no gameday alert fired within {waited:.0f} s after T+0", "s")
     return Metric.judged(name, round((fired_at - t0).total_seconds(), 1), target,
-                         f"first alert {label} fired at {_iso(fired_at)} (Alertmanager/Prometheus) − T+0", unit="s")
+                         f"first alert {label} fired at {_iso(fired_at)}, T+0 at {_iso(t0)} (Alertmanager/Prometheus)",
+                         unit="s")
 
 
 def team_response(seconds: float | None, evidence: str, target: float) -> Metric:

@@ -46,6 +46,11 @@ def test_the_verdict_says_why_in_words() -> None:
     aborted = {"verdict": "aborted", "metrics": [], "reason": "cell 8 raised GamedayAborted: rehearsed fault"}
     assert findings.verdict_reason(aborted) == ("The run did not reach its end (cell 8 raised GamedayAborted: "
                                                 "rehearsed fault). It could not judge the system.")
+    refused = {"verdict": "aborted", "metrics": [], "reason": "cell 4 raised PreflightFailed: pre-flight failed: "
+               "one primary: primary None; events table reachable: refused; nothing was injected"}
+    assert findings.verdict_reason(refused) == (
+        "Pre-flight refused to start the fault, so nothing was injected and the system was not judged. Failed "
+        "checks: one primary: primary None; events table reachable: refused.")
     blind = {"verdict": "aborted", "metrics": [], "stopped_by": {**stopped, "blind": True, "words": "lag unreadable"}}
     assert findings.verdict_reason(blind).startswith("The run lost sight of what it measures")
     unmeasured = _metric("team_response_seconds", "not_measured", None, "not measured: no 'acknowledged' stamp")
@@ -82,6 +87,9 @@ def test_the_loss_is_reconciled_across_its_parts() -> None:
         "so the loss is the buffer overflowing, not a silent loss elsewhere.")
     silent = {"metrics": [LOSS], "events": {**EVENTS, "service_reported_dropped": 100.0}}
     assert "27 lost events were discarded where no service counts them" in findings.loss_summary(silent)
+    unseen = {"metrics": [LOSS], "events": {**EVENTS, "service_reported_dropped": 0.0}}
+    assert "The gateways counted none dropped: all 127 were lost where no service counts them" in (
+        findings.loss_summary(unseen))
     no_truth = {"metrics": [LOSS], "events": {**EVENTS, "ground_truth_lost": None}}
     assert findings.loss_summary(no_truth).startswith("36 canaries were accepted and never stored (users' events "
                                                       "have no ground truth on this target")
@@ -106,6 +114,11 @@ def test_the_configuration_that_mattered() -> None:
     assert lines[-1] == "the gateways dropped 127 events (events_dropped_total over the gameday)"
     healthy = findings.configuration({**params, "lab_buffer_capacity": 10000, "lab_overflow": "reject"})
     assert healthy[0] == "lab: every knob at its healthy default"
+    failover = findings.configuration({**params, "lab_buffer_capacity": 10000, "lab_overflow": "reject",
+                                       "lab_pg_replication": "async", "lab_pg_endpoint": "multihost",
+                                       "lab_reporting_ack": "after_commit"})
+    assert failover[0] == ("lab flaws staged (differ from a healthy lab): `lab_pg_endpoint=multihost`, "
+                           "`lab_pg_replication=async`"), "GAMEDAY-002's knobs are judged too"
 
 
 def test_moments_the_samples_show() -> None:

@@ -73,6 +73,7 @@ class FailoverLabKnobs(LabKnobs):
 
 
 DEFAULT_KNOBS: dict[str, Any] = as_dict(LabKnobs())
+HEALTHY_KNOBS: dict[str, Any] = as_dict(FailoverLabKnobs())  # every shape's knobs at their healthy defaults
 SHAPES: dict[str, type[LabKnobs]] = {"pipeline": LabKnobs, "failover": FailoverLabKnobs}
 
 
