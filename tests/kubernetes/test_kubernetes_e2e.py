@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from cluster_prometheus import ClusterPrometheus
 from fake_apiserver import FakeApiServer, pods_for_lab, proxy_status, wait_for
 from runtools import combination
 
@@ -150,6 +153,15 @@ def params_file(lab: dict[str, Any], kubeconfig: Path, tmp_path: Path, **extra: 
     return path
 
 
+def _series(prometheus_url: str, query: str) -> int:
+    url = f"{prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return len(json.loads(resp.read())["data"]["result"])
+    except OSError:
+        return 0
+
+
 def run_env(lab: dict[str, Any]) -> dict[str, str]:
     return {**os.environ, "GAMEDAY_E2E_EVENTS_DSN": lab["events_dsn"]}
 
@@ -199,25 +211,44 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
 
     fake, kubeconfig = cluster
     cuts_before = proxy_status(lab["proxy_control_url"])["cuts"]
-    started = time.time()
-    done = subprocess.run(
-        [
-            *GAMEDAY,
-            "run",
-            "--target",
-            "kubernetes",
-            "--params",
-            str(params_file(lab, kubeconfig, tmp_path)),
-            "--output-dir",
-            str(tmp_path / "outputs"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=400,
-        env=run_env(lab),
-        cwd=REPO,
-    )
-    took = time.time() - started
+    # With Prometheus, as a cluster runs it: the services' series (every replica) and JetStream's carry the
+    # namespace (federated from the lab's Prometheus, the way ServiceMonitors label them), the gameday's
+    # rules are loaded there, and the runbook reads the service readings and the alerts from it, scoped to
+    # the namespace. Without Prometheus the replicas are scraped directly and the alert is not measured.
+    with contextlib.ExitStack() as stack:
+        extra: dict[str, Any] = {}
+        if combination(lab) != "neither":
+            prometheus = ClusterPrometheus(tmp_path / "cluster-prometheus")
+            prometheus.federate(lab["prometheus_url"], NAMESPACE, ["api-gateway", "reporting", "nats-exporter"])
+            prometheus.with_lab_rules()
+            stack.enter_context(prometheus)
+            extra = {
+                "prometheus_url": prometheus.url,
+                "alertmanager_url": "",
+                "service_metrics": {},
+                "prometheus_selectors": {s: f'namespace="{NAMESPACE}",job="{s}"' for s in ("api-gateway", "reporting")},
+            }
+            wait_for(lambda: _series(prometheus.url, f'up{{namespace="{NAMESPACE}"}}') > 0
+                     and _series(prometheus.url, f'nats_connected{{namespace="{NAMESPACE}"}}') >= 4, 30, 0.5)
+        started = time.time()
+        done = subprocess.run(
+            [
+                *GAMEDAY,
+                "run",
+                "--target",
+                "kubernetes",
+                "--params",
+                str(params_file(lab, kubeconfig, tmp_path, **extra)),
+                "--output-dir",
+                str(tmp_path / "outputs"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=400,
+            env=run_env(lab),
+            cwd=REPO,
+        )
+        took = time.time() - started
     assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
     archive = Path(done.stdout.strip().splitlines()[-1])
     card = json.loads((archive / "scorecard.json").read_text(encoding="utf-8"))
@@ -283,7 +314,13 @@ def test_gameday_run_against_the_fake_cluster_agrees_with_the_lab(
     if combination(lab) == "neither":
         assert alert["status"] == "not_measured" and "neither Alertmanager nor Prometheus" in alert["reason"], alert
     else:
-        assert alert["status"] != "not_measured", (combination(lab), alert)
+        # the cluster's Prometheus: the alert fired in this namespace and was seen, and the stop conditions'
+        # readings came from it, scoped to the namespace
+        assert alert["status"] == "pass", (combination(lab), alert)
+        checks = {e["name"]: e for e in journal if e["kind"] == "check"}
+        assert f'namespace="{NAMESPACE}"' in checks["service readings for the stop conditions"]["detail"]
+        assert checks.get("service readings scoped to the namespace", {"ok": True})["ok"] is True
+        assert extra["prometheus_url"] in checks["every stop condition can see its input"]["detail"]
     assert card["verdict"] == ("pass" if done.returncode == 0 else "fail")
     print(f"kubernetes e2e: gameday run took {took:.1f}s, verdict {card['verdict']}")
 
