@@ -28,7 +28,10 @@ SHAPES = {
     "cluster": {"lab_nats_nodes": 3, "lab_service_replicas": 2},
     "single": {"lab_nats_nodes": 1, "lab_service_replicas": 1},
 }
-TARGET_UP_SECONDS = {"cluster": 8.0, "single": 5.0}
+# Issue 11's aim for the default (cluster) shape. With Prometheus, ready waits until it has scraped every
+# target, which it starts about 5 s after its own start (its scrape manager's update tick, not configurable
+# in Prometheus 2.42): that floor is the same for both shapes, so the single shape gets the same aim.
+TARGET_UP_SECONDS = {"cluster": 8.0, "single": 8.0}
 
 
 def run_shape(name: str, knobs: dict[str, Any], runs: int) -> list[dict[str, Any]]:
