@@ -11,9 +11,10 @@ Chaos Mesh admission webhook would, *before* anything is sent:
 - structure and object metadata (apiVersion, kind, DNS-1123 name and namespace, label syntax);
 - the CRD's ``openAPIV3Schema`` with ``jsonschema``, **strictly**: an unknown field is an error (the API
   server would silently prune it, and a pruned ``duration`` is a fault without a deadline). The schema
-  is read from the CRD file when one is found (``GAMEDAY_NETWORKCHAOS_CRD``, else
-  ``<repo>/../shared/chaos-mesh/chaos-mesh.org_networkchaos.yaml``); the project ships no copy. Without
-  it, only the structural rules below and the webhook rules run, and ``crd_schema_path()`` says so;
+  is read from the CRD file named by ``GAMEDAY_NETWORKCHAOS_CRD`` (the tests point it at the real CRD);
+  the project ships no copy and reads nothing outside the package at run time. Without it, only the
+  structural rules below and the webhook rules run (on a cluster the API server's server-side dry run
+  checks the rest), and ``crd_schema_path()`` says so;
 - the webhook's rules: ``direction: from|both`` needs ``target`` or ``externalTargets``; ``duration``
   is a Go duration; ``value`` fits ``mode``; and ours: a gameday fault must have a ``duration``.
 
@@ -53,8 +54,6 @@ GAMEDAY_ID_LABEL = "gameday.dev/gameday-id"
 NAME_PREFIX = "nats-partition"
 
 CRD_ENV = "GAMEDAY_NETWORKCHAOS_CRD"
-CRD_RELATIVE = Path("shared") / "chaos-mesh" / "chaos-mesh.org_networkchaos.yaml"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MANIFEST = Path(__file__).resolve().parent / "gamedays" / "nats_partition" / "nats-partition.yaml"
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -227,13 +226,9 @@ def build_network_chaos(
 
 def crd_schema_path() -> Path | None:
     """Where the NetworkChaos CRD is read from, or None when there is none (structural checks only)."""
-    candidates = []
-    if os.environ.get(CRD_ENV):
-        candidates.append(Path(os.environ[CRD_ENV]))
-    candidates.append(REPO_ROOT.parent / CRD_RELATIVE)
-    for c in candidates:
-        if c.is_file():
-            return c
+    named = os.environ.get(CRD_ENV)
+    if named and Path(named).is_file():
+        return Path(named)
     return None
 
 
