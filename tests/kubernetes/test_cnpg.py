@@ -22,6 +22,7 @@ from gamedaylib import chaos
 from gamedaylib.exceptions import HealFailed, InjectionFailed, InvalidParameters, ProbeError
 from gamedaylib.gamedays.postgres_failover.database import ClusterState
 from gamedaylib.gamedays.postgres_failover.params import FailoverParams
+from gamedaylib.lab.processes import monitoring_binaries
 from gamedaylib.parameters import as_dict, validate
 from gamedaylib.targets import cnpg
 from gamedaylib.targets.base import Fault
@@ -42,6 +43,10 @@ def network() -> Iterator[PodNetwork]:
 
 @pytest.fixture(scope="module")
 def prometheus(network: PodNetwork, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPrometheus]:
+    """The cluster's Prometheus (a real one): a CloudNativePG cluster's replicas, lag and writable
+    instances are read there. Without Prometheus (or hidden by GAMEDAY_LAB_WITHOUT) these tests skip."""
+    if monitoring_binaries()[0] is None:
+        pytest.skip("no Prometheus (or hidden by GAMEDAY_LAB_WITHOUT): the CloudNativePG side reads Prometheus")
     prom = ClusterPrometheus(tmp_path_factory.mktemp("cnpg-prometheus"), scrape_interval="500ms")
     prom.scrape_cnpg(network, NAMESPACE, CLUSTER, PODS)
     with prom:
