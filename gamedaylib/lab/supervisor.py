@@ -297,10 +297,8 @@ class Supervisor:
         checks = [self._died(c) for c in children]
         return lambda: next((reason for reason in (check() for check in checks) if reason), None)
 
-    def _prometheus_scraped(self) -> bool:
-        """Prometheus has every configured target and has scraped each once (the services' successfully)."""
-        config = yaml.safe_load((self.lab_dir / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
-        expected = sum(len(s["targets"]) for job in config["scrape_configs"] for s in job["static_configs"])
+    def _prometheus_scraped(self, expected: int) -> bool:
+        """Prometheus has its ``expected`` targets and has scraped each once (the services' successfully)."""
         try:
             active = proc.http_json(self.urls["prometheus_url"] + "/api/v1/targets?state=active",
                                     timeout=2.0)["data"]["activeTargets"]
@@ -695,8 +693,10 @@ class Supervisor:
             # Prometheus applies its targets a few seconds after it is ready (its scrape manager's
             # update tick, 5 s): until then every service reading would be blind
             log.info("waiting for Prometheus to have scraped every target")
-            proc.wait_for(self._prometheus_scraped, timeout=30.0, what="Prometheus scraping every target",
-                          interval=0.2, abort=self._died(prometheus))
+            config = yaml.safe_load((self.lab_dir / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
+            expected = sum(len(s["targets"]) for job in config["scrape_configs"] for s in job["static_configs"])
+            proc.wait_for(lambda: self._prometheus_scraped(expected), timeout=30.0,
+                          what="Prometheus scraping every target", interval=0.2, abort=self._died(prometheus))
         state = {
             **self.config,
             **self.urls,
