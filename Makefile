@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install gameday test test-optional-parts test-fast bench lab-up lab-down lab-status clean
+.PHONY: help install gameday check test test-optional-parts test-fast bench lab-up lab-down lab-status clean
 
 # the combinations of optional parts the README allows besides the machine's own: Prometheus only, neither
 # (GAMEDAY_LAB_WITHOUT makes the lab pretend a part is missing without uninstalling it)
@@ -12,6 +12,7 @@ HIDDEN_PARTS := alertmanager prometheus,alertmanager
 
 help:
 	@echo "make gameday   run GAMEDAY-001 headless against the embedded lab (rehearsal profile)"
+	@echo "make check     ruff and mypy on gamedaylib (0 findings; make test runs it first)"
 	@echo "make test      run every test (pytest, notebook validation included), then the optional-parts ones"
 	@echo "               again with Alertmanager hidden and with both parts hidden"
 	@echo "make bench     run the benchmarks and print their figures"
@@ -29,7 +30,11 @@ install: $(STAMP)
 gameday: $(STAMP)
 	$(BIN)/gameday run
 
-test: $(STAMP)
+check: $(STAMP)
+	$(BIN)/ruff check gamedaylib
+	$(BIN)/mypy gamedaylib
+
+test: $(STAMP) check
 	$(BIN)/python -m pytest tests notebooks --nbval-lax -p no:cacheprovider
 	$(MAKE) test-optional-parts
 
@@ -56,4 +61,4 @@ lab-down: $(STAMP)
 
 clean:
 	-$(BIN)/gameday lab down 2>/dev/null
-	rm -rf $(VENV) .gameday
+	rm -rf $(VENV) .gameday .mypy_cache .ruff_cache

@@ -16,11 +16,11 @@ from typing import Any
 __version__ = "0.2.0"
 
 __all__ = [
+    "Gameday",
     "GamedayError",
     "InvalidParameters",
     "PreflightFailed",
     "ProbeError",
-    "Gameday",
     "__version__",
     "from_namespace",
     "list_gamedays",

@@ -129,7 +129,7 @@ class CanarySender:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def __enter__(self) -> CanarySender:
+    def __enter__(self) -> CanarySender:  # noqa: PYI034 (Python 3.10 has no typing.Self)
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

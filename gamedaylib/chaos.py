@@ -1,6 +1,7 @@
 """Chaos Mesh ``NetworkChaos`` bodies: built from the shipped template, checked like the cluster would.
 
-``build_network_chaos`` fills the template shipped with the gameday (``gamedays/nats_partition/nats-partition.yaml``) for one run:
+``build_network_chaos`` fills the template shipped with the gameday
+(``gamedays/nats_partition/nats-partition.yaml``) for one run:
 namespace, a name carrying the run id, the gameday labels, the NATS and service selectors, and
 ``duration`` = planned partition + safety margin (Chaos Mesh stops the fault by itself at
 creationTimestamp + duration, so the cluster heals even if the runbook dies).

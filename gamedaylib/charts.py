@@ -229,7 +229,7 @@ def _quiet_spans(
         if not np.any(inside):
             continue
         flat = True
-        for g, r in zip(gauges, ranges):
+        for g, r in zip(gauges, ranges, strict=True):
             chunk = g[inside]
             chunk = chunk[~np.isnan(chunk)]
             if len(chunk) and float(chunk.max() - chunk.min()) > 0.02 * r + 1e-9:
@@ -449,7 +449,7 @@ def timeline_figure(
             i = int(finite[-1])
             last_values.append((ax, float(x_all[i]), float(raw[i]), f"{raw[i]:,.0f}"))
 
-    for name, ax in zip(panels, data_axes):
+    for name, ax in zip(panels, data_axes, strict=False):
         if name == "lag":
             line(ax, gauge("lag_pending"), "pending (num_pending)", "#1565c0", last_of="lag_pending")
             line(ax, gauge("lag_ack_pending"), "awaiting ack", "#00838f", lw=1.6)
@@ -666,7 +666,7 @@ def history_figure(runs: Sequence[Mapping[str, Any]], title: str | None = None) 
     fig.suptitle(title, fontsize=TITLE_PT, fontweight="bold")
     labels = [str(r.get("run_id", i + 1)) for i, r in enumerate(runs)]
     xs = np.arange(len(runs))
-    for ax, (name, label) in zip(axes, names):
+    for ax, (name, label) in zip(axes, names, strict=True):
         values, targets, colours = [], [], []
         for run in runs:
             value, target, status = _metric(run, name)
@@ -675,7 +675,7 @@ def history_figure(runs: Sequence[Mapping[str, Any]], title: str | None = None) 
             colours.append({"pass": "#2e7d32", "fail": "#c62828"}.get(status or "", "#9ca3af"))
         ax.bar(xs, np.nan_to_num(values), color=colours, width=0.6)
         top = max([v for v in values + targets if not math.isnan(v)] + [1.0])
-        for x, v in zip(xs, values):
+        for x, v in zip(xs, values, strict=False):
             text = "n/m" if math.isnan(v) else f"{v:g}"
             ax.text(x, 0 if math.isnan(v) else v, text, ha="center", va="bottom", fontsize=TICK_PT,
                     color="#6b7280" if math.isnan(v) else "#111111")

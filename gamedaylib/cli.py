@@ -55,8 +55,8 @@ def parameters_help(gameday_id: str) -> str:
 
     scenario = gamedays.scenario(gameday_id)
     others = [i for i in gamedays.gameday_ids() if i != scenario.id]
-    lines = [f"parameters of {scenario.id} ({scenario.title}): -p NAME=VALUE, or a YAML mapping in --params "
-             "FILE; -p wins, mappings are merged key by key. Profile-dependent defaults show rehearsal / full.",
+    lines = [(f"parameters of {scenario.id} ({scenario.title}): -p NAME=VALUE, or a YAML mapping in --params "
+              "FILE; -p wins, mappings are merged key by key. Profile-dependent defaults show rehearsal / full."),
              ""]
     lines += help_lines(scenario.params)
     if others:

@@ -191,7 +191,8 @@ def wait_words(progress: WaitProgress, why: str = "") -> str:
 
 def _bar_html(progress: WaitProgress, words: str) -> str:
     """A finished wait as a static bar and its words (full unless the wait ended early)."""
-    share = 1.0 if progress.outcome in ("done", "deadline") else min(1.0, progress.elapsed / max(progress.timeout, 1e-9))
+    share = (1.0 if progress.outcome in ("done", "deadline")
+             else min(1.0, progress.elapsed / max(progress.timeout, 1e-9)))
     colour = BAR_COLOURS.get(progress.outcome, BAR_COLOURS[""])
     return (f"<div class='gameday-wait' style='display:flex;align-items:center;gap:16px;{PROSE};margin:4px 0'>"
             f"<div style='flex:0 0 30%;height:22px;background:#e5e7eb;border-radius:5px;overflow:hidden'>"
@@ -223,7 +224,8 @@ class NotebookDisplay(RunObserver):
         title = {"start": "Start", "finish": "Finish"}.get(phase, run.playbook.title_of(phase))
         subtitle = " · ".join(x for x in (p.gameday_id, f"run {p.run_id}", p.target, p.profile) if x)
         accent = "alarm" if run.fault_in_force else ("ok" if run.healed_at is not None else "info")
-        offset = run.clock.offset(reading.at) if reading is not None and run.clock.t0 is not None else run.clock.offset()
+        offset = (run.clock.offset(reading.at) if reading is not None and run.clock.t0 is not None
+                  else run.clock.offset())
         return Banner(title, offset, tuple(run.scenario.tiles(run, reading)), subtitle, accent)
 
     def _show_banner(self, run: Run, phase: str) -> None:

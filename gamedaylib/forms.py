@@ -99,7 +99,7 @@ class StaticTable:
         if self.note:
             lines.append(self.note)
         for row in self.rows:
-            lines.append("- " + " | ".join(f"{c}: {v}" for c, v in zip(self.columns, row)))
+            lines.append("- " + " | ".join(f"{c}: {v}" for c, v in zip(self.columns, row, strict=False)))
         return "\n".join(lines)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
@@ -198,7 +198,8 @@ class ObservationForm(Form):
 
     def __repr__(self) -> str:
         got = answered(self.journal).get(self.phase_id, {})
-        return f"<observation form {self.phase_id}: {sum(q in got for q in self.questions)} of {len(self.questions)} answered>"
+        return (f"<observation form {self.phase_id}: {sum(q in got for q in self.questions)} of {len(self.questions)} "
+                "answered>")
 
     @property
     def questions(self) -> tuple[str, ...]:
@@ -351,7 +352,7 @@ class StampButtons(Form):
     widget: widgets.Widget
     when: widgets.Text
     status: widgets.HTML
-    on_stamp: Callable[[str], None] | None = None  # told after every stamp (the run re-measures)
+    on_stamp: Callable[[str], object] | None = None  # told after every stamp (the run re-measures)
     _shown: _Shown | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
@@ -415,7 +416,7 @@ def stamp_buttons(
     live: bool,
     phase_id: str = "incident_response",
     show: bool = True,
-    on_stamp: Callable[[str], None] | None = None,
+    on_stamp: Callable[[str], object] | None = None,
 ) -> StampButtons:
     """Buttons "alert seen", "paged", "acknowledged", "status page updated"; each press journals
     ``kind="stamp"`` with its time. Headless: ``stamps`` (ISO time or seconds after T+0) are

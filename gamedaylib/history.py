@@ -85,7 +85,7 @@ def table(frame: pd.DataFrame, metrics: Sequence[str]) -> str:
             cells.append("-" if value is None or pd.isna(value) else f"{float(value):g}{mark}")
         lines.append(cells)
     widths = [max(len(str(row[i])) for row in lines) for i in range(len(heads))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in lines)
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip() for row in lines)
 
 
 def find_run(output_dir: Path, ref: str) -> Path:

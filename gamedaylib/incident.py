@@ -298,10 +298,12 @@ def _describe(e: Mapping[str, Any], playbook: Playbook) -> str:
     if kind == "phase.started":
         return f"phase started: {playbook.title_of(str(e.get('phase') or ''))}"
     if kind == "phase.finished":
-        return f"**phase failed: {playbook.title_of(str(e.get('phase') or ''))}** ({e.get('error', '')}: {e.get('message', '')})"
+        return (f"**phase failed: {playbook.title_of(str(e.get('phase') or ''))}** "
+                f"({e.get('error', '')}: {e.get('message', '')})")
     if kind == "stamp":
         at = e.get("at")
-        return f"stamp: {str(e.get('stamp', '')).replace('_', ' ')}" + ("" if at else f" (time unknown: {e.get('reason', '')})")
+        return (f"stamp: {str(e.get('stamp', '')).replace('_', ' ')}"
+                + ("" if at else f" (time unknown: {e.get('reason', '')})"))
     if kind == "notification":
         return f"notification ({e.get('event', '')}): {e.get('detail', '')}"
     if kind == "run.finished":
@@ -311,7 +313,8 @@ def _describe(e: Mapping[str, Any], playbook: Playbook) -> str:
     if kind == "error":
         return f"error: {e.get('error', '')} {e.get('message', '')}".strip()
     if kind == "checklist":
-        return "pre-gameday checklist recorded: " + ("complete" if e.get("complete") else f"{len(e.get('missing') or [])} item(s) not done")
+        return "pre-gameday checklist recorded: " + (
+            "complete" if e.get("complete") else f"{len(e.get('missing') or [])} item(s) not done")
     if kind == "stop_condition":
         return f"stop condition {e.get('condition', '')}: {e.get('detail', '')} (the fault was ended at once)"
     if kind == "fault.healed":
@@ -342,7 +345,8 @@ def _alert_moments(entries: Sequence[Mapping[str, Any]], t0: datetime | None) ->
         for part in text.split("; "):
             m = _ALERT.match(part)
             if m:
-                out.append((t0 + timedelta(seconds=_offset_seconds(m.group("offset"))), f"alert fired: {m.group('what')}"))
+                out.append((t0 + timedelta(seconds=_offset_seconds(m.group("offset"))),
+                            f"alert fired: {m.group('what')}"))
     return out
 
 
@@ -516,7 +520,8 @@ def _advice(m: Mapping[str, Any], label: str, card: Mapping[str, Any], params: M
     """What a team can act on for one missed target, with this run's numbers."""
     name, value, target = m.get("name"), m.get("value"), m.get("target")
     events = card.get("events") or {}
-    missed = f"{label} {_n(value)} {m.get('unit', '')} against {m.get('comparison', '')} {_n(target)}".replace("  ", " ")
+    missed = (f"{label} {_n(value)} {m.get('unit', '')} against {m.get('comparison', '')} "
+              f"{_n(target)}").replace("  ", " ")
     dropped = events.get("service_reported_dropped")
     overflow = params.get("lab_overflow")
     per_replica = params.get("lab_buffer_capacity")
@@ -552,7 +557,8 @@ def _advice(m: Mapping[str, Any], label: str, card: Mapping[str, Any], params: M
                 "first (see the event loss); a shorter loss window follows.")
     if name == "rto_seconds":
         reconnect = _value(entries, "reconnected after the heal (s)")
-        lag: Mapping[str, Any] = next((x for x in card.get("metrics") or [] if x.get("name") == "lag_recovery_seconds"), {})
+        lag: Mapping[str, Any] = next(
+            (x for x in card.get("metrics") or [] if x.get("name") == "lag_recovery_seconds"), {})
         return (f"{missed}: after the heal the services reconnected in {_n(reconnect)} s and the consumer lag "
                 f"came back under the threshold in {_n(lag.get('value'))} s; speed up the slowest step "
                 "(reconnect backoff, consumer batch size and replicas, buffer flush rate).")

@@ -109,10 +109,12 @@ def team_response_seconds(
     seconds = (acks[0] - fired).total_seconds()
     if seconds < 0:
         return TeamResponse(
-            None, f"first acknowledgement ({acks[0].isoformat(timespec='seconds')}) is before the alert fired ({fired.isoformat(timespec='seconds')})"
+            None, f"first acknowledgement ({acks[0].isoformat(timespec='seconds')}) is before the alert fired "
+                  f"({fired.isoformat(timespec='seconds')})"
         )
     return TeamResponse(
-        seconds, f"first acknowledged {acks[0].isoformat(timespec='seconds')} − alert {fired.isoformat(timespec='seconds')} ({source})"
+        seconds, f"first acknowledged {acks[0].isoformat(timespec='seconds')} − alert "
+                 f"{fired.isoformat(timespec='seconds')} ({source})"
     )
 
 

@@ -301,9 +301,9 @@ class Param:
 
 def param(
     default: Any,
-    help: str,  # noqa: A002 - the word users read
+    help: str,  # the word users read (shadows the builtin)
     *,
-    type: str,  # noqa: A002
+    type: str,
     check: Callable[[Any], Any],
     limit: tuple[float, float] | None = None,
     section: str = "",
@@ -316,7 +316,7 @@ def param(
     return field(default=default, metadata=meta)
 
 
-def number_param(default: Any, help: str, *, limit: tuple[float, float], section: str) -> Any:  # noqa: A002
+def number_param(default: Any, help: str, *, limit: tuple[float, float], section: str) -> Any:
     """A number parameter (``Optional[float]`` when its default is None: from the profile)."""
     kind = "Optional[float]" if default is None else "float"
     return param(default, help, type=kind, check=check_number, limit=limit, section=section)

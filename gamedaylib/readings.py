@@ -98,7 +98,8 @@ class Reading:
 class Reader(Protocol):
     """Reads the system once; never raises for an unreadable input (it goes to ``errors``)."""
 
-    reading_type: type[Reading]
+    @property
+    def reading_type(self) -> type[Reading]: ...
 
     def read(self) -> Reading: ...
 
@@ -168,7 +169,9 @@ def _aggregate(values: Sequence[float], how: str) -> float | None:
     clean = [v for v in values if not math.isnan(v)]
     if not clean:
         return None
-    return {"sum": sum, "min": min, "max": max}[how](clean)
+    if how == "sum":
+        return sum(clean)
+    return {"min": min, "max": max}[how](clean)
 
 
 class PipelineReader:
@@ -196,7 +199,8 @@ class PipelineReader:
         self.timeout = timeout
         urls = endpoints.monitor_urls()
         self.nats = NatsMonitor(urls, timeout=timeout, account=endpoints.nats_account) if urls else None
-        self.prometheus = PrometheusProbe(endpoints.prometheus_url, timeout=timeout) if endpoints.prometheus_url else None
+        self.prometheus = (PrometheusProbe(endpoints.prometheus_url, timeout=timeout) if endpoints.prometheus_url
+                           else None)
         self._pool: ThreadPoolExecutor | None = None
 
     @property
@@ -318,7 +322,7 @@ class PipelineReader:
         futures = [(service, url, self._pool.submit(self._scrape, url)) for service, url in urls]
         snaps: dict[str, list[MetricsSnapshot]] = {}
         problems = []
-        for service, url, future in futures:
+        for service, _url, future in futures:
             snap = future.result()
             if isinstance(snap, ProbeError):
                 problems.append(snap.reason)
@@ -336,8 +340,9 @@ class PipelineReader:
             value = _aggregate([v for v in per if v is not None], r.aggregation)
             if value is not None:
                 found[r.field] = value
-        fractions = [s.value("event_buffer_size") / cap for s in snaps.get(GATEWAY, [])
-                     if (cap := s.value("event_buffer_capacity")) and s.value("event_buffer_size") is not None]
+        fractions = [size / cap for s in snaps.get(GATEWAY, [])
+                     if (cap := s.value("event_buffer_capacity"))
+                     and (size := s.value("event_buffer_size")) is not None]
         if fractions:
             found["buffer_fraction_max"] = max(fractions)
         return found, "; ".join(problems)

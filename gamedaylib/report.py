@@ -217,7 +217,8 @@ def summary_html(card: Mapping[str, Any], *, charts: Sequence[str] = (), params:
             name += " <span style='color:#555;font-size:85%'>(not required)</span>"
         status = (f"<td class='gameday-status gameday-status-{escape(str(m.get('status')))}' style='{_CELL};"
                   f"background:{background};color:{ink};font-weight:700;white-space:nowrap'>{word}</td>")
-        cells = [f"<td style='{_CELL};white-space:nowrap'>{name}</td>", f"<td style='{_CELL};white-space:nowrap'>{target}</td>",
+        cells = [f"<td style='{_CELL};white-space:nowrap'>{name}</td>",
+                 f"<td style='{_CELL};white-space:nowrap'>{target}</td>",
                  f"<td style='{_CELL};white-space:nowrap;font-weight:700'>{value}</td>", status,
                  f"<td class='gameday-why' style='{_CELL}'>{escape(findings.metric_why(m, events))}</td>"]
         rows.append(f"<tr data-metric='{escape(str(m.get('name', '')))}'>{''.join(cells)}</tr>")
@@ -303,7 +304,8 @@ def strip_remote(html: str) -> str:
 def remote_loads(html: str) -> list[str]:
     """What in ``html`` would be fetched from the network when opened (empty = none)."""
     pattern = re.compile(
-        r"<(?:script|img|iframe|link|source|video|audio)\b[^>]*\b(?:src|href)=[\"']?((?:https?:)?//[^\"' >]+)", re.IGNORECASE
+        r"<(?:script|img|iframe|link|source|video|audio)\b[^>]*\b(?:src|href)=[\"']?((?:https?:)?//[^\"' >]+)",
+        re.IGNORECASE,
     )
     found = pattern.findall(html)
     for script in re.findall(r"<script\b[^>]*>(.*?)</script>", html, re.DOTALL | re.IGNORECASE):

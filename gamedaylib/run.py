@@ -431,14 +431,14 @@ class Run:
         """The fault ended before the runbook healed it: say why and when, from the target's records.
         False when the fault's own status says it is still in force (nothing ended)."""
         try:
-            status = self.fault.status()
+            status = current = self.fault.status()
         except GamedayError as exc:
             status = None
             why = f"the fault is no longer in force ({exc})"
         else:
-            if status.active:
+            if current.active:
                 return False
-            why = status.ended_early or "the fault is no longer in force"
+            why = current.ended_early or "the fault is no longer in force"
         deadline = time.monotonic() + 10.0
         while status is not None and status.ended_early and status.ended_at is None and time.monotonic() < deadline:
             time.sleep(0.5)  # the target is still recording the end (Chaos Mesh: the records' Recover events)

@@ -189,7 +189,7 @@ class Sampler:
                 self._phase_names.append(phase)
             self._ts.append(ts)
             self._phase_idx.append(self._phase_names.index(phase))
-            for column, value in zip(self._values, row):
+            for column, value in zip(self._values, row, strict=False):
                 column.append(value)
             self._recent.append(reading)
             self._count += 1
@@ -275,7 +275,7 @@ class Sampler:
             ts = np.frombuffer(self._ts, dtype="d").copy() if len(self._ts) else np.array([], dtype="d")
             phases = [self._phase_names[i] for i in self._phase_idx]
             data = {c: np.frombuffer(col, dtype="d").copy() if len(col) else np.array([], dtype="d")
-                    for c, col in zip(self.columns, self._values)}
+                    for c, col in zip(self.columns, self._values, strict=False)}
         t0 = self._t0_ts()
         frame = pd.DataFrame(data)
         frame.insert(0, "phase", phases)

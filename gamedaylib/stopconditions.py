@@ -48,8 +48,11 @@ class StopReason:
 
 
 class StopCondition(Protocol):
-    parameter: str
-    inputs: tuple[str, ...]  # Reading fields it needs
+    @property
+    def parameter(self) -> str: ...
+
+    @property
+    def inputs(self) -> tuple[str, ...]: ...  # Reading fields it needs
 
     def judge(self, reading: Reading, baseline: Reading | None, offset: str) -> StopReason | None: ...
 

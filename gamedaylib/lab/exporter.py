@@ -251,9 +251,10 @@ async def serve(config: LabConfig, stop: asyncio.Event) -> None:
     if not ports or len(monitors) != len(ports):
         raise LabError(f"config.json needs one exporter_<i> port per nats_monitor_<i> port, got {config.ports}")
     runners = [
-        await start_http(make_app(f"http://127.0.0.1:{monitor}"), port) for monitor, port in zip(monitors, ports)
+        await start_http(make_app(f"http://127.0.0.1:{monitor}"), port)
+        for monitor, port in zip(monitors, ports, strict=True)
     ]
-    for node, (monitor, port) in enumerate(zip(monitors, ports)):
+    for node, (monitor, port) in enumerate(zip(monitors, ports, strict=True)):
         log.info("exporter of nats node %d (127.0.0.1:%d) on 127.0.0.1:%d", node, monitor, port)
     try:
         await stop.wait()

@@ -322,10 +322,10 @@ class Gateway:
             probing = self.breaker.state is BreakerState.HALF_OPEN
             batch = self.inflight[:1] if probing else list(self.inflight)
             results = await self._publish_batch(batch)
-            failed = [event for event, ok in zip(batch, results) if not ok]
+            failed = [event for event, ok in zip(batch, results, strict=True) if not ok]
             done = len(batch) - len(failed)
             if done:
-                published = {id(event) for event, ok in zip(batch, results) if ok}
+                published = {id(event) for event, ok in zip(batch, results, strict=True) if ok}
                 self.inflight = [event for event in self.inflight if id(event) not in published]
                 self._count("published", self.m_published, done)
             if not failed:

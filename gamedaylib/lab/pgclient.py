@@ -317,7 +317,8 @@ class PgClusterClient:
     # -------------------------------------------------------------------------------------------- faults
     def kill(self, node: str, agent_only: bool = False) -> datetime:
         """SIGKILL ``node`` the way a pod kill does: Patroni, the postmaster (from ``postmaster.pid``),
-        every PostgreSQL process and the node's exporter, all frozen first (SIGSTOP) so none acts after the returned moment. With
+        every PostgreSQL process and the node's exporter, all frozen first (SIGSTOP) so none acts after the
+        returned moment. With
         ``agent_only`` only Patroni dies and its PostgreSQL keeps running (the split-brain flaw).
         Returns the moment every target was frozen; LabError when there is nothing to kill or a target
         survives."""
@@ -393,7 +394,8 @@ class PgClusterClient:
 
     def restart_killed(self, node: str) -> datetime:
         """Start ``node``'s Patroni again, and its exporter when a node kill took it (through the
-        launcher): it rejoins as a replica, rewinding its data with pg_rewind when it diverged. Returns when it was started; ``wait_streaming`` times
+        launcher): it rejoins as a replica, rewinding its data with pg_rewind when it diverged. Returns when it
+        was started; ``wait_streaming`` times
         the rejoin."""
         if self.launcher is None:
             raise LabError("restart_killed needs a launcher (the runner or the lab supervisor)")

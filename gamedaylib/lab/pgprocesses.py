@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import signal
@@ -118,10 +119,8 @@ def cluster_processes(root: str | os.PathLike[str]) -> dict[int, tuple[str, ...]
     infos = _all_processes()
     skip = _ancestors()
     owners = {os.getuid()}
-    try:
+    with contextlib.suppress(KeyError):
         owners.add(pwd.getpwnam(proc.LAB_USER).pw_uid)
-    except KeyError:
-        pass
     mine = {i.pid for i in infos if i.uid in owners and _names_root(i.argv, root_s)}
     for data_dir in Path(root_s).glob("*/data"):
         pid = postmaster_pid(data_dir)

@@ -3,7 +3,8 @@ benchmarks).
 
 - ``PgClusterRunner(plan)``: a context manager. ``start()`` wipes the folder's data, writes the
   configuration, spawns the ``cluster_specs(plan)`` processes in their own sessions stage by stage,
-  waiting for each stage to be ready, then for the cluster to be healthy, and returns a ``PgClusterClient``; ``stop()`` (also on
+  waiting for each stage to be ready, then for the cluster to be healthy, and returns a ``PgClusterClient``;
+  ``stop()`` (also on
   leaving the ``with`` block, whatever happened) stops everything. It is the client's ``Launcher``
   (``restart_killed`` spawns Patroni again through it). A watchdog process (``python -m
   gamedaylib.lab.pgrunner --reap``) stops the cluster if the process that started it dies, even by
@@ -87,7 +88,8 @@ def wait_ready(spec: ProcessSpec, popen: subprocess.Popen[bytes] | None = None) 
     def died() -> str | None:
         if popen is None or popen.poll() is None:
             return None
-        return f"exited with status {popen.returncode}; last lines of {spec.log_file}:\n{proc.tail(Path(spec.log_file))}"
+        return (f"exited with status {popen.returncode}; last lines of {spec.log_file}:\n"
+                f"{proc.tail(Path(spec.log_file))}")
 
     try:
         proc.wait_for(ok, timeout=spec.ready_timeout, what=f"{spec.name} ready at {spec.ready_url}",

@@ -323,10 +323,10 @@ async def serve(config: LabConfig, stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     servers = [
         await loop.create_server(client_factory(proxy, upstream), "127.0.0.1", port, reuse_address=True)
-        for port, upstream in zip(listeners, upstreams)
+        for port, upstream in zip(listeners, upstreams, strict=False)
     ]
     runner = await start_http(control_app(proxy), config.port("proxy_control"))
-    for port, upstream in zip(listeners, upstreams):
+    for port, upstream in zip(listeners, upstreams, strict=False):
         log.info("proxy 127.0.0.1:%d -> 127.0.0.1:%d", port, upstream)
     log.info("control on 127.0.0.1:%d", config.port("proxy_control"))
     try:

@@ -117,7 +117,7 @@ def allocate_ports(nodes: int, replicas: int) -> dict[str, int]:
     names = list(SINGLE_PORTS)
     names += [f"{name}_{i}" for name in NODE_PORTS for i in range(nodes)]
     names += [f"{name}_{i}" for name in REPLICA_PORTS for i in range(replicas)]
-    return dict(zip(names, proc.free_ports(len(names))))
+    return dict(zip(names, proc.free_ports(len(names)), strict=True))
 
 
 def nats_server_config(lab_dir: Path, ports: dict[str, int], node: int) -> str:
@@ -565,7 +565,7 @@ class Supervisor:
             group = [s for s in specs if s.stage == stage]
             children = [self.spawn_spec(s) for s in group]
             if not first_stage_only:
-                for spec, child in zip(group, children):
+                for spec, child in zip(group, children, strict=True):
                     log.info("waiting for %s (%s)", spec.name, spec.ready_url)
                     wait_ready(spec, child.popen)  # type: ignore[arg-type]
 

@@ -234,7 +234,7 @@ class EventsStore:
         with self._lock:
             self._drop_connection()
 
-    def __enter__(self) -> EventsStore:
+    def __enter__(self) -> EventsStore:  # noqa: PYI034 (Python 3.10 has no typing.Self)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -327,9 +327,9 @@ class EventsStore:
         ``events_idempotency_key_idx``.
         """
         (rows,) = self._with_keys("key lookup", _distinct(keys), [(
-            f"SELECT t.k, c.n, c.first, c.last FROM {_KEYS_TABLE} t CROSS JOIN LATERAL "
-            f"(SELECT count(*) AS n, min(e.created_at) AS first, max(e.created_at) AS last FROM {TABLE} e "
-            "WHERE e.idempotency_key = t.k) c WHERE c.n > 0",
+            (f"SELECT t.k, c.n, c.first, c.last FROM {_KEYS_TABLE} t CROSS JOIN LATERAL "
+             f"(SELECT count(*) AS n, min(e.created_at) AS first, max(e.created_at) AS last FROM {TABLE} e "
+             "WHERE e.idempotency_key = t.k) c WHERE c.n > 0"),
             (),
         )])
         found = {str(k): KeyInfo(int(n), first, last) for k, n, first, last in rows}
@@ -346,8 +346,8 @@ class EventsStore:
         """
         distinct = _distinct(keys)
         (rows,) = self._with_keys("key accounting", distinct, [(
-            f"SELECT t.k, c.n FROM {_KEYS_TABLE} t CROSS JOIN LATERAL "
-            f"(SELECT count(*) AS n FROM {TABLE} e WHERE e.idempotency_key = t.k) c WHERE c.n <> 1",
+            (f"SELECT t.k, c.n FROM {_KEYS_TABLE} t CROSS JOIN LATERAL "
+             f"(SELECT count(*) AS n FROM {TABLE} e WHERE e.idempotency_key = t.k) c WHERE c.n <> 1"),
             (),
         )])
         lost = sorted(str(k) for k, n in rows if n == 0)

@@ -1,8 +1,8 @@
 """The one interface the runbook talks to, whether the system is the embedded lab or a cluster.
 
-A target knows how to check the system is fit (``preflight``), cut it off from NATS (``inject``),
-heal it (``heal``, safe to call twice, also after a failure), say whether the cut is active, read
-service logs, and, for the lab only, report the ground truth of what users were told.
+A target knows how to check the system is fit (``preflight``), read service logs, and, for the lab
+only, report the ground truth of what users were told. What a gameday does to it is a ``Fault``
+(``inject``, ``heal``: safe to call twice, also after a failure, ``status``), made by the scenario.
 Probes (NATS monitoring, Prometheus, Alertmanager, the events table, service metrics) are reached
 through the URLs in ``Endpoints``, so the same probe code serves both targets.
 """
@@ -110,22 +110,6 @@ class Target(Protocol):
 
     def preflight(self) -> list[Check]:
         """Check the system is fit for a gameday. Changes nothing."""
-        ...
-
-    def inject(self, *, duration_seconds: float) -> datetime:
-        """Apply the partition with a deadline of ``duration_seconds`` after which it heals by itself,
-        wait until it is confirmed active, and return that moment (T+0). Raises InjectionFailed."""
-        ...
-
-    def heal(self) -> datetime | None:
-        """Remove the partition and wait until it is confirmed gone; return when (None if there was
-        nothing to heal). Safe to call twice and after any failure. Raises HealFailed."""
-        ...
-
-    def partition_active(self) -> bool: ...
-
-    def fault_status(self) -> FaultStatus:
-        """Whether the fault is still in force and, when it ended on its own, why and when."""
         ...
 
     def service_logs(self, service: str, *, since: datetime | None = None) -> list[str]:

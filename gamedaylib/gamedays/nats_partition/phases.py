@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from gamedaylib import metrics, pipeline
 from gamedaylib.clock import utcnow
+from gamedaylib.gamedays.nats_partition.params import NatsPartitionParams
 from gamedaylib.phase import PhaseResult, fmt
 from gamedaylib.probes.nats import NatsMonitor
 from gamedaylib.readings import Reading
@@ -35,9 +36,15 @@ def _state(run: Run) -> PartitionState:
     return state
 
 
+def _params(run: Run) -> NatsPartitionParams:
+    params = run.params
+    assert isinstance(params, NatsPartitionParams)
+    return params
+
+
 def injection(run: Run, res: PhaseResult) -> None:
     """T+0: the partition applied with its own deadline, confirmed in force; T+0 is the confirmation."""
-    p = run.params
+    p = _params(run)
     run.run_commands("injection", res)
     if run.dry_run:
         res.values["would apply"] = run.fault.manifest()
@@ -45,18 +52,19 @@ def injection(run: Run, res: PhaseResult) -> None:
     if t0 is not None:
         res.values["T+0"] = t0
         res.values["the fault's own deadline (s)"] = p.fault_deadline_seconds
-        res.values["partition planned to end at"] = run.clock.offset(t0 + timedelta(seconds=p.partition_seconds))
+        res.values["partition planned to end at"] = run.clock.offset(
+            t0 + timedelta(seconds=float(p.partition_seconds or 0)))
 
 
 def _partition_end(run: Run) -> datetime | None:
     t0 = run.clock.t0
-    return None if t0 is None else t0 + timedelta(seconds=float(run.params.partition_seconds or 0))
+    return None if t0 is None else t0 + timedelta(seconds=float(_params(run).partition_seconds or 0))
 
 
 def buffering(run: Run, res: PhaseResult) -> None:
     """T+5 (half-way through the partition): buffer against its capacity, drops, retries, circuit
     breaker, user-facing errors, the SSE stream. Stop conditions are judged while waiting."""
-    p = run.params
+    p = _params(run)
     end = _partition_end(run)
     if run.clock.t0 is not None and end is not None:
         half = run.clock.t0 + timedelta(seconds=float(p.partition_seconds or 0) / 2)
@@ -95,7 +103,7 @@ def buffering(run: Run, res: PhaseResult) -> None:
 def heal(run: Run, res: PhaseResult) -> None:
     """T+10: at the end of the partition, remove it and confirm every service reconnected to NATS
     within ``heal_confirm_seconds``."""
-    p = run.params
+    p = _params(run)
     end = _partition_end(run)
     if end is not None and run.fault_in_force:
         run.wait("partition running", end, watch=True, detail=f"partition ends at {run.clock.offset(end)}")
@@ -133,7 +141,7 @@ def heal(run: Run, res: PhaseResult) -> None:
 def replay(run: Run, res: PhaseResult) -> None:
     """T+15: lag (num_pending) back under the threshold within the deadline, the gateway buffers
     drained, in-flight messages settled, every accepted canary stored; duplicates and data integrity."""
-    p = run.params
+    p = _params(run)
     state = _state(run)
     if run.fault_in_force and not run.dry_run:
         run.heal()
@@ -195,7 +203,7 @@ def replay(run: Run, res: PhaseResult) -> None:
 
 def rto(run: Run, res: PhaseResult) -> None:
     """T+30: RTO = T+0 → full recovery; lag recovery; services healthy; SSE delivering."""
-    p = run.params
+    p = _params(run)
     state = _state(run)
     blind = pipeline.lag_blind_since(run, run.healed_at)
     last = run.latest()

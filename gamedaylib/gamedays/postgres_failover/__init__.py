@@ -63,7 +63,8 @@ def tiles(run: Run, reading: Reading | None) -> list[Tile]:
         Tile("writes", "—" if writes is None else ("ACKNOWLEDGED" if writes else "FAILING"),
              "unknown" if writes is None else ("ok" if writes else "alarm")),
         Tile("consumer lag", "—" if lag is None else f"{lag:,.0f}", "unknown" if lag is None else "info"),
-        Tile("canaries lost", "—" if lost is None else f"{lost:,}", "unknown" if lost is None else ("alarm" if lost else "ok")),
+        Tile("canaries lost", "—" if lost is None else f"{lost:,}",
+             "unknown" if lost is None else ("alarm" if lost else "ok")),
     ]
 
 
