@@ -390,6 +390,8 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     found = [s.describe() for s in gamedays.scenarios()]
+    for problem in gamedays.problems():  # a broken plug-in: one line each, the others still listed
+        print(f"gameday: {problem}", file=sys.stderr)
     if args.json:
         print(json.dumps(found, indent=2))
         return 0
