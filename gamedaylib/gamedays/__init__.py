@@ -9,7 +9,8 @@ way, in its ``pyproject.toml``)::
 
 A team's own package of gamedays installed beside gameday thus shows in ``gameday list``. A plug-in that
 cannot be loaded (it fails to import, names no ``Scenario``, or its id differs from its entry point's
-name) is reported by ``problems()`` in one line and hides none of the others.
+name) is reported by ``problems()`` in one line and hides none of the others; an id registered twice keeps
+gameday's own registration (else the first found on the path) and reports the other.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ ENTRY_POINT_GROUP = "gameday.gamedays"
 GAMEDAYS_DIR = Path(__file__).resolve().parent
 MONITORING = "monitoring"  # each gameday's alert rules (*.rules.yml), lab-overrides.yml and tests/
 DEFAULT_GAMEDAY = "GAMEDAY-001"
+_OWN_DISTRIBUTION = "gameday"  # its registrations win over a plug-in's claiming the same id
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,19 @@ class _Registered:
 
 @functools.cache
 def _registry() -> tuple[dict[str, _Registered], tuple[str, ...]]:
-    """The registered gamedays by id, and the one-line problems found while listing them (a second
-    registration of an id is refused; the first one found stays)."""
+    """The registered gamedays by id, and the one-line problems found while listing them. An id registered
+    twice keeps gameday's own registration, else the first found on the path; the others are refused."""
     found: dict[str, _Registered] = {}
     troubles: list[str] = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        dist = ep.dist.name if ep.dist is not None else "an unknown distribution"
-        entry = _Registered(ep.name, ep, dist)
-        if ep.name in found:
-            troubles.append(f"{ep.name}: registered twice, by {found[ep.name].source} and by {entry.source}; "
+    registered = [_Registered(ep.name, ep, ep.dist.name if ep.dist is not None else "an unknown distribution")
+                  for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    registered.sort(key=lambda entry: entry.distribution != _OWN_DISTRIBUTION)  # stable: path order otherwise
+    for entry in registered:
+        if entry.id in found:
+            troubles.append(f"{entry.id}: registered twice, by {found[entry.id].source} and by {entry.source}; "
                             f"the second is ignored")
             continue
-        found[ep.name] = entry
+        found[entry.id] = entry
     if not found:
         troubles.append(f"no gameday is registered under the entry point group {ENTRY_POINT_GROUP!r}: is gameday "
                         "installed (pip install -e .)?")
