@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gameday {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from gamedaylib.authoring.cli import add_new_parser
     from gamedaylib.lab.cli import add_lab_parser
 
     add_run_parser(sub)
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_history_parser(sub)
     add_compare_parser(sub)
     add_lab_parser(sub)
+    add_new_parser(sub)
     return parser
 
 
