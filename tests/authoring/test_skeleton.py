@@ -73,8 +73,8 @@ NO_ID = "# Gameday Playbook: Anonymous\n\n## Timeline\n\n### T+0: Go\n\ntext\n"
 
 @pytest.mark.parametrize(("content", "args", "says"), [
     (NO_PHASES, [], "'# Gameday Playbook: Nothing Yet': no phase"),
-    ("# Gameday Playbook: Bad Table\n\n**ID**: G-1\n\n### T+0: Go\n\n## Success Metrics\n\n| Metric | Target |\n"
-     "|---|---|\n| RTO | soon |\n", [], "'## Success Metrics': metric 'RTO': target 'soon' has no number"),
+    (("# Gameday Playbook: Bad Table\n\n**ID**: G-1\n\n### T+0: Go\n\n## Success Metrics\n\n| Metric | Target |\n"
+      "|---|---|\n| RTO | soon |\n"), [], "'## Success Metrics': metric 'RTO': target 'soon' has no number"),
     (NO_ID, [], "--id: "),
     (NO_ID, ["--id", "3-not-an-id"], "'3-not-an-id' is not a gameday id"),
     (NO_ID, ["--id", "GAMEDAY-900", "--into", "{tmp}/missing"], "missing is not a folder"),

@@ -95,7 +95,7 @@ def test_a_third_party_gameday_shows_in_gameday_list_and_its_broken_ones_are_one
     found = {g["id"]: g for g in json.loads(listed.stdout)}
     assert list(found) == ["GAMEDAY-001", "GAMEDAY-002", "GAMEDAY-101"]
     assert found["GAMEDAY-101"]["title"] == "Redis Sentinel fails the session cache over to a replica"
-    assert found["GAMEDAY-101"]["playbook"] == str((site / "acme_gamedays" / "redis_failover" / "playbook.md"))
+    assert found["GAMEDAY-101"]["playbook"] == str(site / "acme_gamedays" / "redis_failover" / "playbook.md")
     assert found["GAMEDAY-001"]["title"] == "NATS message broker network partition"  # the built-in kept
 
     problems = listed.stderr.strip().splitlines()
