@@ -275,6 +275,26 @@ def _blocks(text: str) -> tuple[list[str], list[_Block]]:
     return preamble, blocks
 
 
+def _is_phase(heading: str) -> bool:
+    try:
+        return _phase_heading(heading) is not None
+    except ValueError:
+        return True  # a phase whose offset cannot be read: read() refuses it, naming it
+
+
+def _fold(preamble: list[str], blocks: list[_Block]) -> tuple[list[str], list[_Block]]:
+    """A phase's deeper headings (``#### Notes`` under ``### T+5 minutes: ...``) are part of its text."""
+    folded: list[_Block] = []
+    phase: _Block | None = None
+    for block in blocks:
+        if phase is not None and block.level > phase.level and not _is_phase(block.heading):
+            phase.lines += ["#" * block.level + " " + block.heading, *block.lines]
+            continue
+        phase = block if block.level >= 2 and _is_phase(block.heading) else None
+        folded.append(block)
+    return preamble, folded
+
+
 def _body(lines: list[str]) -> str:
     """A block's text without the trailing horizontal rule and blank lines."""
     kept = list(lines)
@@ -439,7 +459,7 @@ def _metrics(block: _Block, source: str) -> list[WrittenMetric]:
 def read(text: str, source: str = "") -> WrittenPlaybook:
     """The playbook written as ``text``; ``PlaybookRefused`` naming the heading for one that cannot be read
     (``source`` names the file in that message)."""
-    preamble, blocks = _blocks(text)
+    preamble, blocks = _fold(*_blocks(text))
     titles = [b for b in blocks if b.level == 1]
     title = titles[0].heading if titles else ""
     if not title:

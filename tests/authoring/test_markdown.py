@@ -7,8 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gamedaylib.authoring import markdown
+from gamedaylib.authoring.markdown import slug
 from gamedaylib.authoring.threshold import Threshold
 from gamedaylib.exceptions import GamedayError, PlaybookRefused
 from gamedaylib.gamedays import scenario
@@ -173,3 +176,59 @@ def test_to_playbook_needs_an_id() -> None:
     with pytest.raises(PlaybookRefused, match=r"no \*\*ID\*\* field"):
         written.to_playbook()
     assert written.to_playbook(gameday_id="GAMEDAY-900").phase_ids == ("go",)
+
+
+@pytest.mark.parametrize(("heading", "title", "start", "end"), [
+    ("### T−5 minutes: Unicode Minus", "Unicode Minus", -5, None),
+    ("### T+1 minute: One", "One", 1, None),
+    ("### T+2 hours: Later", "Later", 120, None),
+    ("### T+5–10 minutes: Dashed Range", "Dashed Range", 5, 10),
+    ("### T+5 to T+10 minutes: Worded Range", "Worded Range", 5, 10),
+    ("### Phase 4: Replay (T+5 minutes)", "Replay", 5, None),
+    ("### Cleanup (T+1.5 hours)", "Cleanup", 90, None),
+])
+def test_the_phase_heading_forms(heading: str, title: str, start: int, end: int | None) -> None:
+    written = markdown.read(TOP + heading + "\n\nbody\n")
+    (phase,) = written.phases
+    assert (phase.title, phase.offset_minutes, phase.end_offset_minutes) == (title, start, end)
+    assert phase.heading == heading and phase.text == "body"
+
+
+_titles = st.from_regex(r"[A-Z][a-z]{2,8}( [A-Z][a-z]{2,8}){0,2}", fullmatch=True)
+_questions = st.lists(st.from_regex(r"[A-Z][a-z]{2,8}( [a-z]{2,8}){1,4}\?", fullmatch=True), max_size=3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(-60, 240), _titles, _questions), min_size=1, max_size=6,
+                unique_by=lambda p: slug(p[1])),
+       st.lists(st.tuples(_titles, st.sampled_from(["≤", "<", ">=", ""]), st.integers(0, 10_000),
+                          st.sampled_from(["s", "m", "h", "events", "%"])), min_size=1, max_size=5,
+                unique_by=lambda m: m[0]))
+def test_what_is_written_in_the_form_reads_back(phases: list[tuple[int, str, list[str]]],
+                                               rows: list[tuple[str, str, int, str]]) -> None:
+    phases = sorted(phases, key=lambda p: p[0])
+    parts = [TOP]
+    for offset, title, questions in phases:
+        parts.append(f"### T{offset:+d} minutes: {title}\n\n")
+        if questions:
+            parts.append("**Observations to Record**:\n" + "".join(f"{n}. {q}\n" for n, q in enumerate(questions, 1))
+                         + "\n")
+    parts.append(TABLE_HEAD + "".join(f"| {label} Rate | {cmp}{value}{unit} | ___ | ☐ |\n"
+                                      for label, cmp, value, unit in rows))
+    try:
+        written = markdown.read("".join(parts))
+    except PlaybookRefused as refused:  # only for two labels naming the same metric
+        assert "the same metric" in refused.reason
+        return
+    assert [(p.offset_minutes, p.title, list(p.questions)) for p in written.phases] == phases
+    for metric, (label, _cmp, value, unit) in zip(written.metrics, rows, strict=True):
+        assert metric.label == f"{label} Rate"
+        factor = {"s": 1, "m": 60, "h": 3600}.get(unit, 1)
+        assert metric.target.value == value * factor
+
+
+def test_a_phases_deeper_headings_are_part_of_its_text() -> None:
+    written = markdown.read(TOP + "### T+0: Go\n\n**Actions**:\n```bash\ngo\n```\n\n#### If it fails\n\n"
+                            "**Success Criteria**:\n- It does not\n\n### T+5 minutes: Watch\n\nwatch\n")
+    go, watch = written.phases
+    assert "#### If it fails" in go.text and go.criteria == ("It does not",) and watch.text == "watch"
