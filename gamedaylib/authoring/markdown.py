@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from gamedaylib.authoring.threshold import Threshold, parse_threshold
@@ -197,7 +197,7 @@ class WrittenPlaybook:
     rollback: tuple[Step, ...] = ()
     rollback_text: str = ""
     source: str = ""
-    sections: dict[str, str] = field(default_factory=dict, compare=False)  # every ``##`` section's text
+    sections: tuple[tuple[str, str], ...] = ()  # (heading, text) of every ``##`` section, in order
 
     def meta(self, name: str) -> str | None:
         """A ``**Key**: value`` field under the title (case-insensitive key)."""
@@ -212,9 +212,17 @@ class WrittenPlaybook:
         """What the playbook is about: its **Scenario** field, else its title without ``Gameday…:``."""
         return self.meta("Scenario") or re.sub(r"^[^:]*gameday[^:]*:\s*", "", self.title, flags=re.IGNORECASE)
 
+    def section_text(self, heading: str) -> str | None:
+        """The text of the ``## heading`` section (case-insensitive), or None."""
+        return next((t for h, t in self.sections if h.casefold() == heading.casefold()), None)
+
     def phase(self, title_or_slug: str) -> WrittenPhase:
+        """The phase with this title or slug; ``KeyError`` naming the phases otherwise."""
         wanted = title_or_slug.casefold()
-        return next(p for p in self.phases if wanted in (p.title.casefold(), p.slug))
+        found = next((p for p in self.phases if wanted in (p.title.casefold(), p.slug)), None)
+        if found is None:
+            raise KeyError(f"no phase {title_or_slug!r}; the phases are {', '.join(p.title for p in self.phases)}")
+        return found
 
     def to_playbook(self, phase_ids: Mapping[str, str] | None = None, gameday_id: str | None = None) -> Playbook:
         """The typed ``Playbook``: ``phase_ids`` maps a phase's title (or slug) to the gameday's id for it
@@ -473,14 +481,14 @@ def read(text: str, source: str = "") -> WrittenPlaybook:
     checklist: list[str] = []
     rollback: list[Step] = []
     rollback_text = ""
-    sections: dict[str, str] = {}
+    sections: list[tuple[str, str]] = []
     parent: _Block | None = None  # the ## section this block is under
     phases_parent: _Block | None = None  # the ## section the phases are under
     for block in blocks:
         heading = "#" * block.level + " " + block.heading
         if block.level == 2:
             parent = block
-            sections[block.heading] = _body(block.lines)
+            sections.append((block.heading, _body(block.lines)))
         try:
             phase = _phase_heading(block.heading) if block.level >= 2 else None
         except ValueError as exc:
@@ -517,7 +525,7 @@ def read(text: str, source: str = "") -> WrittenPlaybook:
                                             "'### Phase N: Title (T+N minutes)')", source)
     return WrittenPlaybook(title=title, fields=fields, phases=tuple(phases), metrics=tuple(metrics),
                            checklist=tuple(checklist), rollback=tuple(rollback), rollback_text=rollback_text,
-                           source=source, sections=sections)
+                           source=source, sections=tuple(sections))
 
 
 def load(path: str | Path) -> WrittenPlaybook:

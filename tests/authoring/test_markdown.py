@@ -232,3 +232,12 @@ def test_a_phases_deeper_headings_are_part_of_its_text() -> None:
                             "**Success Criteria**:\n- It does not\n\n### T+5 minutes: Watch\n\nwatch\n")
     go, watch = written.phases
     assert "#### If it fails" in go.text and go.criteria == ("It does not",) and watch.text == "watch"
+
+
+def test_sections_and_phases_by_name() -> None:
+    written = markdown.load(scenario("GAMEDAY-001").playbook_md)
+    objectives = written.section_text("objectives")
+    assert objectives is not None and objectives.startswith("1. Validate event buffering")
+    assert written.section_text("Nope") is None
+    with pytest.raises(KeyError, match="no phase 'Nope'; the phases are Pre-Flight, Chaos Injection"):
+        written.phase("Nope")
