@@ -35,6 +35,8 @@ GAMEDAYS_DIR = Path(__file__).resolve().parent
 MONITORING = "monitoring"  # each gameday's alert rules (*.rules.yml), lab-overrides.yml and tests/
 DEFAULT_GAMEDAY = "GAMEDAY-001"
 _OWN_DISTRIBUTION = "gameday"  # its registrations win over a plug-in's claiming the same id
+_NONE_REGISTERED = (f"no gameday is registered under the entry point group {ENTRY_POINT_GROUP!r}: install gameday "
+                    "again (make install, or pip install -e .) so that its entry points exist")
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,7 @@ def _registry() -> tuple[dict[str, _Registered], tuple[str, ...]]:
             continue
         found[entry.id] = entry
     if not found:
-        troubles.append(f"no gameday is registered under the entry point group {ENTRY_POINT_GROUP!r}: is gameday "
-                        "installed (pip install -e .)?")
+        troubles.append(_NONE_REGISTERED)
     return dict(sorted(found.items())), tuple(troubles)
 
 
@@ -108,9 +109,11 @@ def scenario(gameday_id: str) -> Scenario:
     """The gameday named ``gameday_id``; ``InvalidParameters`` naming the known ones, or saying why this one
     cannot be loaded, otherwise."""
     known = _registry()[0]
+    if not known:
+        raise InvalidParameters({"gameday_id": f"unknown gameday {gameday_id!r}: {_NONE_REGISTERED}"})
     if gameday_id not in known:
         raise InvalidParameters({"gameday_id": f"unknown gameday {gameday_id!r}; this installation has "
-                                               f"{', '.join(known) or 'none'} (gameday list)"})
+                                               f"{', '.join(known)} (gameday list)"})
     return _load(gameday_id)
 
 

@@ -133,3 +133,29 @@ def test_a_broken_plug_in_is_refused_by_name_when_asked_for(tmp_path: Path) -> N
     dirs, refusal = done.stdout.strip().splitlines()
     assert dirs == "['nats_partition', 'postgres_failover', 'redis_failover']"  # found without importing it
     assert refusal.startswith("invalid parameters: gameday_id: gameday GAMEDAY-102 cannot be loaded")
+
+
+def test_without_its_entry_points_gameday_says_to_install_it_again(tmp_path: Path) -> None:
+    """The package's code on the path without its installed metadata (a venv installed before the entry
+    points were declared): no gameday, and every message says what to do."""
+    (tmp_path / "gamedaylib").symlink_to(Path(gamedays.__file__).resolve().parents[1], target_is_directory=True)
+    script = textwrap.dedent("""
+        from gamedaylib import gamedays
+        from gamedaylib.exceptions import InvalidParameters
+        print(gamedays.gameday_ids(), gamedays.scenarios())
+        print(gamedays.problems()[0])
+        try:
+            gamedays.scenario("GAMEDAY-001")
+        except InvalidParameters as exc:
+            print(exc)
+    """)
+    python = str(Path(GAMEDAY).parent / "python")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([python, "-S", "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=str(tmp_path), env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    empty, problem, refusal = done.stdout.strip().splitlines()
+    assert empty == "() []"
+    assert "no gameday is registered under the entry point group 'gameday.gamedays': install gameday again" in problem
+    assert refusal.startswith("invalid parameters: gameday_id: unknown gameday 'GAMEDAY-001': no gameday is "
+                              "registered") and "make install" in refusal
