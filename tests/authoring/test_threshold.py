@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gamedaylib.authoring.threshold import COMPARISONS, SECONDS_PER, Threshold, parse_threshold
+from gamedaylib.scorecard import SCHEMA, Metric
 
 
 @pytest.mark.parametrize(("text", "hint", "expected"), [
@@ -90,3 +91,15 @@ def test_any_text_is_a_threshold_or_a_value_error(text: str, hint: str) -> None:
     except ValueError:
         return
     assert found.comparison in COMPARISONS and found.value >= 0 and math.isfinite(found.value)
+
+
+def test_the_comparisons_are_the_scorecards() -> None:
+    enum = SCHEMA["properties"]["metrics"]["items"]["properties"]["comparison"]["enum"]
+    assert sorted(COMPARISONS) == sorted(enum)
+
+
+@given(st.sampled_from(sorted(COMPARISONS)), st.integers(0, 100).map(float), st.integers(0, 100).map(float))
+def test_a_threshold_judges_as_the_scorecard_does(comparison: str, target: float, measured: float) -> None:
+    threshold = Threshold(comparison, target, "s")
+    judged = Metric.judged("m", measured, threshold.value, "test", comparison=threshold.comparison, unit="s")
+    assert threshold.holds(measured) == (judged.status == "pass")
