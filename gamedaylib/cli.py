@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gameday {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from gamedaylib.authoring.cli import add_new_parser
     from gamedaylib.lab.cli import add_lab_parser
 
     add_run_parser(sub)
@@ -81,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_history_parser(sub)
     add_compare_parser(sub)
     add_lab_parser(sub)
+    add_new_parser(sub)
     return parser
 
 
@@ -390,6 +392,8 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     found = [s.describe() for s in gamedays.scenarios()]
+    for problem in gamedays.problems():  # a broken plug-in: one line each, the others still listed
+        print(f"gameday: {problem}", file=sys.stderr)
     if args.json:
         print(json.dumps(found, indent=2))
         return 0

@@ -12,6 +12,7 @@
     │   └── HealFailed           the partition could not be removed or confirmed removed
     ├── ProbeError               a measurement could not be taken (the metric becomes not_measured)
     ├── CommandFailed            a shell step exited non-zero or timed out
+    ├── PlaybookRefused          a written playbook (markdown) cannot be read as one; nothing was written
     └── LabError                 the embedded lab could not start, stop or answer
         └── LabAlreadyRunning    `lab up` found a lab already up
 
@@ -102,6 +103,14 @@ class CommandFailed(GamedayError):
         self.command, self.returncode, self.stderr_tail = command, returncode, stderr_tail
         what = "timed out" if returncode is None else f"exited {returncode}"
         super().__init__(f"{command!r} {what}: {stderr_tail.strip()[-500:]}")
+
+
+class PlaybookRefused(GamedayError):
+    """A written playbook cannot be read: one line naming the file, the heading and why."""
+
+    def __init__(self, heading: str, reason: str, source: str = "") -> None:
+        self.heading, self.reason, self.source = heading, reason, source
+        super().__init__(f"{source + ': ' if source else ''}{heading!r}: {reason}")
 
 
 class LabError(GamedayError):
